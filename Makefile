@@ -1,0 +1,126 @@
+# popbox — one plain GNU Makefile.
+#
+#   make            release build (hardened) into build/release/
+#   make run        build, create ./run/ (demo config, user, maildrop), start popboxd
+#   make test       ASan+UBSan build into build/asan/, unit tests, fuzz smoke, integration
+#   make fuzz       run every libFuzzer harness for FUZZ_SECONDS each
+#   make bench      benchmarks under bench/
+#
+# Sources are picked up by wildcard: lib/*.c and popboxd/*.c (except main.c)
+# form libpopbox.a; each tests/unit/test-*.c and tests/fuzz/fuzz-*.c is one
+# program.  `make SANITIZE=1 BUILD=build/asan` is what `make test` uses.
+
+BUILD    ?= build/release
+SANITIZE ?=
+CC       ?= cc
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 4
+
+PKGS     := libevent libevent_pthreads libcrypto
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+WARN     := -Wall -Wextra -Wformat=2 -Wshadow -Wpointer-arith -Wvla -Werror
+CPPFLAGS += -Ilib -Ipopboxd -D_GNU_SOURCE -MMD -MP
+CFLAGS   += -std=c17 $(WARN) -g -pthread $(PKG_CFLAGS)
+LDLIBS   += $(PKG_LIBS) -lcrypt -pthread
+
+ifeq ($(SANITIZE),1)
+CFLAGS   += -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
+            -fno-sanitize-recover=undefined
+LDFLAGS  += -fsanitize=address,undefined
+else
+# Hardened release build: PIE, full RELRO, stack protector, fortify.
+CFLAGS   += -O2 -fPIE -fstack-protector-strong -fstack-clash-protection
+CPPFLAGS += -U_FORTIFY_SOURCE -D_FORTIFY_SOURCE=3
+LDFLAGS  += -pie -Wl,-z,relro,-z,now
+endif
+
+LIB_SRC   := $(wildcard lib/*.c) $(filter-out popboxd/main.c,$(wildcard popboxd/*.c))
+LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIBPOPBOX := $(BUILD)/libpopbox.a
+
+PROGRAMS  := $(BUILD)/popboxd $(BUILD)/popbox
+UNIT_SRC  := $(wildcard tests/unit/test-*.c)
+UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+BENCH_SRC := $(wildcard bench/*.c)
+BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+
+.PHONY: all run test unit integration fuzz fuzz-smoke fuzz-build bench deps clean \
+        test-build
+all: $(PROGRAMS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+$(LIBPOPBOX): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/popboxd: $(BUILD)/popboxd/main.o $(LIBPOPBOX)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/popbox: $(BUILD)/tools/popbox.o $(LIBPOPBOX)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIBPOPBOX)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
+$(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIBPOPBOX)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+deps:
+	@scripts/install-deps.sh
+
+run: deps all
+	@scripts/run-demo.sh $(BUILD)
+
+# The test build: everything under ASan+UBSan.
+test-build:
+	@$(MAKE) --no-print-directory BUILD=build/asan SANITIZE=1 \
+		build/asan/popboxd build/asan/popbox $(UNIT_BIN:$(BUILD)/%=build/asan/%) \
+		$(BENCH_BIN:$(BUILD)/%=build/asan/%)
+
+unit: test-build
+	@scripts/run-unit-tests.sh build/asan/tests
+
+integration: test-build
+	@POPBOX_BUILD=build/asan /usr/bin/python3 -m pytest -q tests/integration
+
+test: deps
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory fuzz-smoke
+	@$(MAKE) --no-print-directory integration
+
+# libFuzzer harnesses: clang, ASan+UBSan, all sources rebuilt under build/fuzz.
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz-*.c)
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
+FUZZ_LIB_OBJ := $(LIB_SRC:%.c=build/fuzz/%.o)
+FUZZ_CFLAGS := -std=c17 -g -O1 -Wall -Wextra -Werror -pthread $(PKG_CFLAGS) \
+	-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
+
+build/fuzz/%.o: %.c
+	@mkdir -p $(dir $@)
+	clang $(CPPFLAGS) $(FUZZ_CFLAGS) -c -o $@ $<
+
+build/fuzz/fuzz-%: build/fuzz/tests/fuzz/fuzz-%.o $(FUZZ_LIB_OBJ)
+	clang -fsanitize=fuzzer,address,undefined -o $@ $^ $(LDLIBS)
+
+fuzz-build: $(FUZZ_BIN)
+
+fuzz: deps fuzz-build
+	@scripts/run-fuzzers.sh $(FUZZ_SECONDS) $(FUZZ_BIN)
+
+fuzz-smoke: fuzz-build
+	@scripts/run-fuzzers.sh $(FUZZ_SMOKE_SECONDS) $(FUZZ_BIN)
+
+bench: deps all $(BENCH_BIN)
+	@bench/run.sh $(BUILD)
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

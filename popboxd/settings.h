@@ -1,0 +1,71 @@
+/*
+ * settings.h — popboxd's configuration: parse, check, print.
+ *
+ * The file is `key = value` lines; '#' starts a comment; blank lines are
+ * ignored; keys may not repeat except `listen`.  Unknown keys, bad values
+ * and over-long lines are errors with the line number: a typo must never
+ * silently fall back to a default.  docs/configuration.md lists every key.
+ */
+#ifndef POPBOX_SETTINGS_H
+#define POPBOX_SETTINGS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#define SETTINGS_MAX_LISTEN 16
+
+struct popboxd_settings {
+	char *listen[SETTINGS_MAX_LISTEN]; /* "127.0.0.1:110", "[::1]:110", "*:110" */
+	size_t listen_count;               /* default: one, "127.0.0.1:110" */
+	char *passdb_file;                 /* required */
+	char *mail_location;   /* Maildir path template: %u user, %h home, %d domain,
+				  %n local part, %% percent; default "%h/Maildir" */
+	char *mail_user;       /* drop to this user when started as root; default "popbox" */
+	bool apop;             /* offer APOP; default off (needs {PLAIN} secrets) */
+	unsigned int login_delay;   /* RFC 2449 LOGIN-DELAY, seconds; 0 = off */
+	int expire_days;            /* RFC 2449 EXPIRE; -1 = NEVER (the default) */
+	unsigned int login_timeout; /* seconds for the whole pre-auth phase; default 60 */
+	unsigned int idle_timeout;  /* seconds idle after login; >= 600 (RFC 1939) */
+	unsigned int auth_failure_delay_ms; /* before every failed-login reply; default 2000 */
+	unsigned int max_auth_failures;     /* per connection, then close; default 3 */
+	unsigned int max_bad_commands;      /* in a row, then close; default 10 */
+	unsigned int workers;       /* event loop threads; 0 = one per core */
+	unsigned int auth_workers;  /* threads for hashing and disk work; default 4 */
+	bool log_syslog;            /* log = syslog | stderr; default stderr */
+	char *hostname;             /* for the APOP timestamp; default gethostname() */
+};
+
+/* Fills set with the defaults (listen stays empty until finalised). */
+void settings_init(struct popboxd_settings *set);
+
+/*
+ * Parses a whole config text (pure: no I/O, text need not be NUL-terminated)
+ * on top of what set holds.  Returns 0, or -1 with *error_r a thread-local
+ * text naming the line ("line 7: unknown key 'lsiten'").
+ */
+int settings_parse(struct popboxd_settings *set, const char *text, size_t len,
+		   const char **error_r);
+
+/* Reads path (at most 1 MiB), parses it and checks it (settings_check). */
+int settings_load(struct popboxd_settings *set, const char *path,
+		  const char **error_r);
+
+/* Checks cross-field rules and required keys; fills in the listen default. */
+int settings_check(struct popboxd_settings *set, const char **error_r);
+
+/* Prints the effective settings as a config file that would load. */
+void settings_print(const struct popboxd_settings *set, FILE *out);
+
+void settings_free(struct popboxd_settings *set);
+
+/*
+ * Expands a mail_location template for a user.  home may be "" (then %h is
+ * an error).  Returns 0 and a malloc'ed path, or -1 with *error_r.
+ * The user name must already have passed username_valid().
+ */
+int settings_expand_mail_location(const char *tmpl, const char *user,
+				  const char *home, char **path_r,
+				  const char **error_r);
+
+#endif
