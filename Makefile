@@ -37,7 +37,7 @@ LDFLAGS  += -pie -Wl,-z,relro,-z,now
 endif
 
 LIB_SRC   := $(wildcard lib/*.c) $(filter-out popboxd/main.c,$(wildcard popboxd/*.c))
-LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 LIBPOPBOX := $(BUILD)/libpopbox.a
 
 PROGRAMS  := $(BUILD)/popboxd $(BUILD)/popbox
@@ -50,7 +50,7 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
         test-build
 all: $(PROGRAMS)
 
-$(BUILD)/%.o: %.c
+$(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
@@ -58,17 +58,17 @@ $(LIBPOPBOX): $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/popboxd: $(BUILD)/popboxd/main.o $(LIBPOPBOX)
+$(BUILD)/popboxd: $(BUILD)/obj/popboxd/main.o $(LIBPOPBOX)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/popbox: $(BUILD)/tools/popbox.o $(LIBPOPBOX)
+$(BUILD)/popbox: $(BUILD)/obj/tools/popbox.o $(LIBPOPBOX)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIBPOPBOX)
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBPOPBOX)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
-$(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIBPOPBOX)
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIBPOPBOX)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -98,15 +98,15 @@ test: deps
 # libFuzzer harnesses: clang, ASan+UBSan, all sources rebuilt under build/fuzz.
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz-*.c)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
-FUZZ_LIB_OBJ := $(LIB_SRC:%.c=build/fuzz/%.o)
+FUZZ_LIB_OBJ := $(LIB_SRC:%.c=build/fuzz/obj/%.o)
 FUZZ_CFLAGS := -std=c17 -g -O1 -Wall -Wextra -Werror -pthread $(PKG_CFLAGS) \
 	-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
 
-build/fuzz/%.o: %.c
+build/fuzz/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	clang $(CPPFLAGS) $(FUZZ_CFLAGS) -c -o $@ $<
 
-build/fuzz/fuzz-%: build/fuzz/tests/fuzz/fuzz-%.o $(FUZZ_LIB_OBJ)
+build/fuzz/fuzz-%: build/fuzz/obj/tests/fuzz/fuzz-%.o $(FUZZ_LIB_OBJ)
 	clang -fsanitize=fuzzer,address,undefined -o $@ $^ $(LDLIBS)
 
 fuzz-build: $(FUZZ_BIN)

@@ -1,0 +1,124 @@
+/*
+ * maildir-name.c — pure parsing of Maildir file names (see maildir-name.h).
+ *
+ * Invariants: no I/O, no allocation, never reads outside name[0..len).
+ * Numbers are parsed strictly here rather than with strtoull (which accepts
+ * signs, spaces and "0x" and needs a NUL): a name is hostile input.
+ */
+#include "maildir-name.h"
+
+#include <string.h>
+#include <openssl/sha.h>
+
+/* 2^48 has 15 digits; more than 20 digits cannot fit in uint64_t anyway. */
+#define MAILDIR_NAME_NUM_DIGITS_MAX 20
+
+/* Parses s[0..len) as digits only; -1 if empty, not digits or too large. */
+static int maildir_name_number(const char *s, size_t len, uint64_t *value_r)
+{
+	uint64_t v = 0;
+
+	if (len == 0 || len > MAILDIR_NAME_NUM_DIGITS_MAX)
+		return -1;
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		/* v <= 2^48 before this step, so v * 10 + 9 cannot overflow. */
+		v = v * 10 + (uint64_t)(s[i] - '0');
+		if (v > MAILDIR_NAME_SIZE_MAX)
+			return -1;
+	}
+	*value_r = v;
+	return 0;
+}
+
+/*
+ * One ",X=value" field f[0..len) (without the comma).  *seen counts the
+ * occurrences of the key so a duplicated field can be rejected.
+ */
+static void maildir_name_field(const char *f, size_t len, char key,
+			       unsigned int *seen, bool *ok, uint64_t *value)
+{
+	if (len < 2 || f[0] != key || f[1] != '=')
+		return;
+	(*seen)++;
+	*ok = *seen == 1 && maildir_name_number(f + 2, len - 2, value) == 0;
+}
+
+void maildir_name_parse(const char *name, size_t len, struct maildir_name *r)
+{
+	const char *colon = memchr(name, ':', len);
+	const char *p, *end, *comma;
+	unsigned int seen_s = 0, seen_w = 0;
+
+	memset(r, 0, sizeof(*r));
+	r->base_len = colon == NULL ? len : (size_t)(colon - name);
+	end = name + r->base_len;
+	p = memchr(name, ',', r->base_len);
+	while (p != NULL) {
+		p++; /* past the comma */
+		comma = memchr(p, ',', (size_t)(end - p));
+		const char *fend = comma == NULL ? end : comma;
+		maildir_name_field(p, (size_t)(fend - p), 'S', &seen_s,
+				   &r->has_size, &r->size);
+		maildir_name_field(p, (size_t)(fend - p), 'W', &seen_w,
+				   &r->has_wire_size, &r->wire_size);
+		p = comma;
+	}
+	if (seen_s > 1)
+		r->has_size = false;
+	if (seen_w > 1)
+		r->has_wire_size = false;
+}
+
+/* [A-Za-z0-9._,=-]: readable, safe in any POP3 client, never '~'. */
+static bool maildir_name_direct_char(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	       (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ',' ||
+	       c == '=' || c == '-';
+}
+
+bool maildir_name_uidl_is_direct(const char *base, size_t len)
+{
+	if (len == 0 || len > MAILDIR_NAME_UIDL_DIRECT_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		if (!maildir_name_direct_char((unsigned char)base[i]))
+			return false;
+	}
+	return true;
+}
+
+size_t maildir_name_uidl_len(const char *base, size_t len)
+{
+	return maildir_name_uidl_is_direct(base, len) ?
+		       len : 1 + MAILDIR_NAME_UIDL_HASH_HEX;
+}
+
+int maildir_name_uidl(const char *base, size_t len,
+		      char uidl_r[MAILDIR_NAME_UIDL_SIZE], size_t *len_r,
+		      const char **error_r)
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char md[SHA256_DIGEST_LENGTH];
+
+	if (maildir_name_uidl_is_direct(base, len)) {
+		memcpy(uidl_r, base, len);
+		uidl_r[len] = '\0';
+		*len_r = len;
+		return 0;
+	}
+	if (SHA256((const unsigned char *)base, len, md) == NULL) {
+		*error_r = "SHA256() failed";
+		return -1;
+	}
+	uidl_r[0] = '~';
+	for (size_t i = 0; i < MAILDIR_NAME_UIDL_HASH_HEX / 2; i++) {
+		uidl_r[1 + 2 * i] = hex[md[i] >> 4];
+		uidl_r[2 + 2 * i] = hex[md[i] & 0x0f];
+	}
+	uidl_r[1 + MAILDIR_NAME_UIDL_HASH_HEX] = '\0';
+	*len_r = 1 + MAILDIR_NAME_UIDL_HASH_HEX;
+	return 0;
+}

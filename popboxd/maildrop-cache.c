@@ -1,0 +1,419 @@
+/*
+ * maildrop-cache.c — the popbox.cache file (format in maildrop-cache.h).
+ *
+ * Invariants of the parser: it reads only buf[0..len); every length and
+ * count it takes from the buffer is checked against what is left of the
+ * buffer and against a named limit before it is used; allocations are sized
+ * from a count already bounded by len / MAILDROP_CACHE_ENTRY_MIN and by
+ * MAILDROP_CACHE_ENTRIES_MAX.  A cache that passes describes distinct base
+ * names with valid Maildir file names; sizes are trusted as written.
+ */
+#include "maildrop-cache.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h> /* renameat */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "maildir-name.h"
+
+#define CACHE_MAGIC "popbox-cache 1\n"
+/* Longest decimal uint64_t. */
+#define CACHE_NUM_DIGITS_MAX 20
+/* Wire sizes are bounded as in Maildir names: far from any overflow. */
+#define CACHE_WIRE_SIZE_MAX MAILDIR_NAME_SIZE_MAX
+/* Header numbers are int64_t nanoseconds or the count. */
+#define CACHE_NS_MAX ((uint64_t)INT64_MAX)
+
+/* Reads digits up to delim from *pp (which is advanced past delim). */
+static int cache_number(const uint8_t **pp, const uint8_t *end, char delim,
+			uint64_t max, uint64_t *value_r)
+{
+	const uint8_t *p = *pp;
+	uint64_t v = 0;
+	size_t n = 0;
+
+	while (p < end && *p >= '0' && *p <= '9') {
+		if (++n > CACHE_NUM_DIGITS_MAX)
+			return -1;
+		if (v > (UINT64_MAX - 9) / 10)
+			return -1;
+		v = v * 10 + (uint64_t)(*p++ - '0');
+	}
+	if (n == 0 || p == end || *p != (uint8_t)delim || v > max)
+		return -1;
+	*value_r = v;
+	*pp = p + 1;
+	return 0;
+}
+
+/* A word-at-a-time hash of a base name; only for the in-memory index. */
+static uint64_t cache_hash(const char *s, size_t len)
+{
+	uint64_t h = 0x9e3779b97f4a7c15ULL ^ len, w;
+
+	while (len >= 8) {
+		memcpy(&w, s, 8);
+		h = (h ^ w) * 0xff51afd7ed558ccdULL;
+		h ^= h >> 32;
+		s += 8;
+		len -= 8;
+	}
+	w = 0;
+	memcpy(&w, s, len);
+	h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
+	return h ^ (h >> 29);
+}
+
+static const char *cache_base(const struct maildrop_cache *c,
+			      const struct maildrop_cache_entry *e)
+{
+	return (const char *)c->buf + e->name_off;
+}
+
+bool maildrop_cache_lookup(const struct maildrop_cache *c, const char *base,
+			   size_t len, size_t *index_r)
+{
+	size_t i;
+	uint32_t s;
+
+	if (c->slots == NULL)
+		return false;
+	i = cache_hash(base, len) & c->slot_mask;
+	while ((s = c->slots[i]) != 0) {
+		const struct maildrop_cache_entry *e = &c->entries[s - 1];
+
+		if (e->base_len == len && memcmp(cache_base(c, e), base, len) == 0) {
+			*index_r = s - 1;
+			return true;
+		}
+		i = (i + 1) & c->slot_mask;
+	}
+	return false;
+}
+
+/* Adds entry idx to the index; -1 if its base name is already there. */
+static int cache_index_add(struct maildrop_cache *c, size_t idx)
+{
+	const struct maildrop_cache_entry *e = &c->entries[idx];
+	size_t dummy;
+	size_t i;
+
+	if (maildrop_cache_lookup(c, cache_base(c, e), e->base_len, &dummy))
+		return -1;
+	i = cache_hash(cache_base(c, e), e->base_len) & c->slot_mask;
+	while (c->slots[i] != 0)
+		i = (i + 1) & c->slot_mask;
+	c->slots[i] = (uint32_t)idx + 1;
+	return 0;
+}
+
+/* Parses the header lines; bounds the count; allocates entries and index. */
+static int cache_parse_header(const uint8_t **pp, const uint8_t *end,
+			      struct maildrop_cache *c, const char **error_r)
+{
+	const uint8_t *p = *pp;
+	uint64_t v[4], slots = 16;
+	size_t len = (size_t)(end - p);
+
+	if ((size_t)(end - p) < sizeof(CACHE_MAGIC) - 1 ||
+	    memcmp(p, CACHE_MAGIC, sizeof(CACHE_MAGIC) - 1) != 0) {
+		*error_r = "bad magic or version";
+		return -1;
+	}
+	p += sizeof(CACHE_MAGIC) - 1;
+	for (int i = 0; i < 4; i++) {
+		if (cache_number(&p, end, i == 3 ? '\n' : ' ', CACHE_NS_MAX,
+				 &v[i]) < 0) {
+			*error_r = "bad header numbers";
+			return -1;
+		}
+	}
+	if (v[3] > MAILDROP_CACHE_ENTRIES_MAX ||
+	    v[3] > len / MAILDROP_CACHE_ENTRY_MIN) {
+		*error_r = "entry count out of bounds";
+		return -1;
+	}
+	c->hdr.new_mtime_ns = (int64_t)v[0];
+	c->hdr.cur_mtime_ns = (int64_t)v[1];
+	c->hdr.scan_ns = (int64_t)v[2];
+	c->count = (size_t)v[3];
+	/* count <= 10^6, so these products are small. */
+	while (slots < 2 * v[3])
+		slots *= 2;
+	c->entries = calloc(c->count + 1, sizeof(*c->entries));
+	c->slots = calloc(slots, sizeof(*c->slots));
+	if (c->entries == NULL || c->slots == NULL) {
+		*error_r = "out of memory";
+		return -1;
+	}
+	c->slot_mask = slots - 1;
+	*pp = p;
+	return 0;
+}
+
+/* True if name[0..len) could be a message file we list. */
+static bool cache_name_ok(const uint8_t *name, size_t len)
+{
+	return len >= 1 && len <= MAILDROP_CACHE_NAME_MAX && name[0] != '.' &&
+	       memchr(name, '/', len) == NULL && memchr(name, '\0', len) == NULL;
+}
+
+static int cache_parse_entry(const uint8_t **pp, const uint8_t *end,
+			     struct maildrop_cache *c, size_t idx)
+{
+	struct maildrop_cache_entry *e = &c->entries[idx];
+	const uint8_t *p = *pp, *colon;
+	uint64_t size, nlen;
+
+	if (end - p < 2 || (p[0] != 'N' && p[0] != 'C') || p[1] != ' ')
+		return -1;
+	e->dir = p[0] == 'N' ? MAILDROP_CACHE_DIR_NEW : MAILDROP_CACHE_DIR_CUR;
+	p += 2;
+	if (cache_number(&p, end, ' ', CACHE_WIRE_SIZE_MAX, &size) < 0 ||
+	    cache_number(&p, end, ' ', MAILDROP_CACHE_NAME_MAX, &nlen) < 0)
+		return -1;
+	/* nlen <= 255 and end - p >= 0, so this comparison is exact. */
+	if ((uint64_t)(end - p) <= nlen || p[nlen] != '\n' ||
+	    !cache_name_ok(p, (size_t)nlen))
+		return -1;
+	e->wire_size = size;
+	e->name_off = (uint32_t)(p - c->buf);
+	e->name_len = (uint16_t)nlen;
+	colon = memchr(p, ':', (size_t)nlen);
+	e->base_len = (uint16_t)(colon == NULL ? nlen : (uint64_t)(colon - p));
+	*pp = p + nlen + 1;
+	return 0;
+}
+
+int maildrop_cache_parse(const uint8_t *buf, size_t len,
+			 struct maildrop_cache *cache_r, const char **error_r)
+{
+	const uint8_t *p = buf, *end = buf + len;
+	uint64_t count;
+
+	memset(cache_r, 0, sizeof(*cache_r));
+	cache_r->buf = buf;
+	if (len > MAILDROP_CACHE_FILE_MAX) {
+		*error_r = "cache too large";
+		return -1;
+	}
+	if (cache_parse_header(&p, end, cache_r, error_r) < 0)
+		goto fail;
+	for (size_t i = 0; i < cache_r->count; i++) {
+		if (cache_parse_entry(&p, end, cache_r, i) < 0) {
+			*error_r = "bad entry";
+			goto fail;
+		}
+		if (cache_index_add(cache_r, i) < 0) {
+			*error_r = "duplicate base name";
+			goto fail;
+		}
+	}
+	if (end - p < 4 || memcmp(p, "end ", 4) != 0) {
+		*error_r = "missing end marker";
+		goto fail;
+	}
+	p += 4;
+	if (cache_number(&p, end, '\n', CACHE_NS_MAX, &count) < 0 ||
+	    count != cache_r->count || p != end) {
+		*error_r = "bad end marker";
+		goto fail;
+	}
+	return 0;
+fail:
+	maildrop_cache_free(cache_r);
+	cache_r->buf = buf;
+	return -1;
+}
+
+void maildrop_cache_free(struct maildrop_cache *cache)
+{
+	free(cache->entries);
+	free(cache->slots);
+	memset(cache, 0, sizeof(*cache));
+}
+
+/* Appends the decimal form of v; returns the new end. */
+static char *cache_put_u64(char *o, uint64_t v)
+{
+	char tmp[CACHE_NUM_DIGITS_MAX];
+	size_t n = 0;
+
+	do {
+		tmp[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	while (n > 0)
+		*o++ = tmp[--n];
+	return o;
+}
+
+/* Bytes of one entry line beyond its name: "N " + 20 + " " + 3 + " " + "\n". */
+#define CACHE_ENTRY_OVERHEAD (2 + CACHE_NUM_DIGITS_MAX + 1 + 3 + 1 + 1)
+/* Magic, header line (4 numbers, 4 separators) and end marker. */
+#define CACHE_FIXED_OVERHEAD \
+	(sizeof(CACHE_MAGIC) + 4 * (CACHE_NUM_DIGITS_MAX + 1) + \
+	 4 + CACHE_NUM_DIGITS_MAX + 1)
+
+static uint64_t cache_ns_field(int64_t ns)
+{
+	return ns < 0 ? 0 : (uint64_t)ns;
+}
+
+int maildrop_cache_format(const struct maildrop_cache_header *hdr,
+			  const struct maildrop_cache_item *items, size_t count,
+			  uint8_t **buf_r, size_t *len_r, const char **error_r)
+{
+	char *buf, *o;
+
+	if (count > MAILDROP_CACHE_ENTRIES_MAX) {
+		*error_r = "too many entries for the cache";
+		return -1;
+	}
+	/* count <= 10^6 and each line <= 255 + 28 bytes: no overflow. */
+	buf = malloc(CACHE_FIXED_OVERHEAD +
+		     count * (CACHE_ENTRY_OVERHEAD + MAILDROP_CACHE_NAME_MAX));
+	if (buf == NULL) {
+		*error_r = "out of memory";
+		return -1;
+	}
+	o = buf;
+	memcpy(o, CACHE_MAGIC, sizeof(CACHE_MAGIC) - 1);
+	o += sizeof(CACHE_MAGIC) - 1;
+	o = cache_put_u64(o, cache_ns_field(hdr->new_mtime_ns));
+	*o++ = ' ';
+	o = cache_put_u64(o, cache_ns_field(hdr->cur_mtime_ns));
+	*o++ = ' ';
+	o = cache_put_u64(o, cache_ns_field(hdr->scan_ns));
+	*o++ = ' ';
+	o = cache_put_u64(o, count);
+	*o++ = '\n';
+	for (size_t i = 0; i < count; i++) {
+		const struct maildrop_cache_item *it = &items[i];
+
+		if (!cache_name_ok((const uint8_t *)it->name, it->name_len) ||
+		    it->wire_size > CACHE_WIRE_SIZE_MAX) {
+			free(buf);
+			*error_r = "invalid cache item";
+			return -1;
+		}
+		*o++ = it->dir == MAILDROP_CACHE_DIR_NEW ? 'N' : 'C';
+		*o++ = ' ';
+		o = cache_put_u64(o, it->wire_size);
+		*o++ = ' ';
+		o = cache_put_u64(o, it->name_len);
+		*o++ = ' ';
+		memcpy(o, it->name, it->name_len);
+		o += it->name_len;
+		*o++ = '\n';
+	}
+	memcpy(o, "end ", 4);
+	o = cache_put_u64(o + 4, count);
+	*o++ = '\n';
+	*buf_r = (uint8_t *)buf;
+	*len_r = (size_t)(o - buf);
+	return 0;
+}
+
+/* Reads exactly len bytes from fd; -1 on error or short file. */
+static int cache_read_full(int fd, uint8_t *buf, size_t len)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = read(fd, buf + done, len - done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+int maildrop_cache_read(int dir_fd, uint8_t **buf_r, size_t *len_r,
+			const char **error_r)
+{
+	struct stat st;
+	uint8_t *buf;
+	int fd;
+
+	fd = openat(dir_fd, MAILDROP_CACHE_FILE,
+		    O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0) {
+		*error_r = errno == ENOENT ? "no cache" : "cannot open cache";
+		return -1;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    (uint64_t)st.st_size > MAILDROP_CACHE_FILE_MAX) {
+		close(fd);
+		*error_r = "cache is not a regular file of sane size";
+		return -1;
+	}
+	buf = malloc((size_t)st.st_size + 1);
+	if (buf == NULL || cache_read_full(fd, buf, (size_t)st.st_size) < 0) {
+		free(buf);
+		close(fd);
+		*error_r = "cannot read cache";
+		return -1;
+	}
+	close(fd);
+	*buf_r = buf;
+	*len_r = (size_t)st.st_size;
+	return 0;
+}
+
+static int cache_write_full(int fd, const uint8_t *buf, size_t len)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = write(fd, buf + done, len - done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+int maildrop_cache_write(int dir_fd, const uint8_t *buf, size_t len,
+			 const char **error_r)
+{
+	int fd;
+
+	/* A leftover (or planted) temp file is removed, then created
+	   exclusively, so we never write through a symlink. */
+	if (unlinkat(dir_fd, MAILDROP_CACHE_TMP_FILE, 0) < 0 && errno != ENOENT) {
+		*error_r = "cannot remove old popbox.cache.tmp";
+		return -1;
+	}
+	fd = openat(dir_fd, MAILDROP_CACHE_TMP_FILE,
+		    O_WRONLY | O_CREAT | O_EXCL | O_TRUNC | O_NOFOLLOW |
+			    O_CLOEXEC, 0600);
+	if (fd < 0) {
+		*error_r = "cannot create popbox.cache.tmp";
+		return -1;
+	}
+	if (cache_write_full(fd, buf, len) < 0) {
+		close(fd);
+		(void)unlinkat(dir_fd, MAILDROP_CACHE_TMP_FILE, 0);
+		*error_r = "cannot write popbox.cache.tmp";
+		return -1;
+	}
+	if (close(fd) < 0 ||
+	    renameat(dir_fd, MAILDROP_CACHE_TMP_FILE, dir_fd,
+		     MAILDROP_CACHE_FILE) < 0) {
+		(void)unlinkat(dir_fd, MAILDROP_CACHE_TMP_FILE, 0);
+		*error_r = "cannot replace popbox.cache";
+		return -1;
+	}
+	return 0;
+}

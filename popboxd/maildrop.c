@@ -1,0 +1,1016 @@
+/*
+ * maildrop.c — the POP3 view of one user's Maildir (see maildrop.h).
+ *
+ * Opening: lock popbox.lock (flock, so it dies with its holder), check
+ * LOGIN-DELAY, then list.  Listing has two paths:
+ *   fast: popbox.cache parses, and the mtimes of new/ and cur/ equal the
+ *         ones it recorded, and those were at least MD_MTIME_SLACK_NS older
+ *         than the scan that wrote it (so no rename can have hidden in the
+ *         same timestamp tick): list straight from the cache, no readdir;
+ *   slow: readdir new/ and cur/, take sizes from the cache by base name,
+ *         else from ",W=" in the name, else by reading the file; keep the
+ *         cache order and append new messages sorted by name; rewrite the
+ *         cache if anything differs.
+ *
+ * Invariants:
+ *   - the snapshot never changes after open: messages delivered later are
+ *     neither listed nor touched; commit unlinks only marked messages, each
+ *     found by its base name (which no Maildir reader ever changes);
+ *   - two listed messages never share a base name, hence never a UIDL;
+ *   - directory mtimes are taken before readdir, so a change during the
+ *     scan makes the recorded mtimes stale and forces a rescan next time;
+ *   - a cache written after commit records unknown mtimes: our own unlinks
+ *     changed the directories and a delivery may have raced with them.
+ *   - names and UIDLs live in two blocks (no malloc per message) except a
+ *     name found again after a rename, which is malloc'd (name_owned).
+ */
+#include "maildrop.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "maildir-name.h"
+#include "maildrop-cache.h"
+#include "wire.h"
+
+#define MD_LOCK_FILE "popbox.lock"
+/* Kernel file timestamps come from a clock that ticks every few ms (and
+   some file systems keep whole seconds); 2 s covers both with margin. */
+#define MD_MTIME_SLACK_NS (2LL * 1000000000LL)
+/* Read size when a message must be read to learn its wire size. */
+#define MD_READ_CHUNK (64 * 1024)
+/* How often a message that keeps moving is looked for again before giving
+   up; another agent renaming it three times in a row is not normal. */
+#define MD_REFIND_TRIES 3
+/* Length of the thread-local error text. */
+#define MD_ERROR_MAX 256
+
+static const char *const md_subdir[2] = { "new", "cur" };
+
+struct maildrop_msg {
+	char *name;          /* NUL-terminated current file name */
+	uint16_t base_len;   /* name[0..base_len) is the base name */
+	uint8_t dir;         /* enum maildrop_cache_dir */
+	bool name_owned;     /* malloc'd by a re-find, freed on close */
+	bool removed;        /* unlinked (or found gone) by commit */
+};
+
+struct maildrop {
+	int dir_fd;
+	int sub_fd[2];       /* new/, cur/ */
+	int lock_fd;
+	size_t count;
+	struct mailmsg *msgs;
+	struct maildrop_msg *m;
+	char *names;         /* block holding the names */
+	char *uidls;         /* block holding the UIDLs */
+};
+
+static _Thread_local char md_errbuf[MD_ERROR_MAX];
+
+/* "what: strerror(errno)" in the thread-local buffer. */
+static const char *md_errno_text(const char *what, int err)
+{
+	char eb[128];
+
+	snprintf(md_errbuf, sizeof(md_errbuf), "%s: %s", what,
+		 strerror_r(err, eb, sizeof(eb)));
+	return md_errbuf;
+}
+
+/* Errors that retrying will not fix map to PERMFAIL. */
+static enum maildrop_status md_errno_status(int err)
+{
+	switch (err) {
+	case ENOENT:
+	case ENOTDIR:
+	case EACCES:
+	case EPERM:
+	case ELOOP:
+	case EROFS:
+		return MAILDROP_PERMFAIL;
+	default:
+		return MAILDROP_TEMPFAIL;
+	}
+}
+
+static int md_fail(int err, const char *what, enum maildrop_status *status_r,
+		   const char **error_r)
+{
+	*status_r = md_errno_status(err);
+	*error_r = md_errno_text(what, err);
+	return -1;
+}
+
+static int64_t md_ns(const struct timespec *ts)
+{
+	return (int64_t)ts->tv_sec * 1000000000LL + ts->tv_nsec;
+}
+
+static int64_t md_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return md_ns(&ts);
+}
+
+/* ---- opening and locking ---------------------------------------------- */
+
+/* Opens subdirectory d of the Maildir, creating it (and tmp/) if missing. */
+static int md_open_subdir(struct maildrop *md, int d, const char **what_r)
+{
+	const int flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+
+	*what_r = md_subdir[d];
+	md->sub_fd[d] = openat(md->dir_fd, md_subdir[d], flags);
+	if (md->sub_fd[d] >= 0 || errno != ENOENT)
+		return md->sub_fd[d];
+	*what_r = "mkdir";
+	if (mkdirat(md->dir_fd, md_subdir[d], 0700) < 0 && errno != EEXIST)
+		return -1;
+	if (mkdirat(md->dir_fd, "tmp", 0700) < 0 && errno != EEXIST)
+		return -1;
+	*what_r = md_subdir[d];
+	md->sub_fd[d] = openat(md->dir_fd, md_subdir[d], flags);
+	return md->sub_fd[d];
+}
+
+/* Opens path and its new/ and cur/. */
+static int md_open_dirs(struct maildrop *md, const char *path,
+			enum maildrop_status *status_r, const char **error_r)
+{
+	const char *what;
+
+	md->dir_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (md->dir_fd < 0)
+		return md_fail(errno, "open Maildir", status_r, error_r);
+	for (int d = 0; d < 2; d++) {
+		if (md_open_subdir(md, d, &what) < 0)
+			return md_fail(errno, what, status_r, error_r);
+	}
+	return 0;
+}
+
+/* Opens popbox.lock; a new one gets mtime 0 ("no login yet"). */
+static int md_open_lock_file(struct maildrop *md, const char **what_r)
+{
+	static const struct timespec never[2] = { { 0, 0 }, { 0, 0 } };
+	const int flags = O_RDWR | O_NOFOLLOW | O_CLOEXEC;
+
+	*what_r = "open " MD_LOCK_FILE;
+	md->lock_fd = openat(md->dir_fd, MD_LOCK_FILE, flags);
+	if (md->lock_fd >= 0 || errno != ENOENT)
+		return md->lock_fd;
+	md->lock_fd = openat(md->dir_fd, MD_LOCK_FILE,
+			     flags | O_CREAT | O_EXCL, 0600);
+	if (md->lock_fd < 0 && errno == EEXIST)
+		md->lock_fd = openat(md->dir_fd, MD_LOCK_FILE, flags);
+	else if (md->lock_fd >= 0 && futimens(md->lock_fd, never) < 0) {
+		*what_r = "futimens " MD_LOCK_FILE;
+		return -1;
+	}
+	return md->lock_fd;
+}
+
+static int md_lock(struct maildrop *md, const struct maildrop_settings *set,
+		   enum maildrop_status *status_r, const char **error_r)
+{
+	const char *what;
+	struct stat st;
+
+	if (md_open_lock_file(md, &what) < 0)
+		return md_fail(errno, what, status_r, error_r);
+	if (flock(md->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno != EWOULDBLOCK)
+			return md_fail(errno, "flock", status_r, error_r);
+		*status_r = MAILDROP_IN_USE;
+		*error_r = "maildrop is locked by another session";
+		return -1;
+	}
+	if (fstat(md->lock_fd, &st) < 0)
+		return md_fail(errno, "fstat " MD_LOCK_FILE, status_r, error_r);
+	if (!S_ISREG(st.st_mode)) {
+		*status_r = MAILDROP_PERMFAIL;
+		*error_r = MD_LOCK_FILE " is not a regular file";
+		return -1;
+	}
+	if (set != NULL && set->login_delay > 0) {
+		int64_t last = md_ns(&st.st_mtim), now = md_now_ns();
+		int64_t delay = (int64_t)set->login_delay * 1000000000LL;
+
+		/* A last login in the future (clock stepped back) is ignored
+		   rather than locking the user out until the clock catches up. */
+		if (last > now - delay && last <= now + MD_MTIME_SLACK_NS) {
+			*status_r = MAILDROP_LOGIN_DELAY;
+			*error_r = "last login was less than LOGIN-DELAY ago";
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* ---- reading a message's wire size ------------------------------------- */
+
+/*
+ * Reads name in dir_fd through wire_size.  Returns 0 with *size_r, 1 if the
+ * file is gone or not a regular file (skip it), -1 with errno on error.
+ */
+static int md_read_wire_size(int dir_fd, const char *name, uint8_t *buf,
+			     uint64_t *size_r)
+{
+	struct wire_size ws;
+	struct stat st;
+	ssize_t n;
+	int fd, err;
+
+	fd = openat(dir_fd, name,
+		    O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return errno == ENOENT || errno == ELOOP ? 1 : -1;
+	if (fstat(fd, &st) < 0) {
+		err = errno;
+		close(fd);
+		errno = err;
+		return -1;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		close(fd);
+		return 1;
+	}
+	wire_size_init(&ws);
+	while ((n = read(fd, buf, MD_READ_CHUNK)) != 0) {
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			err = errno;
+			close(fd);
+			errno = err;
+			return -1;
+		}
+		wire_size_update(&ws, buf, (size_t)n);
+	}
+	close(fd);
+	*size_r = wire_size_final(&ws);
+	return 0;
+}
+
+/*
+ * The ",W=" field, if the name has one that is consistent with ",S=" (the
+ * wire form is never smaller than the file nor more than twice it plus 2)
+ * and with st_size when the caller already has it (-1 if not).
+ */
+static bool md_name_wire_size(const char *name, size_t len, int64_t st_size,
+			      uint64_t *size_r)
+{
+	struct maildir_name mn;
+
+	maildir_name_parse(name, len, &mn);
+	if (!mn.has_wire_size)
+		return false;
+	if (mn.has_size) {
+		if (mn.wire_size < mn.size || mn.wire_size > 2 * mn.size + 2)
+			return false;
+		if (st_size >= 0 && (uint64_t)st_size != mn.size)
+			return false;
+	}
+	*size_r = mn.wire_size;
+	return true;
+}
+
+/* ---- the snapshot ------------------------------------------------------ */
+
+/* Allocates the per-message arrays and the UIDL block for count messages
+   whose UIDLs need uidl_bytes in all. */
+static int md_alloc_msgs(struct maildrop *md, size_t count, size_t uidl_bytes)
+{
+	md->count = count;
+	md->msgs = calloc(count + 1, sizeof(*md->msgs));
+	md->m = calloc(count + 1, sizeof(*md->m));
+	md->uidls = malloc(uidl_bytes + 1);
+	return md->msgs == NULL || md->m == NULL || md->uidls == NULL ? -1 : 0;
+}
+
+/* Sets message i; its UIDL goes at *uidl_pos, which is advanced. */
+static int md_set_msg(struct maildrop *md, size_t i, char *name,
+		      size_t base_len, uint8_t dir, uint64_t wire_size,
+		      size_t *uidl_pos, const char **error_r)
+{
+	size_t ulen;
+
+	md->m[i].name = name;
+	md->m[i].base_len = (uint16_t)base_len;
+	md->m[i].dir = dir;
+	md->msgs[i].wire_size = wire_size;
+	md->msgs[i].uidl = md->uidls + *uidl_pos;
+	if (maildir_name_uidl(name, base_len, md->uidls + *uidl_pos, &ulen,
+			      error_r) < 0)
+		return -1;
+	*uidl_pos += ulen + 1;
+	return 0;
+}
+
+/* The fast path: the snapshot is the cache.  Takes ownership of buf. */
+static int md_list_from_cache(struct maildrop *md,
+			      const struct maildrop_cache *c, uint8_t *buf,
+			      const char **error_r)
+{
+	size_t uidl_bytes = 0, pos = 0;
+
+	md->names = (char *)buf;
+	for (size_t i = 0; i < c->count; i++) {
+		const struct maildrop_cache_entry *e = &c->entries[i];
+
+		uidl_bytes += maildir_name_uidl_len((char *)buf + e->name_off,
+						    e->base_len) + 1;
+	}
+	if (md_alloc_msgs(md, c->count, uidl_bytes) < 0) {
+		*error_r = "out of memory";
+		return -1;
+	}
+	for (size_t i = 0; i < c->count; i++) {
+		const struct maildrop_cache_entry *e = &c->entries[i];
+		char *name = (char *)buf + e->name_off;
+
+		name[e->name_len] = '\0'; /* was the entry's '\n' */
+		if (md_set_msg(md, i, name, e->base_len, e->dir, e->wire_size,
+			       &pos, error_r) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* The snapshot as cache items, skipping removed messages. */
+static int md_write_cache(struct maildrop *md,
+			  const struct maildrop_cache_header *hdr,
+			  const char **error_r)
+{
+	struct maildrop_cache_item *items;
+	size_t n = 0, len;
+	uint8_t *buf;
+	int ret;
+
+	items = calloc(md->count + 1, sizeof(*items));
+	if (items == NULL) {
+		*error_r = "out of memory";
+		return -1;
+	}
+	for (size_t i = 0; i < md->count; i++) {
+		if (md->m[i].removed)
+			continue;
+		items[n].name = md->m[i].name;
+		items[n].name_len = strlen(md->m[i].name);
+		items[n].wire_size = md->msgs[i].wire_size;
+		items[n].dir = md->m[i].dir;
+		n++;
+	}
+	ret = maildrop_cache_format(hdr, items, n, &buf, &len, error_r);
+	free(items);
+	if (ret < 0)
+		return -1;
+	ret = maildrop_cache_write(md->dir_fd, buf, len, error_r);
+	free(buf);
+	return ret;
+}
+
+/* True if a cache with this header may be listed without readdir. */
+static bool md_cache_fast_ok(const struct maildrop_cache_header *h)
+{
+	return h->new_mtime_ns > 0 && h->cur_mtime_ns > 0 &&
+	       h->new_mtime_ns <= h->scan_ns - MD_MTIME_SLACK_NS &&
+	       h->cur_mtime_ns <= h->scan_ns - MD_MTIME_SLACK_NS;
+}
+
+/* The slow path, in maildrop-scan below. */
+static int md_list_by_scan(struct maildrop *md,
+			   const struct maildrop_cache *cache,
+			   const struct maildrop_cache_header *now_hdr,
+			   enum maildrop_status *status_r,
+			   const char **error_r);
+
+/* Takes the directory mtimes, then lists by the fast or the slow path. */
+static int md_list(struct maildrop *md, enum maildrop_status *status_r,
+		   const char **error_r)
+{
+	struct maildrop_cache_header now = { 0, 0, 0 };
+	struct maildrop_cache cache;
+	const char *cache_error;
+	uint8_t *buf = NULL;
+	size_t len;
+	struct stat st;
+	int ret;
+
+	now.scan_ns = md_now_ns();
+	for (int d = 0; d < 2; d++) {
+		if (fstat(md->sub_fd[d], &st) < 0)
+			return md_fail(errno, "fstat", status_r, error_r);
+		*(d == 0 ? &now.new_mtime_ns : &now.cur_mtime_ns) =
+			md_ns(&st.st_mtim);
+	}
+	memset(&cache, 0, sizeof(cache));
+	if (maildrop_cache_read(md->dir_fd, &buf, &len, &cache_error) < 0 ||
+	    maildrop_cache_parse(buf, len, &cache, &cache_error) < 0) {
+		/* Unusable cache: rebuilt below, never trusted. */
+		free(buf);
+		buf = NULL;
+	} else if (md_cache_fast_ok(&cache.hdr) &&
+		   cache.hdr.new_mtime_ns == now.new_mtime_ns &&
+		   cache.hdr.cur_mtime_ns == now.cur_mtime_ns) {
+		ret = md_list_from_cache(md, &cache, buf, error_r);
+		maildrop_cache_free(&cache);
+		if (ret < 0)
+			*status_r = MAILDROP_TEMPFAIL;
+		return ret;
+	}
+	ret = md_list_by_scan(md, &cache, &now, status_r, error_r);
+	maildrop_cache_free(&cache);
+	free(buf);
+	return ret;
+}
+
+static struct maildrop *md_new(void)
+{
+	struct maildrop *md = calloc(1, sizeof(*md));
+
+	if (md != NULL)
+		md->dir_fd = md->sub_fd[0] = md->sub_fd[1] = md->lock_fd = -1;
+	return md;
+}
+
+int maildrop_open(const char *path, const struct maildrop_settings *set,
+		  struct maildrop **md_r, enum maildrop_status *status_r,
+		  const char **error_r)
+{
+	struct maildrop *md = md_new();
+
+	*md_r = NULL;
+	if (md == NULL) {
+		*status_r = MAILDROP_TEMPFAIL;
+		*error_r = "out of memory";
+		return -1;
+	}
+	if (md_open_dirs(md, path, status_r, error_r) < 0 ||
+	    md_lock(md, set, status_r, error_r) < 0 ||
+	    md_list(md, status_r, error_r) < 0) {
+		maildrop_close(&md);
+		return -1;
+	}
+	/* The time of this login, for the next LOGIN-DELAY check. */
+	if (futimens(md->lock_fd, NULL) < 0) {
+		md_fail(errno, "futimens " MD_LOCK_FILE, status_r, error_r);
+		maildrop_close(&md);
+		return -1;
+	}
+	*status_r = MAILDROP_OK;
+	*md_r = md;
+	return 0;
+}
+
+const struct mailmsg *maildrop_list(const struct maildrop *md, size_t *count_r)
+{
+	*count_r = md->count;
+	return md->msgs;
+}
+
+void maildrop_close(struct maildrop **mdp)
+{
+	struct maildrop *md = *mdp;
+
+	if (md == NULL)
+		return;
+	*mdp = NULL;
+	for (size_t i = 0; md->m != NULL && i < md->count; i++) {
+		if (md->m[i].name_owned)
+			free(md->m[i].name);
+	}
+	/* Closing the lock file's only descriptor releases the flock. */
+	if (md->lock_fd >= 0)
+		close(md->lock_fd);
+	for (int d = 0; d < 2; d++) {
+		if (md->sub_fd[d] >= 0)
+			close(md->sub_fd[d]);
+	}
+	if (md->dir_fd >= 0)
+		close(md->dir_fd);
+	free(md->msgs);
+	free(md->m);
+	free(md->names);
+	free(md->uidls);
+	free(md);
+}
+
+/* ---- the slow path: scanning new/ and cur/ ----------------------------- */
+
+struct md_scan_ent {
+	uint32_t off;        /* name offset in the name block */
+	uint16_t len;
+	uint16_t base_len;
+	uint8_t dir;
+	bool skip;           /* duplicate base name, or vanished */
+	int64_t st_size;     /* -1 unless fstatat was needed for the type */
+	int64_t cache_idx;   /* matching cache entry, -1 if none */
+	uint64_t wire_size;
+};
+
+struct md_scan {
+	struct md_scan_ent *ents;
+	size_t count, cap;
+	char *names;         /* NUL-terminated names, one after the other */
+	size_t names_len, names_cap;
+};
+
+/* Grows *p (of *cap elements of size sz) to hold need elements. */
+static int md_grow(void *p, size_t *cap, size_t need, size_t sz)
+{
+	size_t ncap = *cap == 0 ? 1024 : *cap;
+	void *n;
+
+	if (need <= *cap)
+		return 0;
+	/* need is bounded by the entries limit times NAME_MAX + 1, so these
+	   doublings stay far below SIZE_MAX. */
+	while (ncap < need)
+		ncap *= 2;
+	n = realloc(*(void **)p, ncap * sz);
+	if (n == NULL)
+		return -1;
+	*(void **)p = n;
+	*cap = ncap;
+	return 0;
+}
+
+static int md_scan_add(struct md_scan *s, const char *name, size_t len,
+		       uint8_t dir, int64_t st_size)
+{
+	struct md_scan_ent *e;
+
+	if (md_grow(&s->ents, &s->cap, s->count + 1, sizeof(*s->ents)) < 0 ||
+	    md_grow(&s->names, &s->names_cap, s->names_len + len + 1, 1) < 0)
+		return -1;
+	memcpy(s->names + s->names_len, name, len + 1);
+	e = &s->ents[s->count++];
+	memset(e, 0, sizeof(*e));
+	e->off = (uint32_t)s->names_len;
+	e->len = (uint16_t)len;
+	e->dir = dir;
+	e->st_size = st_size;
+	e->cache_idx = -1;
+	s->names_len += len + 1;
+	return 0;
+}
+
+/* Opens a fresh directory stream on dir_fd (which stays open). */
+static DIR *md_opendir(int dir_fd)
+{
+	int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *dir;
+
+	if (fd < 0)
+		return NULL;
+	dir = fdopendir(fd);
+	if (dir == NULL)
+		close(fd);
+	return dir;
+}
+
+/*
+ * Is this directory entry a message?  Regular files only, never names
+ * starting with '.'; fstatat only when the file system gives no d_type.
+ */
+static bool md_dirent_is_msg(int dir_fd, const struct dirent *de,
+			     int64_t *st_size_r)
+{
+	struct stat st;
+
+	*st_size_r = -1;
+	if (de->d_name[0] == '.')
+		return false;
+	if (de->d_type == DT_REG)
+		return true;
+	if (de->d_type != DT_UNKNOWN ||
+	    fstatat(dir_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    !S_ISREG(st.st_mode))
+		return false;
+	*st_size_r = st.st_size;
+	return true;
+}
+
+/* Adds the messages of one directory; stops at the entries limit. */
+static int md_scan_dir(struct md_scan *s, int dir_fd, uint8_t dir,
+		       const char **what_r)
+{
+	struct dirent *de;
+	int64_t st_size;
+	DIR *d;
+
+	*what_r = "opendir";
+	if ((d = md_opendir(dir_fd)) == NULL)
+		return -1;
+	*what_r = "readdir";
+	for (;;) {
+		errno = 0;
+		if ((de = readdir(d)) == NULL)
+			break;
+		if (!md_dirent_is_msg(dir_fd, de, &st_size))
+			continue;
+		if (s->count >= MAILDROP_CACHE_ENTRIES_MAX)
+			break; /* the listing is truncated; see maildrop_open */
+		if (md_scan_add(s, de->d_name, strlen(de->d_name), dir,
+				st_size) < 0) {
+			closedir(d);
+			errno = ENOMEM;
+			*what_r = "scan";
+			return -1;
+		}
+	}
+	if (errno != 0) {
+		int err = errno;
+
+		closedir(d);
+		errno = err;
+		return -1;
+	}
+	closedir(d);
+	return 0;
+}
+
+/* Orders new messages by base name, then directory, then full name. */
+static int md_scan_cmp(const void *a, const void *b, void *ctx)
+{
+	const struct md_scan *s = ctx;
+	const struct md_scan_ent *x = &s->ents[*(const uint32_t *)a];
+	const struct md_scan_ent *y = &s->ents[*(const uint32_t *)b];
+	size_t n = x->base_len < y->base_len ? x->base_len : y->base_len;
+	int c = memcmp(s->names + x->off, s->names + y->off, n);
+
+	if (c != 0)
+		return c;
+	if (x->base_len != y->base_len)
+		return x->base_len < y->base_len ? -1 : 1;
+	if (x->dir != y->dir)
+		return x->dir < y->dir ? -1 : 1;
+	return strcmp(s->names + x->off, s->names + y->off);
+}
+
+/*
+ * Matches scanned entries with cache entries by base name.  Returns the
+ * number of scanned entries that were not in the cache (or -1 for out of
+ * memory); sets *changed if the cache differs from the directories.
+ */
+static ssize_t md_scan_match(struct md_scan *s,
+			     const struct maildrop_cache *c, bool *changed)
+{
+	uint32_t *matched = calloc(c->count + 1, sizeof(*matched));
+	size_t fresh = 0, idx, nmatched = 0;
+
+	if (matched == NULL)
+		return -1;
+	for (size_t i = 0; i < s->count; i++) {
+		struct md_scan_ent *e = &s->ents[i];
+		const char *name = s->names + e->off;
+		struct maildir_name mn;
+
+		maildir_name_parse(name, e->len, &mn);
+		e->base_len = (uint16_t)mn.base_len;
+		if (!maildrop_cache_lookup(c, name, e->base_len, &idx)) {
+			fresh++;
+			continue;
+		}
+		if (matched[idx] != 0) {
+			e->skip = true; /* a second file with this base name */
+			continue;
+		}
+		matched[idx] = (uint32_t)i + 1;
+		nmatched++;
+		e->cache_idx = (int64_t)idx;
+		e->wire_size = c->entries[idx].wire_size;
+		if (c->entries[idx].dir != e->dir ||
+		    c->entries[idx].name_len != e->len ||
+		    memcmp(c->buf + c->entries[idx].name_off, name, e->len) != 0)
+			*changed = true;
+	}
+	free(matched);
+	if (fresh > 0 || nmatched != c->count)
+		*changed = true;
+	return (ssize_t)fresh;
+}
+
+/*
+ * Builds the order: cache order for known messages, then new ones sorted.
+ * Returns a malloc'd array of entry indices with *n_r elements.
+ */
+static uint32_t *md_scan_order(struct md_scan *s,
+			       const struct maildrop_cache *c, size_t *n_r)
+{
+	uint32_t *order = malloc((s->count + 1) * sizeof(*order));
+	uint32_t *by_cache = calloc(c->count + 1, sizeof(*by_cache));
+	size_t n = 0, nf = 0;
+
+	if (order == NULL || by_cache == NULL) {
+		free(order);
+		free(by_cache);
+		return NULL;
+	}
+	for (size_t i = 0; i < s->count; i++) {
+		if (s->ents[i].cache_idx >= 0)
+			by_cache[s->ents[i].cache_idx] = (uint32_t)i + 1;
+	}
+	for (size_t k = 0; k < c->count; k++) {
+		if (by_cache[k] != 0)
+			order[n++] = by_cache[k] - 1;
+	}
+	free(by_cache);
+	for (size_t i = 0; i < s->count; i++) {
+		if (s->ents[i].cache_idx < 0 && !s->ents[i].skip)
+			order[n + nf++] = (uint32_t)i;
+	}
+	qsort_r(order + n, nf, sizeof(*order), md_scan_cmp, s);
+	*n_r = n + nf;
+	return order;
+}
+
+static bool md_same_base(const struct md_scan *s, uint32_t a, uint32_t b)
+{
+	const struct md_scan_ent *x = &s->ents[a], *y = &s->ents[b];
+
+	return x->base_len == y->base_len &&
+	       memcmp(s->names + x->off, s->names + y->off, x->base_len) == 0;
+}
+
+/*
+ * Wire sizes of the messages not in the cache (order[first..n)): from the
+ * name when it carries ",W=", else by reading the file.  Marks duplicates
+ * of the previous base name and vanished files as skipped.
+ */
+static int md_scan_sizes(struct maildrop *md, struct md_scan *s,
+			 const uint32_t *order, size_t first, size_t n)
+{
+	uint8_t *buf = NULL;
+	int ret = 0;
+
+	for (size_t k = first; k < n && ret == 0; k++) {
+		struct md_scan_ent *e = &s->ents[order[k]];
+		const char *name = s->names + e->off;
+
+		if (k > first && md_same_base(s, order[k - 1], order[k])) {
+			e->skip = true;
+			continue;
+		}
+		if (md_name_wire_size(name, e->len, e->st_size, &e->wire_size))
+			continue;
+		if (buf == NULL && (buf = malloc(MD_READ_CHUNK)) == NULL) {
+			errno = ENOMEM;
+			ret = -1;
+			break;
+		}
+		ret = md_read_wire_size(md->sub_fd[e->dir], name, buf,
+					&e->wire_size);
+		if (ret == 1) {
+			e->skip = true; /* gone or not a file since readdir */
+			ret = 0;
+		}
+	}
+	free(buf);
+	return ret;
+}
+
+/* Fills the snapshot from order[0..n), taking ownership of s->names. */
+static int md_scan_fill(struct maildrop *md, struct md_scan *s,
+			const uint32_t *order, size_t n, const char **error_r)
+{
+	size_t count = 0, uidl_bytes = 0, pos = 0, i = 0;
+
+	for (size_t k = 0; k < n; k++) {
+		const struct md_scan_ent *e = &s->ents[order[k]];
+
+		if (e->skip)
+			continue;
+		count++;
+		uidl_bytes += maildir_name_uidl_len(s->names + e->off,
+						    e->base_len) + 1;
+	}
+	md->names = s->names;
+	s->names = NULL;
+	if (md_alloc_msgs(md, count, uidl_bytes) < 0) {
+		*error_r = "out of memory";
+		return -1;
+	}
+	for (size_t k = 0; k < n; k++) {
+		const struct md_scan_ent *e = &s->ents[order[k]];
+
+		if (e->skip)
+			continue;
+		if (md_set_msg(md, i++, md->names + e->off, e->base_len,
+			       e->dir, e->wire_size, &pos, error_r) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* Does the scan call for a new cache file? */
+static bool md_cache_stale(const struct maildrop_cache *old,
+			   const struct maildrop_cache_header *now,
+			   bool changed)
+{
+	return changed || old->hdr.new_mtime_ns != now->new_mtime_ns ||
+	       old->hdr.cur_mtime_ns != now->cur_mtime_ns ||
+	       (!md_cache_fast_ok(&old->hdr) && md_cache_fast_ok(now));
+}
+
+static int md_list_by_scan(struct maildrop *md,
+			   const struct maildrop_cache *cache,
+			   const struct maildrop_cache_header *now_hdr,
+			   enum maildrop_status *status_r,
+			   const char **error_r)
+{
+	struct md_scan s = { 0 };
+	bool changed = cache->entries == NULL;
+	const char *what = "scan", *cache_error;
+	uint32_t *order = NULL;
+	size_t n = 0, skipped = 0;
+	ssize_t fresh;
+	int ret = -1;
+
+	if (md_scan_dir(&s, md->sub_fd[0], MAILDROP_CACHE_DIR_NEW, &what) < 0 ||
+	    md_scan_dir(&s, md->sub_fd[1], MAILDROP_CACHE_DIR_CUR, &what) < 0) {
+		md_fail(errno, what, status_r, error_r);
+		goto out;
+	}
+	if ((fresh = md_scan_match(&s, cache, &changed)) < 0 ||
+	    (order = md_scan_order(&s, cache, &n)) == NULL) {
+		md_fail(ENOMEM, "scan", status_r, error_r);
+		goto out;
+	}
+	if (md_scan_sizes(md, &s, order, n - (size_t)fresh, n) < 0) {
+		md_fail(errno, "read message", status_r, error_r);
+		goto out;
+	}
+	for (size_t i = 0; i < s.count; i++)
+		skipped += s.ents[i].skip;
+	if (md_scan_fill(md, &s, order, n, error_r) < 0) {
+		*status_r = MAILDROP_TEMPFAIL;
+		goto out;
+	}
+	if (md_cache_stale(cache, now_hdr, changed || skipped > 0))
+		(void)md_write_cache(md, now_hdr, &cache_error);
+	ret = 0;
+out:
+	free(order);
+	free(s.ents);
+	free(s.names);
+	return ret;
+}
+
+/* ---- finding a message again, reading, removing ------------------------ */
+
+/* Does directory entry name belong to the message with this base name? */
+static bool md_name_has_base(const char *name, const char *base, size_t len)
+{
+	return strncmp(name, base, len) == 0 &&
+	       (name[len] == ':' || name[len] == '\0');
+}
+
+/*
+ * Looks for message i under another name (new/ -> cur/, flags changed):
+ * cur/ first, then new/.  Returns 1 with the message's name and directory
+ * updated, 0 if no file has its base name, -1 with errno on error.
+ * Cost: one readdir per call; only taken when another agent moved mail.
+ */
+static int md_refind(struct maildrop *md, size_t i)
+{
+	static const uint8_t dirs[2] = { MAILDROP_CACHE_DIR_CUR,
+					 MAILDROP_CACHE_DIR_NEW };
+	struct maildrop_msg *m = &md->m[i];
+	struct dirent *de;
+	char *name;
+	DIR *d;
+
+	for (int k = 0; k < 2; k++) {
+		if ((d = md_opendir(md->sub_fd[dirs[k]])) == NULL)
+			return -1;
+		while ((de = readdir(d)) != NULL) {
+			if (!md_name_has_base(de->d_name, m->name, m->base_len))
+				continue;
+			if ((name = strdup(de->d_name)) == NULL) {
+				closedir(d);
+				errno = ENOMEM;
+				return -1;
+			}
+			closedir(d);
+			if (m->name_owned)
+				free(m->name);
+			m->name = name;
+			m->name_owned = true;
+			m->dir = dirs[k];
+			return 1;
+		}
+		closedir(d);
+	}
+	return 0;
+}
+
+int maildrop_open_message(struct maildrop *md, size_t index, int *fd_r,
+			  enum maildrop_status *status_r, const char **error_r)
+{
+	struct maildrop_msg *m;
+	struct stat st;
+	int fd = -1, r;
+
+	if (index >= md->count || md->m[index].removed) {
+		*status_r = MAILDROP_PERMFAIL;
+		*error_r = "no such message";
+		return -1;
+	}
+	m = &md->m[index];
+	for (int tries = 0; tries < MD_REFIND_TRIES && fd < 0; tries++) {
+		fd = openat(md->sub_fd[m->dir], m->name,
+			    O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+		if (fd >= 0 || errno != ENOENT)
+			break;
+		if ((r = md_refind(md, index)) < 0)
+			return md_fail(errno, "find message", status_r, error_r);
+		if (r == 0) {
+			errno = ENOENT;
+			break;
+		}
+	}
+	if (fd < 0) {
+		int err = errno;
+
+		md_fail(err, "open message", status_r, error_r);
+		if (err == ENOENT || err == ELOOP)
+			*status_r = MAILDROP_PERMFAIL; /* gone, or a symlink */
+		return -1;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		*status_r = MAILDROP_PERMFAIL;
+		*error_r = "message is not a regular file";
+		return -1;
+	}
+	*fd_r = fd;
+	return 0;
+}
+
+/* Unlinks message i, following it if it moved.  0 if it is gone now. */
+static int md_remove_one(struct maildrop *md, size_t i)
+{
+	struct maildrop_msg *m = &md->m[i];
+	int r;
+
+	for (int tries = 0; tries < MD_REFIND_TRIES; tries++) {
+		if (unlinkat(md->sub_fd[m->dir], m->name, 0) == 0)
+			return 0;
+		if (errno != ENOENT)
+			return -1;
+		if ((r = md_refind(md, i)) <= 0)
+			return r; /* 0: already gone, counts as removed */
+	}
+	errno = EAGAIN; /* it keeps moving */
+	return -1;
+}
+
+int maildrop_commit(struct maildrop *md, const uint8_t *deleted,
+		    size_t *removed_r, const char **error_r)
+{
+	struct maildrop_cache_header hdr = { 0, 0, 0 };
+	const char *cache_error;
+	size_t removed = 0;
+	int ret = 0;
+
+	for (size_t i = 0; i < md->count; i++) {
+		if (deleted[i] == 0 || md->m[i].removed)
+			continue;
+		if (md_remove_one(md, i) < 0) {
+			if (ret == 0)
+				*error_r = md_errno_text("unlink", errno);
+			ret = -1;
+			continue;
+		}
+		md->m[i].removed = true;
+		removed++;
+	}
+	*removed_r = removed;
+	if (removed == 0)
+		return ret;
+	for (int d = 0; d < 2; d++) {
+		if (fsync(md->sub_fd[d]) < 0 && ret == 0) {
+			*error_r = md_errno_text("fsync", errno);
+			ret = -1;
+		}
+	}
+	/* Unknown mtimes: the next open rescans (our unlinks changed the
+	   directories, and a delivery may have raced with them). */
+	hdr.scan_ns = md_now_ns();
+	(void)md_write_cache(md, &hdr, &cache_error);
+	return ret;
+}

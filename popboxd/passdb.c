@@ -1,0 +1,576 @@
+/*
+ * passdb.c — the passwd-file password database (see passdb.h).
+ *
+ * The whole file is parsed into an immutable table (a chained hash table of
+ * passwd-file entries plus the dummy hash for unknown users).  Each lookup
+ * stat()s the file; when (st_dev, st_ino, st_size, st_mtim) changed, a new
+ * table is built and swapped in.  A file that no longer loads leaves the
+ * last good table serving, with one warning.
+ *
+ * Locking: `lock` guards the table pointer and the file identities; it is
+ * held only to swap a table or to copy one entry out.  `reload_lock`
+ * serialises reloads so concurrent lookups do not all re-read the file.
+ * Password hashing always runs with neither held.
+ *
+ * Timing: every plain verification runs crypt exactly once (the real entry,
+ * or the dummy for an unknown user or a non-crypt entry); every APOP
+ * verification runs MD5 exactly once.
+ */
+#include "passdb.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include "log.h"
+#include "passwd-file.h"
+#include "password.h"
+
+/* Largest passwd-file read: about 300,000 users; bounds memory use. */
+#define PASSDB_FILE_MAX (64 * 1024 * 1024)
+
+/* APOP digest: MD5 as hex (RFC 1939 section 7). */
+#define PASSDB_APOP_HEX_LEN 32
+
+struct passdb_entry {
+	struct passdb_entry *next;
+	struct passwd_file_entry e;
+};
+
+struct passdb_table {
+	struct passdb_entry **buckets;
+	size_t nbuckets; /* a power of two */
+	char *dummy;     /* "{SCHEME}hash" of a password nobody knows */
+};
+
+struct passdb_file_id {
+	dev_t dev;
+	ino_t ino;
+	off_t size;
+	struct timespec mtim;
+};
+
+struct passdb {
+	char *path;
+	pthread_mutex_t lock;
+	pthread_mutex_t reload_lock;
+	struct passdb_table *table;      /* never NULL after passdb_open() */
+	struct passdb_file_id id;        /* of the file table was read from */
+	struct passdb_file_id failed_id; /* last version that failed to load */
+	bool failed_valid;
+	bool missing_warned;             /* stat() failure already logged */
+};
+
+/* What one lookup copies out of the table, so hashing runs unlocked. */
+struct passdb_lookup {
+	bool found;
+	struct passwd_file_entry e;
+	char *dummy;
+};
+
+bool username_valid(const char *name, size_t len)
+{
+	if (len == 0 || len > USERNAME_MAX || name[0] == '.' || name[0] == '-')
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char c = name[i];
+		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			  (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+			  c == '@' || c == '+' || c == '-';
+
+		if (!ok || (c == '.' && i > 0 && name[i - 1] == '.'))
+			return false;
+	}
+	return true;
+}
+
+/* FNV-1a: names in the table come from the admin, so no flooding concern. */
+static size_t passdb_hash(const char *s)
+{
+	uint64_t h = 14695981039346656037ULL;
+
+	for (; *s != '\0'; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return (size_t)h;
+}
+
+static void passdb_table_free(struct passdb_table **tablep)
+{
+	struct passdb_table *t = *tablep;
+
+	if (t == NULL)
+		return;
+	for (size_t i = 0; i < t->nbuckets; i++) {
+		struct passdb_entry *ent = t->buckets[i], *next;
+
+		for (; ent != NULL; ent = next) {
+			next = ent->next;
+			passwd_file_entry_free(&ent->e);
+			free(ent);
+		}
+	}
+	free(t->buckets);
+	free(t->dummy);
+	free(t);
+	*tablep = NULL;
+}
+
+static struct passdb_entry *passdb_table_find(const struct passdb_table *t,
+					      const char *user)
+{
+	struct passdb_entry *ent = t->buckets[passdb_hash(user) & (t->nbuckets - 1)];
+
+	for (; ent != NULL; ent = ent->next) {
+		if (strcmp(ent->e.user, user) == 0)
+			return ent;
+	}
+	return NULL;
+}
+
+/* Takes over *e; a duplicate user keeps the first line.  -1: out of memory. */
+static int passdb_table_add(struct passdb_table *t, struct passwd_file_entry *e,
+			    const char *path, unsigned int lineno)
+{
+	struct passdb_entry *ent;
+
+	if (passdb_table_find(t, e->user) != NULL) {
+		log_warn("passdb file=%s line=%u: duplicate user, line ignored",
+			 path, lineno);
+		passwd_file_entry_free(e);
+		return 0;
+	}
+	if ((ent = calloc(1, sizeof(*ent))) == NULL) {
+		passwd_file_entry_free(e);
+		return -1;
+	}
+	ent->e = *e;
+	memset(e, 0, sizeof(*e));
+	size_t b = passdb_hash(ent->e.user) & (t->nbuckets - 1);
+	ent->next = t->buckets[b];
+	t->buckets[b] = ent;
+	return 0;
+}
+
+/* Buckets for a file of size bytes: about one per 32-byte line. */
+static size_t passdb_bucket_count(size_t size)
+{
+	size_t n = 64;
+
+	while (n < size / 32)
+		n *= 2;
+	return n;
+}
+
+/* Parses the whole text into a new table.  Bad lines are logged and skipped. */
+static int passdb_table_build(const char *path, const char *text, size_t len,
+			      struct passdb_table **table_r, const char **error_r)
+{
+	struct passdb_table *t = calloc(1, sizeof(*t));
+	unsigned int lineno = 0;
+	size_t pos = 0;
+
+	if (t == NULL || (t->nbuckets = passdb_bucket_count(len),
+			  t->buckets = calloc(t->nbuckets, sizeof(*t->buckets))) == NULL)
+		goto nomem;
+	while (pos < len) {
+		const char *nl = memchr(text + pos, '\n', len - pos);
+		size_t linelen = nl != NULL ? (size_t)(nl - text) - pos : len - pos;
+		struct passwd_file_entry e;
+		enum passwd_file_error err;
+
+		lineno++;
+		int r = passwd_file_parse_line(text + pos, linelen, &e, &err);
+		pos += linelen + 1;
+		if (r < 0 && err == PASSWD_FILE_ERR_NOMEM)
+			goto nomem;
+		if (r < 0)
+			log_warn("passdb file=%s line=%u: %s, line ignored", path,
+				 lineno, passwd_file_strerror(err));
+		if (r <= 0)
+			continue;
+		if (passdb_table_add(t, &e, path, lineno) < 0)
+			goto nomem;
+	}
+	*table_r = t;
+	return 0;
+nomem:
+	passdb_table_free(&t);
+	*error_r = "out of memory";
+	return -1;
+}
+
+/* Makes the dummy from the first crypt entry found (any bucket order). */
+static int passdb_table_dummy(struct passdb_table *t, const char **error_r)
+{
+	const char *model = NULL;
+
+	for (size_t i = 0; i < t->nbuckets && model == NULL; i++) {
+		for (struct passdb_entry *ent = t->buckets[i]; ent != NULL;
+		     ent = ent->next) {
+			if (password_is_crypt(ent->e.password)) {
+				model = ent->e.password;
+				break;
+			}
+		}
+	}
+	return password_dummy_setting(model, &t->dummy, error_r);
+}
+
+static void passdb_id_from_stat(const struct stat *st, struct passdb_file_id *id)
+{
+	memset(id, 0, sizeof(*id));
+	id->dev = st->st_dev;
+	id->ino = st->st_ino;
+	id->size = st->st_size;
+	id->mtim = st->st_mtim;
+}
+
+static bool passdb_id_equal(const struct passdb_file_id *a,
+			    const struct passdb_file_id *b)
+{
+	return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+	       a->mtim.tv_sec == b->mtim.tv_sec &&
+	       a->mtim.tv_nsec == b->mtim.tv_nsec;
+}
+
+/* Reads a regular file of at most PASSDB_FILE_MAX bytes into *text_r. */
+static int passdb_read_file(const char *path, char **text_r, size_t *len_r,
+			    struct passdb_file_id *id_r, const char **error_r)
+{
+	/* Not O_NOFOLLOW: admins may symlink the file.  O_NONBLOCK so a FIFO
+	   cannot hang us before fstat() refuses it. */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	struct stat st;
+	char *text = NULL;
+	size_t len = 0;
+
+	*error_r = NULL;
+	if (fd < 0 || fstat(fd, &st) < 0)
+		*error_r = strerror(errno);
+	else if (!S_ISREG(st.st_mode))
+		*error_r = "not a regular file";
+	else if (st.st_size > PASSDB_FILE_MAX)
+		*error_r = "file larger than 64 MiB";
+	else if ((text = malloc((size_t)st.st_size + 1)) == NULL)
+		*error_r = "out of memory";
+	while (*error_r == NULL && len < (size_t)st.st_size) {
+		ssize_t n = read(fd, text + len, (size_t)st.st_size - len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			*error_r = strerror(errno);
+		if (n <= 0)
+			break; /* shrank while reading: the next stat reloads */
+		len += (size_t)n;
+	}
+	if (fd >= 0)
+		close(fd);
+	if (*error_r != NULL) {
+		free(text);
+		return -1;
+	}
+	passdb_id_from_stat(&st, id_r);
+	*text_r = text;
+	*len_r = len;
+	return 0;
+}
+
+static int passdb_load(const char *path, struct passdb_table **table_r,
+		       struct passdb_file_id *id_r, const char **error_r)
+{
+	char *text;
+	size_t len;
+	int ret;
+
+	if (passdb_read_file(path, &text, &len, id_r, error_r) < 0)
+		return -1;
+	ret = passdb_table_build(path, text, len, table_r, error_r);
+	explicit_bzero(text, len);
+	free(text);
+	if (ret == 0 && passdb_table_dummy(*table_r, error_r) < 0) {
+		passdb_table_free(table_r);
+		ret = -1;
+	}
+	return ret;
+}
+
+/* Swaps in a freshly loaded table (called with reload_lock held). */
+static void passdb_reload(struct passdb *db, const struct passdb_file_id *seen)
+{
+	struct passdb_table *table = NULL;
+	struct passdb_file_id id;
+	const char *error;
+
+	if (passdb_load(db->path, &table, &id, &error) < 0) {
+		log_warn("passdb file=%s: cannot reload (%s), keeping the "
+			 "previous version", db->path, error);
+		pthread_mutex_lock(&db->lock);
+		db->failed_id = *seen;
+		db->failed_valid = true;
+		pthread_mutex_unlock(&db->lock);
+		return;
+	}
+	pthread_mutex_lock(&db->lock);
+	struct passdb_table *old = db->table;
+	db->table = table;
+	db->id = id;
+	db->failed_valid = false;
+	db->missing_warned = false;
+	pthread_mutex_unlock(&db->lock);
+	passdb_table_free(&old);
+	log_info("passdb file=%s: reloaded", db->path);
+}
+
+/* True if the file on disk is the one loaded (or one that failed to load). */
+static bool passdb_is_current(struct passdb *db, const struct passdb_file_id *now)
+{
+	pthread_mutex_lock(&db->lock);
+	bool same = passdb_id_equal(&db->id, now) ||
+		    (db->failed_valid && passdb_id_equal(&db->failed_id, now));
+	pthread_mutex_unlock(&db->lock);
+	return same;
+}
+
+/* Reloads the file if it changed; stat() is cheap enough for every login. */
+static void passdb_refresh(struct passdb *db)
+{
+	struct passdb_file_id now;
+	struct stat st;
+
+	if (stat(db->path, &st) < 0) {
+		pthread_mutex_lock(&db->lock);
+		bool warn = !db->missing_warned;
+		db->missing_warned = true;
+		pthread_mutex_unlock(&db->lock);
+		if (warn)
+			log_warn("passdb file=%s: %s, keeping the previous "
+				 "version", db->path, strerror(errno));
+		return;
+	}
+	passdb_id_from_stat(&st, &now);
+	if (passdb_is_current(db, &now))
+		return;
+	pthread_mutex_lock(&db->reload_lock);
+	if (!passdb_is_current(db, &now))
+		passdb_reload(db, &now);
+	pthread_mutex_unlock(&db->reload_lock);
+}
+
+int passdb_open(const char *path, struct passdb **db_r, const char **error_r)
+{
+	struct passdb *db = calloc(1, sizeof(*db));
+	static _Thread_local char errbuf[512];
+
+	if (db == NULL || (db->path = strdup(path)) == NULL) {
+		free(db);
+		*error_r = "out of memory";
+		return -1;
+	}
+	if (passdb_load(path, &db->table, &db->id, error_r) < 0) {
+		snprintf(errbuf, sizeof(errbuf), "%s: %s", path, *error_r);
+		*error_r = errbuf;
+		free(db->path);
+		free(db);
+		return -1;
+	}
+	pthread_mutex_init(&db->lock, NULL);
+	pthread_mutex_init(&db->reload_lock, NULL);
+	*db_r = db;
+	return 0;
+}
+
+void passdb_close(struct passdb **dbp)
+{
+	struct passdb *db = *dbp;
+
+	if (db == NULL)
+		return;
+	passdb_table_free(&db->table);
+	pthread_mutex_destroy(&db->lock);
+	pthread_mutex_destroy(&db->reload_lock);
+	free(db->path);
+	free(db);
+	*dbp = NULL;
+}
+
+static void passdb_lookup_clear(struct passdb_lookup *lk)
+{
+	passwd_file_entry_free(&lk->e);
+	free(lk->dummy);
+	lk->dummy = NULL;
+}
+
+static char *passdb_strdup_null(const char *s)
+{
+	return s == NULL ? NULL : strdup(s);
+}
+
+/*
+ * Copies user's entry (if any) and the dummy hash out of the current table.
+ * An invalid name is simply not found.  Returns -1 only when out of memory.
+ */
+static int passdb_lookup(struct passdb *db, const char *user,
+			 struct passdb_lookup *lk)
+{
+	bool nomem = false;
+
+	memset(lk, 0, sizeof(*lk));
+	passdb_refresh(db);
+	pthread_mutex_lock(&db->lock);
+	const struct passdb_entry *ent = NULL;
+	if (username_valid(user, strnlen(user, USERNAME_MAX + 1)))
+		ent = passdb_table_find(db->table, user);
+	lk->dummy = strdup(db->table->dummy);
+	if (ent != NULL) {
+		lk->found = true;
+		lk->e.user = strdup(ent->e.user);
+		lk->e.password = strdup(ent->e.password);
+		lk->e.home = strdup(ent->e.home);
+		lk->e.mail = passdb_strdup_null(ent->e.mail);
+		lk->e.uid = ent->e.uid;
+		lk->e.gid = ent->e.gid;
+		nomem = lk->e.user == NULL || lk->e.password == NULL ||
+			lk->e.home == NULL ||
+			(ent->e.mail != NULL && lk->e.mail == NULL);
+	}
+	pthread_mutex_unlock(&db->lock);
+	if (nomem || lk->dummy == NULL) {
+		passdb_lookup_clear(lk);
+		return -1;
+	}
+	return 0;
+}
+
+/* Fills user_r from a found entry; TEMPFAIL when out of memory. */
+static enum passdb_result passdb_user_fill(const struct passdb_lookup *lk,
+					   struct passdb_user *user_r)
+{
+	user_r->name = strdup(lk->e.user);
+	user_r->uid = lk->e.uid;
+	user_r->gid = lk->e.gid;
+	user_r->home = strdup(lk->e.home);
+	user_r->mail = passdb_strdup_null(lk->e.mail);
+	if (user_r->name == NULL || user_r->home == NULL ||
+	    (lk->e.mail != NULL && user_r->mail == NULL)) {
+		passdb_user_clear(user_r);
+		return PASSDB_TEMPFAIL;
+	}
+	return PASSDB_OK;
+}
+
+enum passdb_result passdb_verify_plain(struct passdb *db, const char *user,
+				       const char *password,
+				       struct passdb_user *user_r)
+{
+	struct passdb_lookup lk;
+	enum passdb_result result = PASSDB_FAIL;
+
+	memset(user_r, 0, sizeof(*user_r));
+	if (strnlen(password, PASSWORD_MAX + 1) > PASSWORD_MAX)
+		return PASSDB_FAIL; /* decided before any lookup: leaks nothing */
+	if (passdb_lookup(db, user, &lk) < 0)
+		return PASSDB_TEMPFAIL;
+	/* Exactly one crypt per attempt: the dummy stands in for an unknown
+	   user and runs beside a non-crypt entry. */
+	if (!lk.found || !password_is_crypt(lk.e.password))
+		(void)password_verify(lk.dummy, password);
+	if (lk.found) {
+		int r = password_verify(lk.e.password, password);
+
+		if (r < 0) {
+			char esc[LOG_ESCAPE_MAX + 1];
+			log_warn("passdb user=%s: unusable password entry",
+				 log_escape(esc, lk.e.user, strlen(lk.e.user)));
+		}
+		if (r == 1)
+			result = passdb_user_fill(&lk, user_r);
+	}
+	passdb_lookup_clear(&lk);
+	return result;
+}
+
+/* hex_r = lowercase hex MD5(timestamp || secret).  -1 if OpenSSL fails. */
+static int passdb_apop_digest(const char *timestamp, const char *secret,
+			      char hex_r[PASSDB_APOP_HEX_LEN + 1])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	int ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_md5(), NULL) &&
+		 EVP_DigestUpdate(ctx, timestamp, strlen(timestamp)) &&
+		 EVP_DigestUpdate(ctx, secret, strlen(secret)) &&
+		 EVP_DigestFinal_ex(ctx, md, &mdlen) &&
+		 mdlen * 2 == PASSDB_APOP_HEX_LEN;
+
+	EVP_MD_CTX_free(ctx);
+	for (unsigned int i = 0; ok && i < mdlen; i++)
+		snprintf(hex_r + 2 * i, 3, "%02x", md[i]);
+	explicit_bzero(md, sizeof(md));
+	return ok ? 0 : -1;
+}
+
+/* Lowercases a client digest; false unless exactly 32 hex digits. */
+static bool passdb_apop_normalise(const char *digest,
+				  char out[PASSDB_APOP_HEX_LEN + 1])
+{
+	size_t len = strnlen(digest, PASSDB_APOP_HEX_LEN + 1);
+
+	memset(out, 0, PASSDB_APOP_HEX_LEN + 1);
+	if (len != PASSDB_APOP_HEX_LEN)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char c = digest[i];
+
+		if (c >= 'A' && c <= 'F')
+			c = (char)(c - 'A' + 'a');
+		if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+			return false;
+		out[i] = c;
+	}
+	return true;
+}
+
+enum passdb_result passdb_verify_apop(struct passdb *db, const char *user,
+				      const char *timestamp, const char *digest,
+				      struct passdb_user *user_r)
+{
+	char want[PASSDB_APOP_HEX_LEN + 1] = "", got[PASSDB_APOP_HEX_LEN + 1];
+	struct passdb_lookup lk;
+	enum passdb_result result = PASSDB_FAIL;
+
+	memset(user_r, 0, sizeof(*user_r));
+	if (passdb_lookup(db, user, &lk) < 0)
+		return PASSDB_TEMPFAIL;
+	const char *secret = lk.found ? password_plain_secret(lk.e.password)
+				      : NULL;
+	/* One MD5 whatever the user: the dummy hash stands in as a secret. */
+	int r = passdb_apop_digest(timestamp, secret != NULL ? secret : lk.dummy,
+				   want);
+	bool wellformed = passdb_apop_normalise(digest, got);
+	if (r < 0)
+		result = PASSDB_TEMPFAIL;
+	else if (CRYPTO_memcmp(want, got, PASSDB_APOP_HEX_LEN) == 0 &&
+		 wellformed && secret != NULL)
+		result = passdb_user_fill(&lk, user_r);
+	explicit_bzero(want, sizeof(want));
+	passdb_lookup_clear(&lk);
+	return result;
+}
+
+void passdb_user_clear(struct passdb_user *user)
+{
+	free(user->name);
+	free(user->home);
+	free(user->mail);
+	memset(user, 0, sizeof(*user));
+}

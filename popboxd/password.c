@@ -1,0 +1,317 @@
+/*
+ * password.c — password schemes with Dovecot-compatible names (password.h).
+ *
+ * One table row per scheme: its name, whether it is a crypt(3) format or
+ * plaintext, the hash prefixes it may carry, and the libxcrypt prefix used
+ * to make new hashes (NULL: verify only).  Everything else is driven by it.
+ *
+ * Invariants: crypt_rn() always gets a heap struct crypt_data that is wiped
+ * and freed before return; results are compared with CRYPTO_memcmp() over
+ * equal lengths; plaintext secrets are compared as SHA-256 digests so the
+ * comparison does not depend on where the first differing byte is.
+ */
+#include "password.h"
+
+#include <crypt.h>
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+enum password_kind { PASSWORD_KIND_CRYPT, PASSWORD_KIND_PLAIN };
+
+/* A row has at most this many hash prefixes ({CRYPT} has the most). */
+#define PASSWORD_MAX_PREFIXES 7
+
+/* Longest scheme name between the braces ("SHA512-CRYPT" is 12). */
+#define PASSWORD_SCHEME_NAME_MAX 32
+
+struct password_scheme {
+	const char *name;
+	enum password_kind kind;
+	/* Accepted hash prefixes, NULL-terminated.  Anything else (DES
+	   without a prefix, "$3$" NT-hash, "$md5", "$sha1$", ...) is refused
+	   as weak or unknown. */
+	const char *prefixes[PASSWORD_MAX_PREFIXES + 1];
+	const char *gensalt_prefix; /* for password_hash(); NULL: verify only */
+	unsigned long cost;         /* for crypt_gensalt_rn(); 0: its default */
+};
+
+static const struct password_scheme password_schemes[] = {
+	{ "SHA512-CRYPT", PASSWORD_KIND_CRYPT, { "$6$", NULL }, "$6$", 0 },
+	{ "SHA256-CRYPT", PASSWORD_KIND_CRYPT, { "$5$", NULL }, "$5$", 0 },
+	/* libxcrypt's bcrypt default is cost 5 (32 rounds), which is too
+	   cheap today; 10 is the common recommendation (about 50 ms). */
+	{ "BLF-CRYPT", PASSWORD_KIND_CRYPT, { "$2b$", "$2y$", NULL }, "$2b$",
+	  10 },
+	{ "YESCRYPT", PASSWORD_KIND_CRYPT, { "$y$", NULL }, "$y$", 0 },
+	/* Legacy: still verified so old files keep working, never made. */
+	{ "MD5-CRYPT", PASSWORD_KIND_CRYPT, { "$1$", NULL }, NULL, 0 },
+	{ "CRYPT", PASSWORD_KIND_CRYPT,
+	  { "$6$", "$5$", "$2b$", "$2y$", "$y$", "$1$", NULL }, NULL, 0 },
+	{ "PLAIN", PASSWORD_KIND_PLAIN, { NULL }, NULL, 0 },
+	{ "CLEAR", PASSWORD_KIND_PLAIN, { NULL }, NULL, 0 },
+};
+#define PASSWORD_SCHEME_COUNT \
+	(sizeof(password_schemes) / sizeof(password_schemes[0]))
+
+_Static_assert(PASSWORD_MAX < CRYPT_MAX_PASSPHRASE_SIZE,
+	       "crypt_rn() refuses longer passphrases");
+
+static atomic_ulong password_crypt_calls;
+
+unsigned long password_crypt_count(void)
+{
+	return atomic_load(&password_crypt_calls);
+}
+
+static const struct password_scheme *password_scheme_find(const char *name,
+							  size_t len)
+{
+	for (size_t i = 0; i < PASSWORD_SCHEME_COUNT; i++) {
+		const char *s = password_schemes[i].name;
+
+		if (strlen(s) == len && strncasecmp(s, name, len) == 0)
+			return &password_schemes[i];
+	}
+	return NULL;
+}
+
+/* Splits stored into its scheme row and data; NULL if the scheme is unknown. */
+static const struct password_scheme *password_split(const char *stored,
+						    const char **data_r)
+{
+	if (stored[0] != '{') {
+		*data_r = stored;
+		return password_scheme_find("CRYPT", 5);
+	}
+	const char *end = strchr(stored, '}');
+	if (end == NULL || (size_t)(end - stored - 1) > PASSWORD_SCHEME_NAME_MAX)
+		return NULL;
+	*data_r = end + 1;
+	return password_scheme_find(stored + 1, (size_t)(end - stored - 1));
+}
+
+static bool password_prefix_ok(const struct password_scheme *scheme,
+			       const char *data)
+{
+	for (size_t i = 0; scheme->prefixes[i] != NULL; i++) {
+		const char *p = scheme->prefixes[i];
+
+		if (strncmp(data, p, strlen(p)) == 0)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Runs crypt_rn(phrase, setting) on a heap crypt_data and copies the result
+ * into out (CRYPT_OUTPUT_SIZE bytes).  Returns 0, or -1 if libxcrypt
+ * refused the setting.  The crypt_data is wiped before it is freed.
+ */
+static int password_crypt(const char *phrase, const char *setting,
+			  char out[CRYPT_OUTPUT_SIZE])
+{
+	struct crypt_data *cd = calloc(1, sizeof(*cd));
+	int ret = -1;
+
+	if (cd == NULL)
+		return -1;
+	atomic_fetch_add(&password_crypt_calls, 1);
+	const char *res = crypt_rn(phrase, setting, cd, (int)sizeof(*cd));
+	if (res != NULL && res[0] != '*' && strlen(res) < CRYPT_OUTPUT_SIZE) {
+		strcpy(out, res);
+		ret = 0;
+	}
+	explicit_bzero(cd, sizeof(*cd));
+	free(cd);
+	return ret;
+}
+
+static int password_verify_crypt(const struct password_scheme *scheme,
+				 const char *data, const char *password)
+{
+	char out[CRYPT_OUTPUT_SIZE];
+	size_t len = strlen(data);
+	int ret;
+
+	if (!password_prefix_ok(scheme, data) || len >= CRYPT_OUTPUT_SIZE)
+		return -1;
+	if (password_crypt(password, data, out) < 0)
+		return -1;
+	/* The output length follows from the setting alone, not the
+	   password: a different length means the entry is malformed. */
+	if (strlen(out) != len)
+		ret = -1;
+	else
+		ret = CRYPTO_memcmp(out, data, len) == 0 ? 1 : 0;
+	explicit_bzero(out, sizeof(out));
+	return ret;
+}
+
+static int password_verify_plain(const char *secret, const char *password)
+{
+	unsigned char a[EVP_MAX_MD_SIZE], b[EVP_MAX_MD_SIZE];
+	unsigned int alen = 0, blen = 0;
+	int ret = -1;
+
+	/* Digests have one fixed length, so the comparison time depends on
+	   neither the secret's length nor where it differs. */
+	if (EVP_Digest(secret, strlen(secret), a, &alen, EVP_sha256(), NULL) &&
+	    EVP_Digest(password, strlen(password), b, &blen, EVP_sha256(),
+		       NULL) && alen == blen)
+		ret = CRYPTO_memcmp(a, b, alen) == 0 ? 1 : 0;
+	explicit_bzero(a, sizeof(a));
+	explicit_bzero(b, sizeof(b));
+	return ret;
+}
+
+int password_verify(const char *stored, const char *password)
+{
+	const char *data;
+	const struct password_scheme *scheme = password_split(stored, &data);
+
+	if (scheme == NULL || strnlen(password, PASSWORD_MAX + 1) > PASSWORD_MAX)
+		return -1;
+	if (scheme->kind == PASSWORD_KIND_PLAIN)
+		return password_verify_plain(data, password);
+	return password_verify_crypt(scheme, data, password);
+}
+
+bool password_is_crypt(const char *stored)
+{
+	const char *data;
+	const struct password_scheme *scheme = password_split(stored, &data);
+
+	return scheme != NULL && scheme->kind == PASSWORD_KIND_CRYPT &&
+	       password_prefix_ok(scheme, data);
+}
+
+const char *password_plain_secret(const char *stored)
+{
+	const char *data;
+	const struct password_scheme *scheme = password_split(stored, &data);
+
+	if (scheme == NULL || scheme->kind != PASSWORD_KIND_PLAIN)
+		return NULL;
+	return data;
+}
+
+/* Joins "{name}" and hash into a new string; NULL when out of memory. */
+static char *password_join(const char *name, const char *hash)
+{
+	char *s = NULL;
+
+	if (asprintf(&s, "{%s}%s", name, hash) < 0)
+		return NULL;
+	return s;
+}
+
+static int password_hash_plain(const struct password_scheme *scheme,
+			       const char *password, char **hash_r,
+			       const char **error_r)
+{
+	for (const unsigned char *p = (const unsigned char *)password; *p; p++) {
+		if (*p == ':' || *p < 0x20 || *p == 0x7f) {
+			*error_r = "a plaintext password may not contain ':' "
+				   "or control characters";
+			return -1;
+		}
+	}
+	if ((*hash_r = password_join(scheme->name, password)) == NULL) {
+		*error_r = "out of memory";
+		return -1;
+	}
+	return 0;
+}
+
+int password_hash(const char *scheme_name, const char *password,
+		  char **hash_r, const char **error_r)
+{
+	const struct password_scheme *scheme =
+		password_scheme_find(scheme_name, strlen(scheme_name));
+	char setting[CRYPT_GENSALT_OUTPUT_SIZE];
+	char out[CRYPT_OUTPUT_SIZE];
+
+	if (scheme == NULL) {
+		*error_r = "unknown password scheme";
+		return -1;
+	}
+	if (strlen(password) > PASSWORD_MAX) {
+		*error_r = "password too long";
+		return -1;
+	}
+	if (scheme->kind == PASSWORD_KIND_PLAIN)
+		return password_hash_plain(scheme, password, hash_r, error_r);
+	if (scheme->gensalt_prefix == NULL) {
+		*error_r = "this scheme can only verify old hashes; "
+			   "choose YESCRYPT, SHA512-CRYPT or BLF-CRYPT";
+		return -1;
+	}
+	/* NULL entropy = libxcrypt's own (getrandom). */
+	if (crypt_gensalt_rn(scheme->gensalt_prefix, scheme->cost, NULL, 0,
+			     setting, sizeof(setting)) == NULL) {
+		*error_r = "cannot make a salt (no entropy?)";
+		return -1;
+	}
+	if (password_crypt(password, setting, out) < 0) {
+		*error_r = "crypt failed";
+		return -1;
+	}
+	*hash_r = password_join(scheme->name, out);
+	explicit_bzero(out, sizeof(out));
+	if (*hash_r == NULL) {
+		*error_r = "out of memory";
+		return -1;
+	}
+	return 0;
+}
+
+/* Fills buf (33 bytes) with 32 random hex digits: a password nobody knows. */
+static int password_random(char buf[33])
+{
+	unsigned char rnd[16];
+
+	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+		return -1;
+	for (size_t i = 0; i < sizeof(rnd); i++)
+		snprintf(buf + 2 * i, 3, "%02x", rnd[i]);
+	explicit_bzero(rnd, sizeof(rnd));
+	return 0;
+}
+
+int password_dummy_setting(const char *stored, char **dummy_r,
+			   const char **error_r)
+{
+	char phrase[33], out[CRYPT_OUTPUT_SIZE];
+	const struct password_scheme *scheme = NULL;
+	const char *data = NULL;
+	int ret = 0;
+
+	if (password_random(phrase) < 0) {
+		*error_r = "no entropy for the dummy password";
+		return -1;
+	}
+	if (stored != NULL && password_is_crypt(stored))
+		scheme = password_split(stored, &data);
+	/* Hashing with the real entry as the setting keeps its scheme, cost
+	   and salt form; only the (random) password differs. */
+	if (scheme != NULL && password_crypt(phrase, data, out) == 0) {
+		*dummy_r = password_join(scheme->name, out);
+		if (*dummy_r == NULL) {
+			*error_r = "out of memory";
+			ret = -1;
+		}
+	} else {
+		ret = password_hash("SHA512-CRYPT", phrase, dummy_r, error_r);
+	}
+	explicit_bzero(phrase, sizeof(phrase));
+	explicit_bzero(out, sizeof(out));
+	return ret;
+}

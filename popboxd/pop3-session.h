@@ -1,0 +1,150 @@
+/*
+ * pop3-session.h — the POP3 protocol core (RFC 1939, 2449, 3206), sans I/O.
+ *
+ * A session is a state machine fed with the bytes a client sent.  It writes
+ * response bytes through an output callback and, when it needs the outside
+ * world, it raises one action (verify a login and open the maildrop, stream
+ * a message, commit deletions, close) and consumes no more input until the
+ * caller reports the action's result.  It never touches a socket, a file or
+ * a clock, so unit tests and fuzzers drive it alone.
+ *
+ * Invariants:
+ *   - At most one command line is held: pop3_session_input() consumes at
+ *     most one line per call, so pipelined commands wait in the caller's
+ *     buffer, in order, and backpressure is the caller's to apply.
+ *   - A line longer than POP3_LINE_MAX is discarded as it arrives (never
+ *     buffered whole) and answered with one -ERR.
+ *   - Deletions are only marks until QUIT in TRANSACTION raises
+ *     POP3_ACTION_COMMIT; any other end of the session deletes nothing.
+ *   - Message numbers are fixed for the session; a deleted message is left
+ *     out of STAT/LIST/UIDL and refused by RETR/TOP/DELE until RSET.
+ */
+#ifndef POPBOX_POP3_SESSION_H
+#define POPBOX_POP3_SESSION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "mailmsg.h"
+
+enum pop3_state {
+	POP3_STATE_AUTHORIZATION,
+	POP3_STATE_TRANSACTION,
+	POP3_STATE_UPDATE,
+	POP3_STATE_CLOSED,      /* no more input is read; flush and close */
+};
+
+struct pop3_config {
+	bool apop;                  /* offer APOP (needs apop_timestamp) */
+	const char *apop_timestamp; /* "<unique@host>", unique per greeting */
+	unsigned int login_delay;   /* CAPA LOGIN-DELAY; 0 = not advertised */
+	int expire_days;            /* CAPA EXPIRE; -1 = NEVER */
+	unsigned int max_auth_failures;  /* failed logins, then close */
+	unsigned int max_bad_commands;   /* bad commands in a row, then close */
+	const char *implementation;      /* CAPA IMPLEMENTATION */
+};
+
+enum pop3_action_type {
+	POP3_ACTION_NONE,
+	/* Verify user + password (or APOP digest), then lock and open the
+	   maildrop; answer with pop3_session_login_done(). */
+	POP3_ACTION_LOGIN,
+	/* Open message `index`; then pop3_session_message_begin(), stream its
+	   wire form (lib/wire.h) with max_body_lines, and
+	   pop3_session_message_done(). */
+	POP3_ACTION_SEND_MESSAGE,
+	/* UPDATE: remove every message whose deleted[] byte is set, make it
+	   durable, then pop3_session_commit_done(). */
+	POP3_ACTION_COMMIT,
+	/* Flush what was written, then close the connection. */
+	POP3_ACTION_CLOSE,
+};
+
+struct pop3_action {
+	enum pop3_action_type type;
+	/* LOGIN: user is NUL-terminated; exactly one of password (USER/PASS)
+	   and apop_digest (APOP, 32 hex digits) is set.  Valid until
+	   login_done, and wiped then. */
+	const char *user;
+	const char *password;
+	const char *apop_digest;
+	/* SEND_MESSAGE */
+	size_t index;              /* 0-based */
+	int64_t max_body_lines;    /* -1 for RETR */
+	/* COMMIT: one byte per message, count bytes */
+	const uint8_t *deleted;
+	size_t count;
+};
+
+enum pop3_login_result {
+	POP3_LOGIN_OK,
+	POP3_LOGIN_AUTH_FAILED,   /* [AUTH]: unknown user or wrong secret */
+	POP3_LOGIN_IN_USE,        /* [IN-USE] */
+	POP3_LOGIN_DELAYED,       /* [LOGIN-DELAY] */
+	POP3_LOGIN_SYS_TEMP,      /* [SYS/TEMP] */
+	POP3_LOGIN_SYS_PERM,      /* [SYS/PERM] */
+};
+
+enum pop3_send_result {
+	POP3_SEND_OK,        /* streamed whole */
+	POP3_SEND_GONE,      /* before begin: the message no longer exists */
+	POP3_SEND_TEMPFAIL,  /* before begin: could not be opened */
+	POP3_SEND_ABORTED,   /* after begin: a read failed mid-way: close */
+};
+
+/* Counters for the logout log line. */
+struct pop3_session_stats {
+	unsigned int retrieved;    /* RETR and TOP answered +OK */
+	unsigned int marked;       /* messages marked deleted at QUIT time */
+	size_t removed;            /* messages removed in UPDATE */
+	unsigned int auth_failures;
+};
+
+typedef void pop3_output_fn(void *context, const void *data, size_t len);
+
+struct pop3_session;
+
+/* Creates a session and writes the greeting.  cfg and its strings must
+   outlive the session. */
+struct pop3_session *pop3_session_new(const struct pop3_config *cfg,
+				      pop3_output_fn *output, void *context);
+void pop3_session_free(struct pop3_session **session);
+
+/*
+ * Feeds received bytes.  Consumes at most one command line (or, while
+ * discarding an over-long line, everything up to its end) and returns how
+ * many bytes it consumed; 0 means "need more bytes" or "an action is
+ * pending or the session is closed": check pop3_session_action() and
+ * pop3_session_state().  Bytes not consumed must be offered again later.
+ */
+size_t pop3_session_input(struct pop3_session *session, const void *data,
+			  size_t len);
+
+/* The pending action (type POP3_ACTION_NONE if none). */
+const struct pop3_action *pop3_session_action(const struct pop3_session *session);
+
+/* LOGIN's result; on POP3_LOGIN_OK msgs[0..count) is the maildrop
+   listing, which must stay valid until the session is freed. */
+void pop3_session_login_done(struct pop3_session *session,
+			     enum pop3_login_result result,
+			     const struct mailmsg *msgs, size_t count);
+/* SEND_MESSAGE: the message is open; writes the +OK line. */
+void pop3_session_message_begin(struct pop3_session *session);
+/* SEND_MESSAGE's end.  After begin, the caller has written the whole wire
+   form including ".\r\n" for POP3_SEND_OK. */
+void pop3_session_message_done(struct pop3_session *session,
+			       enum pop3_send_result result);
+/* COMMIT's result: ok when every marked message is durably removed. */
+void pop3_session_commit_done(struct pop3_session *session, bool ok,
+			      size_t removed);
+/* Ends the session from outside (idle timeout, shutdown): writes
+   "-ERR <reason>" and closes.  Deletes nothing. */
+void pop3_session_abort(struct pop3_session *session, const char *reason);
+
+enum pop3_state pop3_session_state(const struct pop3_session *session);
+/* The logged-in user, or NULL before login. */
+const char *pop3_session_user(const struct pop3_session *session);
+const struct pop3_session_stats *pop3_session_stats(const struct pop3_session *session);
+const char *pop3_state_name(enum pop3_state state);
+
+#endif

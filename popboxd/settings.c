@@ -1,0 +1,727 @@
+/*
+ * settings.c — popboxd's configuration: parse, check, print (settings.h).
+ *
+ * One table row per key drives everything: parsing (type, bounds), the
+ * defaults (settings_init() feeds each row's default text through the same
+ * parser as the file), settings_print() and the reference in
+ * docs/configuration.md (settings_print_doc()).
+ *
+ * Invariants: settings_parse() is pure (no I/O, no globals besides the
+ * thread-local error text); every stored string is non-empty and free of
+ * control bytes, does not start with '#' and contains no whitespace+'#', so
+ * settings_print() output parses back to the same settings.
+ */
+#include "settings.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "strnum.h"
+
+/* Longest config line without its newline; longer lines are an error. */
+#define SETTINGS_LINE_MAX 1024
+/* Largest config file settings_load() reads: far above any real config. */
+#define SETTINGS_FILE_MAX (1024 * 1024)
+/* Longest expanded mail path: PATH_MAX on Linux. */
+#define SETTINGS_PATH_MAX 4096
+/* Longest host name (RFC 1035 section 2.3.4: 255 octets on the wire). */
+#define SETTINGS_HOSTNAME_MAX 253
+/* How much of a bad key or value an error message quotes. */
+#define SETTINGS_QUOTE_MAX 64
+
+enum settings_type {
+	SET_STRING, SET_BOOL, SET_UINT, SET_EXPIRE, SET_LISTEN, SET_LOG,
+};
+
+struct settings_def {
+	const char *name;
+	enum settings_type type;
+	size_t offset;
+	unsigned int min, max;  /* SET_UINT and SET_EXPIRE bounds */
+	const char *def;        /* default as config text; NULL: none */
+	const char *why;        /* one line for the docs */
+	/* Extra check for SET_STRING; returns an error text or NULL. */
+	const char *(*check)(const char *value);
+};
+
+static const char *settings_check_hostname(const char *value);
+static const char *settings_check_mail_user(const char *value);
+
+#define OFF(field) offsetof(struct popboxd_settings, field)
+
+static const struct settings_def settings_defs[] = {
+	{ "listen", SET_LISTEN, OFF(listen), 0, 0, NULL,
+	  "address:port to accept POP3 on (repeatable); loopback unless told",
+	  NULL },
+	{ "passdb_file", SET_STRING, OFF(passdb_file), 0, 0, NULL,
+	  "passwd-file with the users: required, there is no safe default",
+	  NULL },
+	{ "mail_location", SET_STRING, OFF(mail_location), 0, 0, "%h/Maildir",
+	  "Maildir template; must contain %u, %n or %h so users never share one",
+	  NULL },
+	{ "mail_user", SET_STRING, OFF(mail_user), 0, 0, "popbox",
+	  "unprivileged user for mail access when started as root",
+	  settings_check_mail_user },
+	{ "apop", SET_BOOL, OFF(apop), 0, 0, "no",
+	  "offer APOP; needs {PLAIN} secrets on disk, so off by default", NULL },
+	{ "login_delay", SET_UINT, OFF(login_delay), 0, 86400, "0",
+	  "RFC 2449 LOGIN-DELAY seconds to announce; 0 announces nothing", NULL },
+	{ "expire_days", SET_EXPIRE, OFF(expire_days), 1, 3650, "never",
+	  "RFC 2449 EXPIRE to announce; 0 is refused: it means delete on RETR",
+	  NULL },
+	{ "login_timeout", SET_UINT, OFF(login_timeout), 5, 3600, "60",
+	  "seconds a client may take to log in; bounds idle strangers", NULL },
+	{ "idle_timeout", SET_UINT, OFF(idle_timeout), 600, 86400, "600",
+	  "seconds idle after login; RFC 1939 requires at least 10 minutes",
+	  NULL },
+	{ "auth_failure_delay_ms", SET_UINT, OFF(auth_failure_delay_ms), 0,
+	  60000, "2000", "pause before every failed-login reply; slows guessing",
+	  NULL },
+	{ "max_auth_failures", SET_UINT, OFF(max_auth_failures), 1, 100, "3",
+	  "failed logins per connection before it is closed", NULL },
+	{ "max_bad_commands", SET_UINT, OFF(max_bad_commands), 1, 1000, "10",
+	  "bad commands in a row before the connection is closed", NULL },
+	{ "workers", SET_UINT, OFF(workers), 0, 256, "0",
+	  "event-loop threads; 0 means one per CPU core", NULL },
+	{ "auth_workers", SET_UINT, OFF(auth_workers), 1, 256, "4",
+	  "threads for password hashing and disk work, off the event loops",
+	  NULL },
+	{ "log", SET_LOG, OFF(log_syslog), 0, 0, "stderr",
+	  "where log records go: stderr or syslog (facility mail)", NULL },
+	{ "hostname", SET_STRING, OFF(hostname), 0, 0, NULL,
+	  "name in the APOP timestamp; default: the system host name",
+	  settings_check_hostname },
+};
+#define SETTINGS_COUNT (sizeof(settings_defs) / sizeof(settings_defs[0]))
+
+static _Thread_local char settings_errbuf[SETTINGS_LINE_MAX + 256];
+
+static const char *settings_error(const char *fmt, ...)
+	__attribute__((format(printf, 1, 2)));
+
+/* Formats into the thread-local error buffer and returns it. */
+static const char *settings_error(const char *fmt, ...)
+{
+	char tmp[sizeof(settings_errbuf)];
+	va_list args;
+
+	/* Via tmp, so an argument may point into settings_errbuf itself. */
+	va_start(args, fmt);
+	vsnprintf(tmp, sizeof(tmp), fmt, args);
+	va_end(args);
+	memcpy(settings_errbuf, tmp, sizeof(tmp));
+	return settings_errbuf;
+}
+
+static const char *settings_check_hostname(const char *value)
+{
+	size_t len = strlen(value);
+
+	if (len > SETTINGS_HOSTNAME_MAX)
+		return "too long";
+	for (size_t i = 0; i < len; i++) {
+		char c = value[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c >= '0' && c <= '9') || c == '.' || c == '-' || c == '_'))
+			return "only letters, digits, '.', '-' and '_'";
+	}
+	return NULL;
+}
+
+/* A login name as useradd accepts it: [A-Za-z0-9._-], at most 32. */
+static const char *settings_check_mail_user(const char *value)
+{
+	size_t len = strlen(value);
+
+	if (len > 32 || value[0] == '-')
+		return "not a valid user name";
+	for (size_t i = 0; i < len; i++) {
+		char c = value[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c >= '0' && c <= '9') || c == '.' || c == '-' || c == '_'))
+			return "not a valid user name";
+	}
+	return NULL;
+}
+
+/* Port: 0..65535 in plain decimal, no leading zeros ("0" alone is fine). */
+static bool settings_port_valid(const char *s)
+{
+	uint64_t port;
+	size_t len = strlen(s);
+
+	if (len > 1 && s[0] == '0')
+		return false;
+	return strnum_parse_u64(s, len, 65535, &port) == 0;
+}
+
+/*
+ * "IPv4:port", "[IPv6]:port" or "*:port".  inet_pton() is a pure text
+ * parser and the one the listener itself will use, so what passes here
+ * binds there.  Scope ids ("%eth0") are not supported.
+ */
+static bool settings_listen_valid(const char *value)
+{
+	char host[64];
+	unsigned char addr[16];
+	const char *colon;
+	int family = AF_INET;
+
+	if (value[0] == '[') {
+		const char *close = strchr(value, ']');
+
+		if (close == NULL || close[1] != ':')
+			return false;
+		colon = close + 1;
+		value++;
+		family = AF_INET6;
+	} else {
+		colon = strrchr(value, ':');
+		if (colon == NULL)
+			return false;
+	}
+	size_t hostlen = (size_t)(colon - value) - (family == AF_INET6 ? 1 : 0);
+	if (hostlen == 0 || hostlen >= sizeof(host))
+		return false;
+	memcpy(host, value, hostlen);
+	host[hostlen] = '\0';
+	if (!settings_port_valid(colon + 1))
+		return false;
+	if (family == AF_INET && strcmp(host, "*") == 0)
+		return true;
+	return inet_pton(family, host, addr) == 1;
+}
+
+static void settings_listen_clear(struct popboxd_settings *set)
+{
+	for (size_t i = 0; i < set->listen_count; i++) {
+		free(set->listen[i]);
+		set->listen[i] = NULL;
+	}
+	set->listen_count = 0;
+}
+
+static const char *settings_set_listen(struct popboxd_settings *set,
+				       const char *value)
+{
+	if (set->listen_count >= SETTINGS_MAX_LISTEN)
+		return "too many listen addresses (max 16)";
+	if (!settings_listen_valid(value))
+		return "expected IPv4:port, [IPv6]:port or *:port "
+		       "(port 0..65535)";
+	if ((set->listen[set->listen_count] = strdup(value)) == NULL)
+		return "out of memory";
+	set->listen_count++;
+	return NULL;
+}
+
+static const char *settings_set_uint(const struct settings_def *def,
+				     const char *value, unsigned int *out)
+{
+	uint64_t v;
+
+	if (strnum_parse_u64(value, strlen(value), def->max, &v) < 0 ||
+	    v < def->min)
+		return settings_error("expected a number %u..%u", def->min,
+				      def->max);
+	*out = (unsigned int)v;
+	return NULL;
+}
+
+static const char *settings_set_bool(const char *value, bool *out)
+{
+	static const char *const yes[] = { "yes", "true", "on" };
+	static const char *const no[] = { "no", "false", "off" };
+
+	for (size_t i = 0; i < 3; i++) {
+		if (strcasecmp(value, yes[i]) == 0 || strcasecmp(value, no[i]) == 0) {
+			*out = strcasecmp(value, yes[i]) == 0;
+			return NULL;
+		}
+	}
+	return "expected yes/no/true/false/on/off";
+}
+
+static const char *settings_set_string(const struct settings_def *def,
+				       const char *value, char **out)
+{
+	const char *err = def->check != NULL ? def->check(value) : NULL;
+	char *copy;
+
+	if (err != NULL)
+		return err;
+	if ((copy = strdup(value)) == NULL)
+		return "out of memory";
+	free(*out);
+	*out = copy;
+	return NULL;
+}
+
+/* Stores value (NUL-terminated, trimmed, non-empty) for def; error or NULL. */
+static const char *settings_set(struct popboxd_settings *set,
+				const struct settings_def *def,
+				const char *value)
+{
+	void *field = (char *)set + def->offset;
+	unsigned int n;
+	const char *err;
+
+	switch (def->type) {
+	case SET_STRING:
+		return settings_set_string(def, value, field);
+	case SET_BOOL:
+		return settings_set_bool(value, field);
+	case SET_UINT:
+		return settings_set_uint(def, value, field);
+	case SET_EXPIRE:
+		if (strcmp(value, "never") == 0) {
+			*(int *)field = -1;
+			return NULL;
+		}
+		if ((err = settings_set_uint(def, value, &n)) != NULL)
+			return settings_error("expected \"never\" or a number "
+					      "%u..%u", def->min, def->max);
+		*(int *)field = (int)n;
+		return NULL;
+	case SET_LISTEN:
+		return settings_set_listen(set, value);
+	case SET_LOG:
+		if (strcmp(value, "stderr") != 0 && strcmp(value, "syslog") != 0)
+			return "expected stderr or syslog";
+		*(bool *)field = strcmp(value, "syslog") == 0;
+		return NULL;
+	}
+	return "impossible setting type";
+}
+
+void settings_init(struct popboxd_settings *set)
+{
+	memset(set, 0, sizeof(*set));
+	for (size_t i = 0; i < SETTINGS_COUNT; i++) {
+		const struct settings_def *def = &settings_defs[i];
+
+		/* A default the parser refuses is a bug in the table; only
+		   strdup() can fail otherwise. */
+		if (def->def != NULL && settings_set(set, def, def->def) != NULL)
+			abort();
+	}
+}
+
+void settings_free(struct popboxd_settings *set)
+{
+	settings_listen_clear(set);
+	for (size_t i = 0; i < SETTINGS_COUNT; i++) {
+		if (settings_defs[i].type == SET_STRING) {
+			char **p = (char **)((char *)set + settings_defs[i].offset);
+
+			free(*p);
+			*p = NULL;
+		}
+	}
+}
+
+static const struct settings_def *settings_find(const char *key)
+{
+	for (size_t i = 0; i < SETTINGS_COUNT; i++) {
+		if (strcmp(settings_defs[i].name, key) == 0)
+			return &settings_defs[i];
+	}
+	return NULL;
+}
+
+static bool settings_is_space(char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+/* Trims s in place and returns the first non-blank byte. */
+static char *settings_trim(char *s)
+{
+	size_t len = strlen(s);
+
+	while (len > 0 && settings_is_space(s[len - 1]))
+		s[--len] = '\0';
+	while (settings_is_space(*s))
+		s++;
+	return s;
+}
+
+/* Cuts a comment: '#' at the start of the line or after a blank. */
+static void settings_strip_comment(char *s)
+{
+	for (size_t i = 0; s[i] != '\0'; i++) {
+		if (s[i] == '#' && (i == 0 || settings_is_space(s[i - 1]))) {
+			s[i] = '\0';
+			return;
+		}
+	}
+}
+
+struct settings_parse_state {
+	struct popboxd_settings *set;
+	unsigned int lineno;
+	unsigned int seen_line[SETTINGS_COUNT]; /* 0: not yet in this text */
+};
+
+/* Handles one line of at most SETTINGS_LINE_MAX bytes, no newline. */
+static const char *settings_parse_line(struct settings_parse_state *ps,
+				       const char *line, size_t len)
+{
+	char buf[SETTINGS_LINE_MAX + 1];
+
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)line[i];
+
+		if ((c < 0x20 && c != '\t') || c == 0x7f)
+			return "control byte in line";
+	}
+	memcpy(buf, line, len);
+	buf[len] = '\0';
+	settings_strip_comment(buf);
+	char *key = settings_trim(buf);
+	if (*key == '\0')
+		return NULL;
+	char *eq = strchr(key, '=');
+	if (eq == NULL)
+		return "missing '='";
+	*eq = '\0';
+	key = settings_trim(key);
+	char *value = settings_trim(eq + 1);
+
+	const struct settings_def *def = settings_find(key);
+	if (def == NULL)
+		return settings_error("unknown key '%.*s'", SETTINGS_QUOTE_MAX, key);
+	size_t idx = (size_t)(def - settings_defs);
+	if (ps->seen_line[idx] != 0 && def->type != SET_LISTEN)
+		return settings_error("'%s' given twice (first on line %u)",
+				      def->name, ps->seen_line[idx]);
+	if (*value == '\0')
+		return settings_error("empty value for '%s'", def->name);
+	if (*value == '#')
+		return settings_error("value for '%s' may not start with '#'",
+				      def->name);
+	/* The first listen of a text replaces earlier ones (the default). */
+	if (def->type == SET_LISTEN && ps->seen_line[idx] == 0)
+		settings_listen_clear(ps->set);
+	ps->seen_line[idx] = ps->lineno;
+	const char *err = settings_set(ps->set, def, value);
+	if (err != NULL)
+		return settings_error("%s: %s", def->name, err);
+	return NULL;
+}
+
+int settings_parse(struct popboxd_settings *set, const char *text, size_t len,
+		   const char **error_r)
+{
+	struct settings_parse_state ps;
+	size_t pos = 0;
+
+	memset(&ps, 0, sizeof(ps));
+	ps.set = set;
+	while (pos < len) {
+		const char *nl = memchr(text + pos, '\n', len - pos);
+		size_t linelen = nl != NULL ? (size_t)(nl - text) - pos : len - pos;
+		const char *line = text + pos, *err;
+
+		pos += linelen + 1;
+		ps.lineno++;
+		if (linelen > 0 && line[linelen - 1] == '\r')
+			linelen--;
+		if (linelen > SETTINGS_LINE_MAX)
+			err = settings_error("line too long (max %d bytes)",
+					     SETTINGS_LINE_MAX);
+		else
+			err = settings_parse_line(&ps, line, linelen);
+		if (err != NULL) {
+			*error_r = settings_error("line %u: %s", ps.lineno, err);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+struct settings_path {
+	char buf[SETTINGS_PATH_MAX + 1];
+	size_t len;
+	bool overflow;
+};
+
+static void settings_path_add(struct settings_path *p, const char *s, size_t n)
+{
+	if (n > SETTINGS_PATH_MAX - p->len) {
+		p->overflow = true;
+		return;
+	}
+	memcpy(p->buf + p->len, s, n);
+	p->len += n;
+	p->buf[p->len] = '\0';
+}
+
+/* True if path has a ".." component. */
+static bool settings_path_has_dotdot(const char *path)
+{
+	for (const char *c = path; *c != '\0';) {
+		size_t n = strcspn(c, "/");
+
+		if (n == 2 && c[0] == '.' && c[1] == '.')
+			return true;
+		c += n;
+		if (*c == '/')
+			c++;
+	}
+	return false;
+}
+
+/* Appends the value of %c for user/home; an error text or NULL. */
+static const char *settings_expand_one(struct settings_path *p, char c,
+				       const char *user, const char *home)
+{
+	const char *at = strchr(user, '@');
+
+	switch (c) {
+	case 'u':
+		settings_path_add(p, user, strlen(user));
+		return NULL;
+	case 'n':
+		settings_path_add(p, user, at != NULL ? (size_t)(at - user)
+						      : strlen(user));
+		return NULL;
+	case 'd':
+		if (at != NULL)
+			settings_path_add(p, at + 1, strlen(at + 1));
+		return NULL;
+	case 'h':
+		if (home[0] == '\0')
+			return "%h used but the user has no home directory";
+		settings_path_add(p, home, strlen(home));
+		return NULL;
+	case '%':
+		settings_path_add(p, "%", 1);
+		return NULL;
+	case '\0':
+		return "'%' at the end of mail_location";
+	}
+	return settings_error("unknown variable '%%%c' in mail_location", c);
+}
+
+int settings_expand_mail_location(const char *tmpl, const char *user,
+				  const char *home, char **path_r,
+				  const char **error_r)
+{
+	struct settings_path p = { .len = 0, .overflow = false };
+	const char *err = NULL;
+
+	p.buf[0] = '\0';
+	for (const char *t = tmpl; *t != '\0' && err == NULL; t++) {
+		if (*t != '%')
+			settings_path_add(&p, t, 1);
+		else if ((err = settings_expand_one(&p, t[1], user, home)) == NULL)
+			t++;
+	}
+	if (err == NULL && p.overflow)
+		err = "mail path too long";
+	else if (err == NULL && p.buf[0] != '/')
+		err = "mail path is not absolute";
+	else if (err == NULL && settings_path_has_dotdot(p.buf))
+		err = "mail path has a '..' component";
+	if (err == NULL && (*path_r = strdup(p.buf)) == NULL)
+		err = "out of memory";
+	if (err != NULL) {
+		*error_r = err;
+		return -1;
+	}
+	return 0;
+}
+
+/* True if tmpl uses a per-user variable (%u, %n or %h). */
+static bool settings_template_per_user(const char *tmpl)
+{
+	for (const char *t = tmpl; *t != '\0'; t++) {
+		if (*t != '%' || t[1] == '\0')
+			continue;
+		if (t[1] == 'u' || t[1] == 'n' || t[1] == 'h')
+			return true;
+		t++; /* skip "%%" and the like */
+	}
+	return false;
+}
+
+static int settings_check_mail_location(const char *tmpl, const char **error_r)
+{
+	char *path;
+	const char *err;
+
+	if (!settings_template_per_user(tmpl)) {
+		*error_r = "mail_location must contain %u, %n or %h, "
+			   "or all users would share one maildrop";
+		return -1;
+	}
+	/* A trial expansion finds bad variables, relative paths and "..". */
+	if (settings_expand_mail_location(tmpl, "user@example.org", "/home/user",
+					  &path, &err) < 0) {
+		*error_r = settings_error("mail_location: %s", err);
+		return -1;
+	}
+	free(path);
+	return 0;
+}
+
+static int settings_default_hostname(struct popboxd_settings *set,
+				     const char **error_r)
+{
+	char name[SETTINGS_HOSTNAME_MAX + 2];
+
+	if (gethostname(name, sizeof(name)) < 0 ||
+	    memchr(name, '\0', sizeof(name)) == NULL || name[0] == '\0' ||
+	    settings_check_hostname(name) != NULL) {
+		*error_r = "hostname: the system host name is not usable, "
+			   "set hostname";
+		return -1;
+	}
+	if ((set->hostname = strdup(name)) == NULL) {
+		*error_r = "out of memory";
+		return -1;
+	}
+	return 0;
+}
+
+int settings_check(struct popboxd_settings *set, const char **error_r)
+{
+	if (set->passdb_file == NULL) {
+		*error_r = "passdb_file is required";
+		return -1;
+	}
+	if (set->mail_location == NULL || set->mail_user == NULL) {
+		*error_r = "mail_location and mail_user are required";
+		return -1;
+	}
+	if (settings_check_mail_location(set->mail_location, error_r) < 0)
+		return -1;
+	if (set->hostname == NULL && settings_default_hostname(set, error_r) < 0)
+		return -1;
+	if (set->listen_count == 0) {
+		if ((set->listen[0] = strdup("127.0.0.1:110")) == NULL) {
+			*error_r = "out of memory";
+			return -1;
+		}
+		set->listen_count = 1;
+	}
+	return 0;
+}
+
+static void settings_print_one(const struct popboxd_settings *set,
+			       const struct settings_def *def, FILE *out)
+{
+	const void *field = (const char *)set + def->offset;
+	const char *s;
+
+	switch (def->type) {
+	case SET_STRING:
+		s = *(char *const *)field;
+		if (s == NULL)
+			fprintf(out, "# %s is not set\n", def->name);
+		else
+			fprintf(out, "%s = %s\n", def->name, s);
+		break;
+	case SET_BOOL:
+		fprintf(out, "%s = %s\n", def->name,
+			*(const bool *)field ? "yes" : "no");
+		break;
+	case SET_UINT:
+		fprintf(out, "%s = %u\n", def->name, *(const unsigned int *)field);
+		break;
+	case SET_EXPIRE:
+		if (*(const int *)field < 0)
+			fprintf(out, "%s = never\n", def->name);
+		else
+			fprintf(out, "%s = %d\n", def->name, *(const int *)field);
+		break;
+	case SET_LISTEN:
+		if (set->listen_count == 0)
+			fprintf(out, "# %s is not set\n", def->name);
+		for (size_t i = 0; i < set->listen_count; i++)
+			fprintf(out, "%s = %s\n", def->name, set->listen[i]);
+		break;
+	case SET_LOG:
+		fprintf(out, "%s = %s\n", def->name,
+			*(const bool *)field ? "syslog" : "stderr");
+		break;
+	}
+}
+
+void settings_print(const struct popboxd_settings *set, FILE *out)
+{
+	for (size_t i = 0; i < SETTINGS_COUNT; i++)
+		settings_print_one(set, &settings_defs[i], out);
+}
+
+/* Reads a regular file of at most SETTINGS_FILE_MAX bytes. */
+static int settings_read(const char *path, char **text_r, size_t *len_r,
+			 const char **error_r)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	struct stat st;
+	char *text = NULL;
+	size_t len = 0;
+
+	*error_r = NULL;
+	if (fd < 0 || fstat(fd, &st) < 0)
+		*error_r = strerror(errno);
+	else if (!S_ISREG(st.st_mode))
+		*error_r = "not a regular file";
+	else if (st.st_size > SETTINGS_FILE_MAX)
+		*error_r = "larger than 1 MiB";
+	else if ((text = malloc((size_t)st.st_size + 1)) == NULL)
+		*error_r = "out of memory";
+	while (*error_r == NULL && len < (size_t)st.st_size) {
+		ssize_t n = read(fd, text + len, (size_t)st.st_size - len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			*error_r = strerror(errno);
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	if (fd >= 0)
+		close(fd);
+	if (*error_r != NULL) {
+		free(text);
+		return -1;
+	}
+	*text_r = text;
+	*len_r = len;
+	return 0;
+}
+
+int settings_load(struct popboxd_settings *set, const char *path,
+		  const char **error_r)
+{
+	const char *err;
+	char *text;
+	size_t len;
+	int ret;
+
+	if (settings_read(path, &text, &len, &err) < 0) {
+		*error_r = settings_error("%s: %s", path, err);
+		return -1;
+	}
+	ret = settings_parse(set, text, len, &err);
+	free(text);
+	if (ret == 0)
+		ret = settings_check(set, &err);
+	if (ret < 0)
+		*error_r = settings_error("%s: %s", path, err);
+	return ret;
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# install-deps.sh — installs the Debian 12 packages popbox needs to build,
+# run and test, if any is missing.  Quiet when everything is there.
+set -euo pipefail
+
+packages=(
+	build-essential pkg-config          # compiler, make, pkg-config
+	libevent-dev libssl-dev libcrypt-dev  # libevent 2.1, OpenSSL 3, libxcrypt
+	libcmocka-dev                       # C unit tests
+	clang libclang-rt-14-dev            # libFuzzer harnesses
+	python3 python3-pytest              # integration tests
+	curl mpop                           # real POP3 clients for the tests
+	openssl procps                      # certificates, ps/pgrep
+)
+
+missing=()
+for p in "${packages[@]}"; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+		missing+=("$p")
+	fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "install-deps: installing ${missing[*]}"
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+	command -v sudo >/dev/null || { echo "install-deps: need root or sudo for apt-get" >&2; exit 1; }
+	sudo=(sudo)
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -q
+"${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"

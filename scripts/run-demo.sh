@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# run-demo.sh BUILD_DIR — what `make run` does after building: creates ./run/
+# (a config, a passwd-file with the user "demo", its password, a Maildir with
+# sample messages) unless it exists, refills the demo Maildir when it is
+# empty, prints how to fetch the mail, and runs popboxd in the foreground.
+set -euo pipefail
+build=${1:-build/release}
+top=$(pwd)
+run=$top/run
+port=${POPBOX_DEMO_PORT:-1110}
+maildir=$run/mail/demo/Maildir
+
+make_password() {
+	# 96 random bits as letters and digits.
+	head -c 12 /dev/urandom | base64 | tr -d '/+='
+}
+
+write_sample() { # NAME: message text on stdin goes to new/NAME
+	cat > "$maildir/tmp/$1"
+	mv "$maildir/tmp/$1" "$maildir/new/$1"
+}
+
+fill_maildir() {
+	mkdir -p "$maildir/new" "$maildir/cur" "$maildir/tmp"
+	local now; now=$(date +%s)
+	local date; date=$(date -R)
+	write_sample "$now.M1P$$.popbox-demo" <<MSG
+From: popbox <postmaster@localhost>
+To: demo@localhost
+Subject: Welcome to popbox
+Date: $date
+Message-ID: <$now.1@popbox-demo>
+
+Hello!
+
+This message was fetched from popboxd, the popbox POP3 server.
+Messages stay on the server until your client sends DELE and QUIT.
+MSG
+	write_sample "$now.M2P$$.popbox-demo" <<MSG
+From: popbox <postmaster@localhost>
+To: demo@localhost
+Subject: A line that starts with a dot
+Date: $date
+Message-ID: <$now.2@popbox-demo>
+
+The next line starts with a dot, so POP3 byte-stuffs it on the wire:
+.hidden? No: your client un-stuffs it.
+.
+That line above was a single dot.
+MSG
+	# Bare LF line ends, 8-bit text and no final newline: sent as CRLF.
+	printf 'From: popbox <postmaster@localhost>\nTo: demo@localhost\nSubject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?=\nDate: %s\nMessage-ID: <%s.3@popbox-demo>\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\nGrüße aus popbox. No newline at the end of this line.' \
+		"$date" "$now" | write_sample "$now.M3P$$.popbox-demo"
+}
+
+if [ ! -f "$run/popboxd.conf" ]; then
+	mkdir -p "$run"
+	chmod 755 "$run"
+	password=$(make_password)
+	printf '%s\n' "$password" > "$run/demo.password"
+	chmod 600 "$run/demo.password"
+	hash=$(printf '%s\n' "$password" | "$build/popbox" passwd)
+	printf 'demo:%s::::::\n' "$hash" > "$run/passwd"
+	chmod 600 "$run/passwd"
+	{
+		echo "# popboxd demo configuration, written by 'make run'."
+		echo "# Every setting is described in docs/configuration.md."
+		echo "listen = 127.0.0.1:$port"
+		echo "passdb_file = $run/passwd"
+		echo "mail_location = $run/mail/%u/Maildir"
+		if [ "$(id -u)" -eq 0 ]; then
+			echo "# Started as root, popboxd drops to this user after binding."
+			echo "mail_user = nobody"
+		fi
+	} > "$run/popboxd.conf"
+	echo "run-demo: created $run (config, passwd-file, demo user)"
+fi
+
+if [ -z "$(ls -A "$maildir/new" "$maildir/cur" 2>/dev/null)" ]; then
+	fill_maildir
+	echo "run-demo: put 3 sample messages into $maildir"
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+	# popboxd will run as nobody: give it the mail and the passwd-file.
+	chown -R nobody:nogroup "$run/mail" "$run/passwd"
+	if ! setpriv --reuid=nobody --regid=nogroup --clear-groups test -r "$run/passwd"; then
+		echo "run-demo: user 'nobody' cannot reach $run (a parent directory is not" >&2
+		echo "run-demo: searchable by others); run make run as a normal user instead." >&2
+		exit 1
+	fi
+fi
+
+password=$(cat "$run/demo.password")
+port=$(sed -n 's/^listen = .*:\([0-9]*\)$/\1/p' "$run/popboxd.conf" | head -n 1)
+cat <<EOT
+
+popboxd demo: user "demo", password "$password" (also in run/demo.password)
+
+List, fetch and delete the demo mail with curl:
+  curl -u demo:$password pop3://127.0.0.1:$port/
+  curl -u demo:$password pop3://127.0.0.1:$port/1
+  curl -u demo:$password -X 'DELE 1' pop3://127.0.0.1:$port/ -I
+
+Fetch it all with mpop into run/fetched/ (a Maildir; mpop deletes on the
+server after a successful QUIT; add --keep=on to leave the mail there):
+  mkdir -p $run/fetched/new $run/fetched/cur $run/fetched/tmp
+  mpop --host=127.0.0.1 --port=$port --tls=off --auth=user --user=demo \\
+       --passwordeval='cat $run/demo.password' --uidls-file=$run/mpop.uidls \\
+       --delivery=maildir,$run/fetched
+
+Or talk to it yourself:  telnet 127.0.0.1 $port   (USER demo, PASS ..., LIST)
+Stop the server with Ctrl-C.  'make run' again refills the demo maildrop
+when it is empty.
+
+EOT
+exec "$build/popboxd" -c "$run/popboxd.conf"
