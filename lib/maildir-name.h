@@ -69,4 +69,10 @@ int maildir_name_uidl(const char *base, size_t len,
  */
 size_t maildir_name_uidl_len(const char *base, size_t len);
 
+/* An upper bound of maildir_name_uidl_len() that only needs the length. */
+#define MAILDIR_NAME_UIDL_LEN_BOUND(len) \
+	((len) > MAILDIR_NAME_UIDL_DIRECT_MAX ? MAILDIR_NAME_UIDL_DIRECT_MAX : \
+	 (len) > 1 + MAILDIR_NAME_UIDL_HASH_HEX ? (len) : \
+	 1 + MAILDIR_NAME_UIDL_HASH_HEX)
+
 #endif

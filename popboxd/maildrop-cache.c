@@ -50,8 +50,9 @@ static int cache_number(const uint8_t **pp, const uint8_t *end, char delim,
 	return 0;
 }
 
-/* A word-at-a-time hash of a base name; only for the in-memory index. */
-static uint64_t cache_hash(const char *s, size_t len)
+/* A word-at-a-time hash of a base name; only for the in-memory index.
+   Not keyed: whoever can write names into the Maildir owns it anyway. */
+static uint32_t cache_hash(const char *s, size_t len)
 {
 	uint64_t h = 0x9e3779b97f4a7c15ULL ^ len, w;
 
@@ -65,7 +66,7 @@ static uint64_t cache_hash(const char *s, size_t len)
 	w = 0;
 	memcpy(&w, s, len);
 	h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
-	return h ^ (h >> 29);
+	return (uint32_t)(h ^ (h >> 32));
 }
 
 static const char *cache_base(const struct maildrop_cache *c,
@@ -74,40 +75,62 @@ static const char *cache_base(const struct maildrop_cache *c,
 	return (const char *)c->buf + e->name_off;
 }
 
-bool maildrop_cache_lookup(const struct maildrop_cache *c, const char *base,
-			   size_t len, size_t *index_r)
+/*
+ * Probes for base[0..len) whose cache_hash() is h.  Returns true with
+ * *index_r if found; else false with *slot_r the empty slot where it goes.
+ */
+static bool cache_probe(const struct maildrop_cache *c, const char *base,
+			size_t len, uint32_t h, size_t *index_r, size_t *slot_r)
 {
-	size_t i;
-	uint32_t s;
+	uint64_t tag = (uint64_t)h << 32, s;
+	size_t i = h & c->slot_mask;
 
-	if (c->slots == NULL)
-		return false;
-	i = cache_hash(base, len) & c->slot_mask;
 	while ((s = c->slots[i]) != 0) {
-		const struct maildrop_cache_entry *e = &c->entries[s - 1];
+		const struct maildrop_cache_entry *e =
+			&c->entries[(uint32_t)s - 1];
 
-		if (e->base_len == len && memcmp(cache_base(c, e), base, len) == 0) {
-			*index_r = s - 1;
+		if ((s & 0xffffffff00000000ULL) == tag && e->base_len == len &&
+		    memcmp(cache_base(c, e), base, len) == 0) {
+			*index_r = (uint32_t)s - 1;
 			return true;
 		}
 		i = (i + 1) & c->slot_mask;
 	}
+	*slot_r = i;
 	return false;
 }
 
-/* Adds entry idx to the index; -1 if its base name is already there. */
-static int cache_index_add(struct maildrop_cache *c, size_t idx)
+bool maildrop_cache_lookup(const struct maildrop_cache *c, const char *base,
+			   size_t len, size_t *index_r)
 {
-	const struct maildrop_cache_entry *e = &c->entries[idx];
-	size_t dummy;
-	size_t i;
+	size_t slot;
 
-	if (maildrop_cache_lookup(c, cache_base(c, e), e->base_len, &dummy))
-		return -1;
-	i = cache_hash(cache_base(c, e), e->base_len) & c->slot_mask;
-	while (c->slots[i] != 0)
-		i = (i + 1) & c->slot_mask;
-	c->slots[i] = (uint32_t)idx + 1;
+	return c->slots != NULL &&
+	       cache_probe(c, base, len, cache_hash(base, len), index_r, &slot);
+}
+
+/* How far ahead the index build prefetches slots: enough to overlap the
+   cache misses of a table larger than the CPU caches. */
+#define CACHE_PREFETCH_AHEAD 16
+
+/* Indexes all entries; -1 if two share a base name. */
+static int cache_index_build(struct maildrop_cache *c)
+{
+	size_t dummy, slot;
+
+	for (size_t i = 0; i < c->count; i++) {
+		const struct maildrop_cache_entry *e = &c->entries[i];
+
+		if (i + CACHE_PREFETCH_AHEAD < c->count)
+			__builtin_prefetch(&c->slots[
+				c->entries[i + CACHE_PREFETCH_AHEAD].hash &
+				c->slot_mask]);
+		if (cache_probe(c, cache_base(c, e), e->base_len, e->hash,
+				&dummy, &slot))
+			return -1;
+		/* i < MAILDROP_CACHE_ENTRIES_MAX: i + 1 fits in 32 bits. */
+		c->slots[slot] = ((uint64_t)e->hash << 32) | (uint64_t)(i + 1);
+	}
 	return 0;
 }
 
@@ -185,6 +208,7 @@ static int cache_parse_entry(const uint8_t **pp, const uint8_t *end,
 	e->name_len = (uint16_t)nlen;
 	colon = memchr(p, ':', (size_t)nlen);
 	e->base_len = (uint16_t)(colon == NULL ? nlen : (uint64_t)(colon - p));
+	e->hash = cache_hash((const char *)p, e->base_len);
 	*pp = p + nlen + 1;
 	return 0;
 }
@@ -208,10 +232,6 @@ int maildrop_cache_parse(const uint8_t *buf, size_t len,
 			*error_r = "bad entry";
 			goto fail;
 		}
-		if (cache_index_add(cache_r, i) < 0) {
-			*error_r = "duplicate base name";
-			goto fail;
-		}
 	}
 	if (end - p < 4 || memcmp(p, "end ", 4) != 0) {
 		*error_r = "missing end marker";
@@ -221,6 +241,10 @@ int maildrop_cache_parse(const uint8_t *buf, size_t len,
 	if (cache_number(&p, end, '\n', CACHE_NS_MAX, &count) < 0 ||
 	    count != cache_r->count || p != end) {
 		*error_r = "bad end marker";
+		goto fail;
+	}
+	if (cache_index_build(cache_r) < 0) {
+		*error_r = "duplicate base name";
 		goto fail;
 	}
 	return 0;

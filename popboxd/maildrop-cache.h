@@ -57,6 +57,7 @@ struct maildrop_cache_header {
 struct maildrop_cache_entry {
 	uint64_t wire_size;
 	uint32_t name_off;
+	uint32_t hash;         /* of the base name, for the index */
 	uint16_t name_len;     /* 1..MAILDROP_CACHE_NAME_MAX */
 	uint16_t base_len;     /* the part before the first ':' */
 	uint8_t dir;           /* enum maildrop_cache_dir */
@@ -66,8 +67,10 @@ struct maildrop_cache {
 	struct maildrop_cache_header hdr;
 	size_t count;
 	struct maildrop_cache_entry *entries;
-	/* Open-addressing index on base names: slot holds entry index + 1. */
-	uint32_t *slots;
+	/* Open-addressing index on base names: a slot holds the name's
+	   32-bit hash in its high half (to skip most compares) and entry
+	   index + 1 in its low half; 0 is an empty slot. */
+	uint64_t *slots;
 	size_t slot_mask;
 	const uint8_t *buf;    /* borrowed: the buffer that was parsed */
 };

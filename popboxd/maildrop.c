@@ -330,8 +330,8 @@ static int md_list_from_cache(struct maildrop *md,
 	for (size_t i = 0; i < c->count; i++) {
 		const struct maildrop_cache_entry *e = &c->entries[i];
 
-		uidl_bytes += maildir_name_uidl_len((char *)buf + e->name_off,
-						    e->base_len) + 1;
+		/* A bound, so the names need not be checked twice. */
+		uidl_bytes += MAILDIR_NAME_UIDL_LEN_BOUND(e->base_len) + 1;
 	}
 	if (md_alloc_msgs(md, c->count, uidl_bytes) < 0) {
 		*error_r = "out of memory";

@@ -136,12 +136,17 @@ static struct passdb_entry *passdb_table_find(const struct passdb_table *t,
 	return NULL;
 }
 
-/* Takes over *e; a duplicate user keeps the first line.  -1: out of memory. */
+/*
+ * Takes over *e; a duplicate user keeps the first line.  *added_r is the
+ * new table entry, or NULL for a duplicate.  -1: out of memory.
+ */
 static int passdb_table_add(struct passdb_table *t, struct passwd_file_entry *e,
-			    const char *path, unsigned int lineno)
+			    const char *path, unsigned int lineno,
+			    const struct passdb_entry **added_r)
 {
 	struct passdb_entry *ent;
 
+	*added_r = NULL;
 	if (passdb_table_find(t, e->user) != NULL) {
 		log_warn("passdb file=%s line=%u: duplicate user, line ignored",
 			 path, lineno);
@@ -157,6 +162,7 @@ static int passdb_table_add(struct passdb_table *t, struct passwd_file_entry *e,
 	size_t b = passdb_hash(ent->e.user) & (t->nbuckets - 1);
 	ent->next = t->buckets[b];
 	t->buckets[b] = ent;
+	*added_r = ent;
 	return 0;
 }
 
@@ -170,16 +176,24 @@ static size_t passdb_bucket_count(size_t size)
 	return n;
 }
 
-/* Parses the whole text into a new table.  Bad lines are logged and skipped. */
+/*
+ * Parses the whole text into a new table.  Bad lines are logged and
+ * skipped.  *model_r is the password of the first crypt entry in file
+ * order (owned by the table), the model for the dummy hash, or NULL.
+ */
 static int passdb_table_build(const char *path, const char *text, size_t len,
-			      struct passdb_table **table_r, const char **error_r)
+			      struct passdb_table **table_r,
+			      const char **model_r, const char **error_r)
 {
 	struct passdb_table *t = calloc(1, sizeof(*t));
 	unsigned int lineno = 0;
 	size_t pos = 0;
 
-	if (t == NULL || (t->nbuckets = passdb_bucket_count(len),
-			  t->buckets = calloc(t->nbuckets, sizeof(*t->buckets))) == NULL)
+	*model_r = NULL;
+	if (t == NULL)
+		goto nomem;
+	t->nbuckets = passdb_bucket_count(len);
+	if ((t->buckets = calloc(t->nbuckets, sizeof(*t->buckets))) == NULL)
 		goto nomem;
 	while (pos < len) {
 		const char *nl = memchr(text + pos, '\n', len - pos);
@@ -197,8 +211,12 @@ static int passdb_table_build(const char *path, const char *text, size_t len,
 				 lineno, passwd_file_strerror(err));
 		if (r <= 0)
 			continue;
-		if (passdb_table_add(t, &e, path, lineno) < 0)
+		const struct passdb_entry *added;
+		if (passdb_table_add(t, &e, path, lineno, &added) < 0)
 			goto nomem;
+		if (added != NULL && *model_r == NULL &&
+		    password_is_crypt(added->e.password))
+			*model_r = added->e.password;
 	}
 	*table_r = t;
 	return 0;
@@ -208,22 +226,6 @@ nomem:
 	return -1;
 }
 
-/* Makes the dummy from the first crypt entry found (any bucket order). */
-static int passdb_table_dummy(struct passdb_table *t, const char **error_r)
-{
-	const char *model = NULL;
-
-	for (size_t i = 0; i < t->nbuckets && model == NULL; i++) {
-		for (struct passdb_entry *ent = t->buckets[i]; ent != NULL;
-		     ent = ent->next) {
-			if (password_is_crypt(ent->e.password)) {
-				model = ent->e.password;
-				break;
-			}
-		}
-	}
-	return password_dummy_setting(model, &t->dummy, error_r);
-}
 
 static void passdb_id_from_stat(const struct stat *st, struct passdb_file_id *id)
 {
@@ -288,16 +290,20 @@ static int passdb_read_file(const char *path, char **text_r, size_t *len_r,
 static int passdb_load(const char *path, struct passdb_table **table_r,
 		       struct passdb_file_id *id_r, const char **error_r)
 {
+	const char *model;
 	char *text;
 	size_t len;
 	int ret;
 
 	if (passdb_read_file(path, &text, &len, id_r, error_r) < 0)
 		return -1;
-	ret = passdb_table_build(path, text, len, table_r, error_r);
+	ret = passdb_table_build(path, text, len, table_r, &model, error_r);
 	explicit_bzero(text, len);
 	free(text);
-	if (ret == 0 && passdb_table_dummy(*table_r, error_r) < 0) {
+	/* Same scheme, cost and salt form as a real entry, so an unknown user
+	   costs what a real one does; SHA512-CRYPT if there is none. */
+	if (ret == 0 &&
+	    password_dummy_setting(model, &(*table_r)->dummy, error_r) < 0) {
 		passdb_table_free(table_r);
 		ret = -1;
 	}

@@ -28,6 +28,11 @@
 
 /* Longest config line without its newline; longer lines are an error. */
 #define SETTINGS_LINE_MAX 1024
+/*
+ * Longest value: with the longest key and " = " a printed line still fits
+ * in SETTINGS_LINE_MAX, so settings_print() output always loads again.
+ */
+#define SETTINGS_VALUE_MAX 1000
 /* Largest config file settings_load() reads: far above any real config. */
 #define SETTINGS_FILE_MAX (1024 * 1024)
 /* Longest expanded mail path: PATH_MAX on Linux. */
@@ -410,6 +415,9 @@ static const char *settings_parse_line(struct settings_parse_state *ps,
 	if (*value == '#')
 		return settings_error("value for '%s' may not start with '#'",
 				      def->name);
+	if (strlen(value) > SETTINGS_VALUE_MAX)
+		return settings_error("value for '%s' too long (max %d bytes)",
+				      def->name, SETTINGS_VALUE_MAX);
 	/* The first listen of a text replaces earlier ones (the default). */
 	if (def->type == SET_LISTEN && ps->seen_line[idx] == 0)
 		settings_listen_clear(ps->set);

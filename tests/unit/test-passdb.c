@@ -1,0 +1,461 @@
+/*
+ * test-passdb.c — the passwd-file database: lookups and verification,
+ * bad lines skipped with a warning, reload when the file changes, the last
+ * good copy kept when it breaks, the dummy hash for unknown users (proved
+ * by the crypt counter, not by timing), APOP with RFC 1939's example, and
+ * a concurrency smoke test (run it under ASan/TSan).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "passdb.h"
+#include "password.h"
+
+/* "pencil" and "rasmuslerdorf" (see test-password.c for the vectors). */
+#define ALICE_HASH "{SHA256-CRYPT}$5$saltsalt$hl9BvcGsj7AkON13nbqeQHDgRpHyFxt7WDzLoS.OCQ/"
+#define ERIN_HASH "$2y$07$BCryptRequires22Chrcte/VlQH0piJtjXl.0t1XkA8pw9dMXTpOq"
+
+static const char users_v1[] =
+	"# popbox test users\n"
+	"alice:" ALICE_HASH ":1000:1001::/home/alice:/bin/sh\n"
+	"bob:{PLAIN}secret:1002:1002::/home/bob::mail=/srv/mail/bob\n"
+	"\n"
+	"bad line without password\n"                       /* line 5 */
+	"carol:{SHA512-CRYPT}$5$saltsalt$hl9BvcGsj7AkON13nbqeQHDgRpHyFxt7WDzLoS.OCQ/\n"
+	"dave:{PLAIN}x:notanumber\n"                         /* line 7 */
+	"alice:{PLAIN}pencil2\n"                             /* line 8: dup */
+	"mrose:{CLEAR}tanstaaf\r\n"
+	"erin:" ERIN_HASH "\n";
+
+struct fixture {
+	char dir[64];
+	char path[96];
+	struct passdb *db;
+};
+
+static void write_file(const char *path, const char *text)
+{
+	char tmp[128];
+	FILE *f;
+
+	/* Replace atomically, as an admin's editor or script would. */
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	assert_non_null(f = fopen(tmp, "w"));
+	assert_int_equal(fputs(text, f) >= 0, 1);
+	assert_int_equal(fclose(f), 0);
+	assert_int_equal(rename(tmp, path), 0);
+}
+
+/* Runs passdb_open() with stderr captured into log_r (malloc'ed). */
+static int open_captured(const char *path, struct passdb **db_r,
+			 const char **error_r, char **log_r)
+{
+	char logpath[] = "/tmp/test-passdb-log-XXXXXX";
+	int fd = mkstemp(logpath), saved;
+	int ret;
+
+	assert_true(fd >= 0);
+	fflush(stderr);
+	saved = dup(STDERR_FILENO);
+	dup2(fd, STDERR_FILENO);
+	log_set_level(LOG_LEVEL_WARN);
+	ret = passdb_open(path, db_r, error_r);
+	log_set_level(LOG_LEVEL_ERROR);
+	fflush(stderr);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+
+	off_t size = lseek(fd, 0, SEEK_END);
+	*log_r = calloc(1, (size_t)size + 1);
+	assert_non_null(*log_r);
+	assert_int_equal(pread(fd, *log_r, (size_t)size, 0), size);
+	close(fd);
+	unlink(logpath);
+	return ret;
+}
+
+static int setup(void **state)
+{
+	struct fixture *fx = calloc(1, sizeof(*fx));
+	const char *error;
+
+	strcpy(fx->dir, "/tmp/test-passdb-XXXXXX");
+	if (fx == NULL || mkdtemp(fx->dir) == NULL)
+		return -1;
+	snprintf(fx->path, sizeof(fx->path), "%s/users", fx->dir);
+	write_file(fx->path, users_v1);
+	if (passdb_open(fx->path, &fx->db, &error) < 0)
+		return -1;
+	*state = fx;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *fx = *state;
+	char tmp[128];
+
+	passdb_close(&fx->db);
+	assert_null(fx->db);
+	unlink(fx->path);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", fx->path);
+	unlink(tmp);
+	rmdir(fx->dir);
+	free(fx);
+	return 0;
+}
+
+static void test_open_errors(void **state)
+{
+	struct fixture *fx = *state;
+	struct passdb *db = NULL;
+	const char *error;
+	char path[128], want[192];
+
+	snprintf(path, sizeof(path), "%s/missing", fx->dir);
+	assert_int_equal(passdb_open(path, &db, &error), -1);
+	snprintf(want, sizeof(want), "%s: No such file or directory", path);
+	assert_string_equal(error, want);
+	assert_null(db);
+
+	assert_int_equal(passdb_open(fx->dir, &db, &error), -1);
+	snprintf(want, sizeof(want), "%s: not a regular file", fx->dir);
+	assert_string_equal(error, want);
+
+	snprintf(path, sizeof(path), "%s/big", fx->dir);
+	int fd = open(path, O_CREAT | O_WRONLY, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 64 * 1024 * 1024 + 1), 0);
+	close(fd);
+	assert_int_equal(passdb_open(path, &db, &error), -1);
+	snprintf(want, sizeof(want), "%s: file larger than 64 MiB", path);
+	assert_string_equal(error, want);
+	unlink(path);
+}
+
+/* Each bad line is named in a warning; the good lines still load. */
+static void test_bad_lines_warned(void **state)
+{
+	struct fixture *fx = *state;
+	struct passdb *db;
+	const char *error;
+	char *log;
+
+	assert_int_equal(open_captured(fx->path, &db, &error, &log), 0);
+	assert_non_null(strstr(log, "line=5: invalid user name"));
+	assert_non_null(strstr(log, "line=7: bad uid"));
+	assert_non_null(strstr(log, "line=8: duplicate user"));
+	assert_null(strstr(log, "line=2"));
+	assert_null(strstr(log, "line=9"));
+	free(log);
+	passdb_close(&db);
+}
+
+struct plain_case {
+	const char *user, *password;
+	enum passdb_result result;
+	const char *home, *mail;
+	uid_t uid;
+};
+
+static const struct plain_case plain_cases[] = {
+	{ "alice", "pencil", PASSDB_OK, "/home/alice", NULL, 1000 },
+	{ "alice", "Pencil", PASSDB_FAIL, NULL, NULL, 0 },
+	{ "alice", "", PASSDB_FAIL, NULL, NULL, 0 },
+	{ "alice", "pencil2", PASSDB_FAIL, NULL, NULL, 0 }, /* dup line lost */
+	{ "Alice", "pencil", PASSDB_FAIL, NULL, NULL, 0 },
+	{ "bob", "secret", PASSDB_OK, "/home/bob", "/srv/mail/bob", 1002 },
+	{ "bob", "secreT", PASSDB_FAIL, NULL, NULL, 0 },
+	{ "carol", "pencil", PASSDB_FAIL, NULL, NULL, 0 },  /* unusable */
+	{ "dave", "x", PASSDB_FAIL, NULL, NULL, 0 },        /* bad line */
+	{ "mrose", "tanstaaf", PASSDB_OK, "", NULL, 0 },
+	{ "erin", "rasmuslerdorf", PASSDB_OK, "", NULL, 0 },
+	{ "nobody", "pencil", PASSDB_FAIL, NULL, NULL, 0 },
+	{ "../alice", "pencil", PASSDB_FAIL, NULL, NULL, 0 },
+	{ "", "pencil", PASSDB_FAIL, NULL, NULL, 0 },
+};
+
+static void test_verify_plain(void **state)
+{
+	struct fixture *fx = *state;
+
+	for (size_t i = 0; i < sizeof(plain_cases) / sizeof(plain_cases[0]); i++) {
+		const struct plain_case *c = &plain_cases[i];
+		struct passdb_user u;
+		enum passdb_result r =
+			passdb_verify_plain(fx->db, c->user, c->password, &u);
+
+		if (r != c->result)
+			fail_msg("case %zu (%s/%s): got %d want %d", i, c->user,
+				 c->password, r, c->result);
+		if (r != PASSDB_OK) {
+			assert_null(u.name);
+			continue;
+		}
+		assert_string_equal(u.name, c->user);
+		assert_string_equal(u.home, c->home);
+		assert_int_equal(u.uid, c->uid);
+		if (c->mail == NULL)
+			assert_null(u.mail);
+		else
+			assert_string_equal(u.mail, c->mail);
+		passdb_user_clear(&u);
+		assert_null(u.name);
+	}
+}
+
+/*
+ * Every attempt runs crypt exactly once, whether the user is unknown, the
+ * password wrong, the entry plaintext, or the name invalid: the dummy hash
+ * is really verified.
+ */
+static void test_one_crypt_per_attempt(void **state)
+{
+	static const char *const attempts[][2] = {
+		{ "alice", "pencil" }, { "alice", "wrong" }, { "nobody", "pencil" },
+		{ "bob", "secret" }, { "bob", "wrong" }, { "mrose", "x" },
+		{ "carol", "pencil" }, { "../x", "pencil" },
+	};
+	struct fixture *fx = *state;
+
+	for (size_t i = 0; i < sizeof(attempts) / sizeof(attempts[0]); i++) {
+		struct passdb_user u;
+		unsigned long before = password_crypt_count();
+
+		passdb_verify_plain(fx->db, attempts[i][0], attempts[i][1], &u);
+		passdb_user_clear(&u);
+		if (password_crypt_count() != before + 1)
+			fail_msg("%s: %lu crypt calls", attempts[i][0],
+				 password_crypt_count() - before);
+	}
+}
+
+static void test_password_too_long(void **state)
+{
+	struct fixture *fx = *state;
+	char pw[PASSWORD_MAX + 2];
+	struct passdb_user u;
+
+	memset(pw, 'p', sizeof(pw) - 1);
+	pw[sizeof(pw) - 1] = '\0';
+	assert_int_equal(passdb_verify_plain(fx->db, "alice", pw, &u), PASSDB_FAIL);
+	assert_null(u.name);
+}
+
+struct apop_case {
+	const char *user, *timestamp, *digest;
+	enum passdb_result result;
+};
+
+#define RFC_TS "<1896.697170952@dbc.mtview.ca.us>"
+#define RFC_DIGEST "c4c9334bac560ecc979e58001b3e22fb"
+
+static const struct apop_case apop_cases[] = {
+	{ "mrose", RFC_TS, RFC_DIGEST, PASSDB_OK },
+	{ "mrose", RFC_TS, "C4C9334BAC560ECC979E58001B3E22FB", PASSDB_OK },
+	{ "mrose", RFC_TS, "c4c9334bac560ecc979e58001b3e22fc", PASSDB_FAIL },
+	{ "mrose", RFC_TS, "c4c9334bac560ecc979e58001b3e22f", PASSDB_FAIL },
+	{ "mrose", RFC_TS, RFC_DIGEST "0", PASSDB_FAIL },
+	{ "mrose", RFC_TS, "g4c9334bac560ecc979e58001b3e22fb", PASSDB_FAIL },
+	{ "mrose", "<1897.697170952@dbc.mtview.ca.us>", RFC_DIGEST, PASSDB_FAIL },
+	{ "mrose", RFC_TS, "", PASSDB_FAIL },
+	/* Only plaintext entries can do APOP. */
+	{ "alice", RFC_TS, RFC_DIGEST, PASSDB_FAIL },
+	{ "nobody", RFC_TS, RFC_DIGEST, PASSDB_FAIL },
+	{ "../mrose", RFC_TS, RFC_DIGEST, PASSDB_FAIL },
+};
+
+static void test_verify_apop(void **state)
+{
+	struct fixture *fx = *state;
+
+	for (size_t i = 0; i < sizeof(apop_cases) / sizeof(apop_cases[0]); i++) {
+		const struct apop_case *c = &apop_cases[i];
+		struct passdb_user u;
+		enum passdb_result r = passdb_verify_apop(fx->db, c->user,
+							  c->timestamp, c->digest, &u);
+
+		if (r != c->result)
+			fail_msg("case %zu: got %d want %d", i, r, c->result);
+		if (r == PASSDB_OK) {
+			assert_string_equal(u.name, c->user);
+			passdb_user_clear(&u);
+		}
+		assert_null(u.name);
+	}
+}
+
+/* A bob whose {PLAIN} secret is known can do APOP with his digest. */
+static void test_apop_plain_user(void **state)
+{
+	struct fixture *fx = *state;
+	struct passdb_user u;
+
+	/* MD5("<1.2@h>secret") */
+	assert_int_equal(passdb_verify_apop(fx->db, "bob", "<1.2@h>",
+					    "c348ebb16b71cc519fd7c6e61d63a669", &u),
+			 PASSDB_OK);
+	assert_string_equal(u.mail, "/srv/mail/bob");
+	passdb_user_clear(&u);
+}
+
+static void set_mtime(const char *path, time_t sec)
+{
+	struct timespec ts[2] = { { sec, 0 }, { sec, 0 } };
+
+	assert_int_equal(utimensat(AT_FDCWD, path, ts, 0), 0);
+}
+
+static enum passdb_result try_login(struct passdb *db, const char *user,
+				    const char *password)
+{
+	struct passdb_user u;
+	enum passdb_result r = passdb_verify_plain(db, user, password, &u);
+
+	passdb_user_clear(&u);
+	return r;
+}
+
+static void test_reload(void **state)
+{
+	struct fixture *fx = *state;
+
+	assert_int_equal(try_login(fx->db, "bob", "secret"), PASSDB_OK);
+	/* New inode (rename over): bob gone, frank there. */
+	write_file(fx->path, "frank:{PLAIN}abc\n");
+	assert_int_equal(try_login(fx->db, "bob", "secret"), PASSDB_FAIL);
+	assert_int_equal(try_login(fx->db, "frank", "abc"), PASSDB_OK);
+
+	/* Same inode, same size, only the mtime differs. */
+	FILE *f = fopen(fx->path, "r+");
+	assert_non_null(f);
+	fputs("frank:{PLAIN}xyz\n", f);
+	fclose(f);
+	set_mtime(fx->path, 1000000000);
+	assert_int_equal(try_login(fx->db, "frank", "abc"), PASSDB_FAIL);
+	assert_int_equal(try_login(fx->db, "frank", "xyz"), PASSDB_OK);
+}
+
+/* A file that stops loading leaves the last good copy serving. */
+static void test_reload_failure_keeps_old(void **state)
+{
+	struct fixture *fx = *state;
+
+	assert_int_equal(try_login(fx->db, "alice", "pencil"), PASSDB_OK);
+	assert_int_equal(truncate(fx->path, 64 * 1024 * 1024 + 1), 0);
+	assert_int_equal(try_login(fx->db, "alice", "pencil"), PASSDB_OK);
+	assert_int_equal(try_login(fx->db, "alice", "pencil"), PASSDB_OK);
+	assert_int_equal(unlink(fx->path), 0);
+	assert_int_equal(try_login(fx->db, "alice", "pencil"), PASSDB_OK);
+	assert_int_equal(try_login(fx->db, "nobody", "pencil"), PASSDB_FAIL);
+	/* And a good file comes back. */
+	write_file(fx->path, "gina:{PLAIN}g\n");
+	assert_int_equal(try_login(fx->db, "gina", "g"), PASSDB_OK);
+	assert_int_equal(try_login(fx->db, "alice", "pencil"), PASSDB_FAIL);
+}
+
+struct thread_arg {
+	struct passdb *db;
+	int ok, bad;
+};
+
+static void *login_thread(void *p)
+{
+	struct thread_arg *a = p;
+
+	for (int i = 0; i < 40; i++) {
+		if (try_login(a->db, "bob", "secret") == PASSDB_OK)
+			a->ok++;
+		else
+			a->bad++;
+	}
+	return NULL;
+}
+
+/* Logins keep working while the file is rewritten under them. */
+static void test_concurrent_reload(void **state)
+{
+	struct fixture *fx = *state;
+	struct thread_arg args[4];
+	pthread_t th[4];
+
+	for (int i = 0; i < 4; i++) {
+		args[i] = (struct thread_arg){ fx->db, 0, 0 };
+		assert_int_equal(pthread_create(&th[i], NULL, login_thread, &args[i]), 0);
+	}
+	for (int i = 0; i < 20; i++) {
+		char text[128];
+
+		snprintf(text, sizeof(text), "bob:{PLAIN}secret\nu%d:{PLAIN}x\n", i);
+		write_file(fx->path, text);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(th[i], NULL);
+		assert_int_equal(args[i].ok, 40);
+		assert_int_equal(args[i].bad, 0);
+	}
+	assert_int_equal(try_login(fx->db, "u19", "x"), PASSDB_OK);
+}
+
+static const struct username_case {
+	const char *name;
+	bool valid;
+} username_cases[] = {
+	{ "alice", true }, { "a", true }, { "a.b+c_d-e@example.org", true },
+	{ "A0", true }, { "a.", true },
+	{ "", false }, { ".a", false }, { "-a", false }, { "a..b", false },
+	{ "a/b", false }, { "a b", false }, { "a:b", false }, { "a%b", false },
+	{ "a\nb", false }, { "\xc3\xa9", false },
+	{ "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", true },
+	{ "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", false },
+};
+
+static void test_username_valid(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(username_cases) / sizeof(username_cases[0]); i++) {
+		const struct username_case *c = &username_cases[i];
+
+		if (username_valid(c->name, strlen(c->name)) != c->valid)
+			fail_msg("'%s' should be %s", c->name,
+				 c->valid ? "valid" : "invalid");
+	}
+	/* An embedded NUL is not part of the set. */
+	assert_false(username_valid("ab\0c", 4));
+	assert_true(username_valid("ab\0c", 2));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bad_lines_warned, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_verify_plain, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_one_crypt_per_attempt, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_password_too_long, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_verify_apop, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_apop_plain_user, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reload, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reload_failure_keeps_old, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_concurrent_reload, setup, teardown),
+		cmocka_unit_test(test_username_valid),
+	};
+
+	/* The warnings are expected; test_bad_lines_warned checks them. */
+	log_set_level(LOG_LEVEL_ERROR);
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
