@@ -44,7 +44,7 @@ uint64_t wire_size_final(const struct wire_size *ws);
 struct wire_encoder {
 	int64_t body_lines_left; /* -1: no limit; else body lines still to send */
 	bool at_line_start;      /* next byte starts a line */
-	bool pending_cr;         /* a CR was seen and not yet written */
+	bool pending_cr;         /* the last byte was a CR (already written) */
 	bool in_body;            /* the header/body separator has been passed */
 	bool line_empty;         /* the current line has no bytes yet (for the separator) */
 	bool done;               /* TOP limit reached: ignore further input */

@@ -55,6 +55,7 @@ struct conn {
 	bool job_running;
 	bool dead;                      /* peer gone: free when the job returns */
 	bool closing;
+	bool peer_eof;                  /* client half-closed: finish, then close */
 	bool streaming;
 	bool logged_in;
 	int msg_fd;
@@ -328,13 +329,21 @@ static void conn_start_job(struct conn *c, enum conn_job_kind kind)
 
 /* ---- closing ---- */
 
+/* A session that ended because the client stopped sending, not by QUIT or
+   a limit, is logged as "disconnected". */
+static const char *conn_close_reason(const struct conn *c)
+{
+	return c->peer_eof && pop3_session_state(c->session) != POP3_STATE_CLOSED ?
+	       "disconnected" : "closed";
+}
+
 static void conn_start_close(struct conn *c)
 {
 	c->closing = true;
 	bufferevent_disable(c->bev, EV_READ);
 	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
 	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-		conn_free(c, "closed");
+		conn_free(c, conn_close_reason(c));
 }
 
 static void conn_free(struct conn *c, const char *reason)
@@ -398,15 +407,21 @@ static void conn_process(struct conn *c)
 			return; /* the write callback resumes */
 		struct evbuffer *in = bufferevent_get_input(c->bev);
 		size_t avail = evbuffer_get_length(in);
-		if (avail == 0)
-			return;
-		size_t n = avail < CONN_PULL_MAX ? avail : CONN_PULL_MAX;
-		const unsigned char *p = evbuffer_pullup(in, (ev_ssize_t)n);
-		size_t used = pop3_session_input(c->session, p, n);
-		if (used > 0)
+		size_t used = 0;
+		if (avail > 0) {
+			size_t n = avail < CONN_PULL_MAX ? avail : CONN_PULL_MAX;
+			const unsigned char *p = evbuffer_pullup(in, (ev_ssize_t)n);
+			used = pop3_session_input(c->session, p, n);
 			evbuffer_drain(in, used);
-		else if (pop3_session_action(c->session)->type == POP3_ACTION_NONE)
-			return; /* an incomplete line: wait for more */
+		}
+		if (used > 0 ||
+		    pop3_session_action(c->session)->type != POP3_ACTION_NONE)
+			continue;
+		/* No complete line left.  A client that half-closed has sent
+		   all it will: everything it sent is answered, now close. */
+		if (c->peer_eof)
+			conn_start_close(c);
+		return;
 	}
 }
 
@@ -425,7 +440,7 @@ static void write_callback(struct bufferevent *bev, void *arg)
 
 	if (c->closing) {
 		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-			conn_free(c, "closed");
+			conn_free(c, conn_close_reason(c));
 		return;
 	}
 	if (c->logged_in)
@@ -439,11 +454,17 @@ static void event_callback(struct bufferevent *bev, short what, void *arg)
 {
 	struct conn *c = arg;
 	(void)bev;
-	if (what & BEV_EVENT_TIMEOUT)
+	if (what & BEV_EVENT_TIMEOUT) {
 		conn_free(c, "write-timeout");
-	else if (what & BEV_EVENT_EOF)
+	} else if ((what & BEV_EVENT_EOF) && (what & BEV_EVENT_READING) &&
+		   !c->closing && !c->dead) {
+		/* Half-close: answer what was pipelined before the EOF (a
+		   QUIT among it still commits), then close. */
+		c->peer_eof = true;
+		conn_process(c);
+	} else if (what & BEV_EVENT_EOF) {
 		conn_free(c, c->closing ? "closed" : "disconnected");
-	else
+	} else
 		conn_free(c, "connection-error");
 }
 

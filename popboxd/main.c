@@ -97,7 +97,8 @@ int main(int argc, char **argv)
 	log_init("popboxd", false);
 	settings_init(&set);
 	if (settings_load(&set, config, &error) < 0) {
-		fprintf(stderr, "popboxd: %s: %s\n", config, error);
+		fprintf(stderr, "popboxd: %s\n", error);
+		settings_free(&set);
 		return 78;
 	}
 	if (check_only) {

@@ -525,10 +525,11 @@ size_t pop3_session_input(struct pop3_session *s, const void *data, size_t len)
 	if (lf == NULL) {
 		if (len < POP3_LINE_MAX)
 			return 0;
-		/* No end within the limit: drop what came, and the rest of
-		   the line as it arrives. */
+		/* No end within the limit: drop the first POP3_LINE_MAX
+		   bytes, and the rest of the line as it arrives.  Never more:
+		   the bytes after the line's end are the next commands. */
 		s->discarding = true;
-		return len;
+		return POP3_LINE_MAX;
 	}
 	size_t line_len = (size_t)(lf - p);
 	if (line_len > 0 && p[line_len - 1] == '\r')

@@ -2,13 +2,15 @@
  * server.c — listeners and loop threads (see server.h).
  *
  * Each loop thread owns one event_base and, for every configured address,
- * its own listening socket bound with SO_REUSEPORT, so the kernel spreads
- * new connections over the threads and no lock is shared on accept.
+ * a descriptor of the one listening socket; a new connection goes to the
+ * loop that accepts it first.  No SO_REUSEPORT: a second popboxd on the
+ * same port must fail to start, not share the port.
  */
 #include "server.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <event2/thread.h>
@@ -104,8 +106,8 @@ static int bind_one(const struct sockaddr_storage *ss, socklen_t len,
 		*error_r = strerror(errno);
 		return -1;
 	}
+	/* SO_REUSEADDR only: a second server on the same port must fail. */
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
 	if (ss->ss_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
 	if (bind(fd, (const struct sockaddr *)ss, len) < 0 ||
@@ -148,15 +150,18 @@ static int bind_address(struct server *server, size_t index, const char *spec,
 
 	if (parse_listen(spec, &ss, &len, error_r) < 0)
 		return -1;
-	for (unsigned int i = 0; i < server->loop_count; i++) {
-		int fd = bind_one(&ss, len, error_r);
-		if (fd < 0)
+	int fd = bind_one(&ss, len, error_r);
+	if (fd < 0)
+		return -1;
+	log_bound(fd);
+	/* Every loop accepts on the same socket, each through its own
+	   descriptor; whichever loop wakes first takes the connection. */
+	server->fds[0][index] = fd;
+	for (unsigned int i = 1; i < server->loop_count; i++) {
+		server->fds[i][index] = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+		if (server->fds[i][index] < 0) {
+			*error_r = strerror(errno);
 			return -1;
-		server->fds[i][index] = fd;
-		if (i == 0) {
-			socklen_t blen = len;
-			getsockname(fd, (struct sockaddr *)&ss, &blen);
-			log_bound(fd);
 		}
 	}
 	return 0;

@@ -13,10 +13,9 @@
 
 struct server;
 
-/* Creates the listening sockets, one per loop thread per address
-   (SO_REUSEPORT spreads connections over the threads).  A port of 0 is
-   chosen by the kernel once and shared by all threads; the chosen address
-   is logged as "event=listening addr=HOST:PORT". */
+/* Creates one listening socket per address, shared by all loop threads.
+   A port of 0 is chosen by the kernel; the chosen address is logged as
+   "event=listening addr=HOST:PORT". */
 int server_bind(const struct popboxd_settings *set, struct server **server_r,
 		const char **error_r);
 

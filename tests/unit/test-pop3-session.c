@@ -458,8 +458,10 @@ static void test_long_line_discarded(void **state)
 	struct fixture *f = logged_in();
 	char big[3000];
 	memset(big, 'A', sizeof(big));
-	/* Fed in pieces, as it would arrive: each piece consumed whole. */
-	assert_int_equal(pop3_session_input(f->s, big, 600), 600);
+	/* Only the first POP3_LINE_MAX bytes: what follows may be the end of
+	   the line and the next command. */
+	assert_int_equal(pop3_session_input(f->s, big, 600), 512);
+	assert_int_equal(pop3_session_input(f->s, big, 88), 88);
 	assert_int_equal(pop3_session_input(f->s, big, 1), 1);
 	assert_int_equal(pop3_session_input(f->s, big, sizeof(big)), sizeof(big));
 	expect(f, "");
@@ -474,6 +476,21 @@ static void test_long_line_discarded(void **state)
 	edge[sizeof(edge) - 1] = '\n';
 	assert_int_equal(feed(f, edge, sizeof(edge)), sizeof(edge));
 	expect(f, "+OK\r\n");
+	fixture_free(f);
+}
+
+static void test_long_line_then_pipelined_command(void **state)
+{
+	(void)state;
+	struct fixture *f = logged_in();
+	char buf[1100];
+	size_t n = 0;
+	memset(buf, 'N', 511);
+	n = 511;
+	memcpy(buf + n, "\r\nNOOP\r\nSTAT\r\n", 14);
+	n += 14;
+	assert_int_equal(feed(f, buf, n), n);
+	expect(f, "-ERR line too long\r\n+OK\r\n+OK 3 2155\r\n");
 	fixture_free(f);
 }
 
@@ -556,6 +573,7 @@ int main(void)
 		cmocka_unit_test(test_auth_failures_close),
 		cmocka_unit_test(test_bad_commands_close),
 		cmocka_unit_test(test_long_line_discarded),
+		cmocka_unit_test(test_long_line_then_pipelined_command),
 		cmocka_unit_test(test_partial_line_waits),
 		cmocka_unit_test(test_capa),
 		cmocka_unit_test(test_apop),
