@@ -340,6 +340,9 @@ static const char *conn_close_reason(const struct conn *c)
 static void conn_start_close(struct conn *c)
 {
 	c->closing = true;
+	/* Unlock before the last reply leaves: a client that reconnects as
+	   soon as it reads QUIT's +OK must not find its maildrop [IN-USE]. */
+	maildrop_close(&c->md);
 	bufferevent_disable(c->bev, EV_READ);
 	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
 	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)

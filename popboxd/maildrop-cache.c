@@ -10,6 +10,8 @@
  */
 #include "maildrop-cache.h"
 
+#include "file-read.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h> /* renameat */
@@ -343,52 +345,19 @@ int maildrop_cache_format(const struct maildrop_cache_header *hdr,
 	return 0;
 }
 
-/* Reads exactly len bytes from fd; -1 on error or short file. */
-static int cache_read_full(int fd, uint8_t *buf, size_t len)
-{
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t n = read(fd, buf + done, len - done);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		done += (size_t)n;
-	}
-	return 0;
-}
-
 int maildrop_cache_read(int dir_fd, uint8_t **buf_r, size_t *len_r,
 			const char **error_r)
 {
-	struct stat st;
-	uint8_t *buf;
-	int fd;
+	char *text;
 
-	fd = openat(dir_fd, MAILDROP_CACHE_FILE,
-		    O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
-	if (fd < 0) {
-		*error_r = errno == ENOENT ? "no cache" : "cannot open cache";
+	if (file_read_all(dir_fd, MAILDROP_CACHE_FILE, O_NOFOLLOW,
+			  MAILDROP_CACHE_FILE_MAX, &text, len_r, NULL,
+			  error_r) < 0) {
+		*error_r = errno == ENOENT ? "no cache" :
+			   "cache is not a readable regular file of sane size";
 		return -1;
 	}
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
-	    (uint64_t)st.st_size > MAILDROP_CACHE_FILE_MAX) {
-		close(fd);
-		*error_r = "cache is not a regular file of sane size";
-		return -1;
-	}
-	buf = malloc((size_t)st.st_size + 1);
-	if (buf == NULL || cache_read_full(fd, buf, (size_t)st.st_size) < 0) {
-		free(buf);
-		close(fd);
-		*error_r = "cannot read cache";
-		return -1;
-	}
-	close(fd);
-	*buf_r = buf;
-	*len_r = (size_t)st.st_size;
+	*buf_r = (uint8_t *)text;
 	return 0;
 }
 

@@ -18,6 +18,8 @@
  */
 #include "passdb.h"
 
+#include "file-read.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -248,42 +250,16 @@ static bool passdb_id_equal(const struct passdb_file_id *a,
 static int passdb_read_file(const char *path, char **text_r, size_t *len_r,
 			    struct passdb_file_id *id_r, const char **error_r)
 {
-	/* Not O_NOFOLLOW: admins may symlink the file.  O_NONBLOCK so a FIFO
-	   cannot hang us before fstat() refuses it. */
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	struct stat st;
-	char *text = NULL;
-	size_t len = 0;
 
-	*error_r = NULL;
-	if (fd < 0 || fstat(fd, &st) < 0)
-		*error_r = strerror(errno);
-	else if (!S_ISREG(st.st_mode))
-		*error_r = "not a regular file";
-	else if (st.st_size > PASSDB_FILE_MAX)
-		*error_r = "file larger than 64 MiB";
-	else if ((text = malloc((size_t)st.st_size + 1)) == NULL)
-		*error_r = "out of memory";
-	while (*error_r == NULL && len < (size_t)st.st_size) {
-		ssize_t n = read(fd, text + len, (size_t)st.st_size - len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			*error_r = strerror(errno);
-		if (n <= 0)
-			break; /* shrank while reading: the next stat reloads */
-		len += (size_t)n;
-	}
-	if (fd >= 0)
-		close(fd);
-	if (*error_r != NULL) {
-		free(text);
+	/* Not O_NOFOLLOW: admins may symlink the file. */
+	if (file_read_all(AT_FDCWD, path, 0, PASSDB_FILE_MAX, text_r, len_r,
+			  &st, error_r) < 0) {
+		if (errno == EFBIG)
+			*error_r = "file larger than 64 MiB";
 		return -1;
 	}
 	passdb_id_from_stat(&st, id_r);
-	*text_r = text;
-	*len_r = len;
 	return 0;
 }
 

@@ -13,6 +13,8 @@
  */
 #include "settings.h"
 
+#include "file-read.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -677,39 +679,12 @@ void settings_print(const struct popboxd_settings *set, FILE *out)
 static int settings_read(const char *path, char **text_r, size_t *len_r,
 			 const char **error_r)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-	struct stat st;
-	char *text = NULL;
-	size_t len = 0;
-
-	*error_r = NULL;
-	if (fd < 0 || fstat(fd, &st) < 0)
-		*error_r = strerror(errno);
-	else if (!S_ISREG(st.st_mode))
-		*error_r = "not a regular file";
-	else if (st.st_size > SETTINGS_FILE_MAX)
-		*error_r = "larger than 1 MiB";
-	else if ((text = malloc((size_t)st.st_size + 1)) == NULL)
-		*error_r = "out of memory";
-	while (*error_r == NULL && len < (size_t)st.st_size) {
-		ssize_t n = read(fd, text + len, (size_t)st.st_size - len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			*error_r = strerror(errno);
-		if (n <= 0)
-			break;
-		len += (size_t)n;
-	}
-	if (fd >= 0)
-		close(fd);
-	if (*error_r != NULL) {
-		free(text);
+	if (file_read_all(AT_FDCWD, path, 0, SETTINGS_FILE_MAX, text_r, len_r,
+			  NULL, error_r) < 0) {
+		if (errno == EFBIG)
+			*error_r = "larger than 1 MiB";
 		return -1;
 	}
-	*text_r = text;
-	*len_r = len;
 	return 0;
 }
 

@@ -379,3 +379,17 @@ def test_cache_fast_path_stays_correct(env, server):
     left = {wire_form(v) for v in env.files("alice").values()}
     assert body not in left and len(left) == 3
     assert set(by_content(snapshot(s))) == left
+
+
+def test_lock_released_before_quit_reply(env, server):
+    """A client that logs in again the moment it reads QUIT's +OK (with and
+    without deletions) never finds its own maildrop [IN-USE]."""
+    for i in range(4):
+        env.deliver("alice", b"Subject: %d\n\nbody\n" % i)
+    s = server()
+    for round_ in range(100):
+        with RawPOP3(s.host, s.port) as c:
+            c.login("alice", PW["alice"])
+            if round_ % 10 == 0:
+                assert c.cmd("DELE 1").startswith(b"+OK")
+            assert c.cmd("QUIT").startswith(b"+OK")
