@@ -384,10 +384,11 @@ def test_cache_fast_path_stays_correct(env, server):
 def test_lock_released_before_quit_reply(env, server):
     """A client that logs in again the moment it reads QUIT's +OK (with and
     without deletions) never finds its own maildrop [IN-USE]."""
-    for i in range(4):
+    rounds = 100
+    for i in range(rounds // 10 + 2):
         env.deliver("alice", b"Subject: %d\n\nbody\n" % i)
     s = server()
-    for round_ in range(100):
+    for round_ in range(rounds):
         with RawPOP3(s.host, s.port) as c:
             c.login("alice", PW["alice"])
             if round_ % 10 == 0:
