@@ -18,6 +18,15 @@
 struct popboxd_settings {
 	char *listen[SETTINGS_MAX_LISTEN]; /* "127.0.0.1:110", "[::1]:110", "*:110" */
 	size_t listen_count;               /* default: one, "127.0.0.1:110" */
+	/* RFC 8314 implicit TLS: addresses where the connection starts with
+	   a TLS handshake (POP3S, 995).  Default: none. */
+	char *tls_listen[SETTINGS_MAX_LISTEN];
+	size_t tls_listen_count;
+	/* PEM certificate chain and private key.  Both or neither; needed by
+	   tls_listen and by STLS (offered on plain ports when they are set). */
+	char *tls_cert_file;
+	char *tls_key_file;
+	char *tls_min_version;  /* "TLSv1.2" (default) or "TLSv1.3" */
 	char *passdb_file;                 /* required */
 	char *mail_location;   /* Maildir path template: %u user, %h home, %d domain,
 				  %n local part, %% percent; default "%h/Maildir" */
