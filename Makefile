@@ -16,7 +16,7 @@ CC       ?= cc
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 4
 
-PKGS     := libevent libevent_pthreads libcrypto
+PKGS     := libevent libevent_pthreads libevent_openssl libssl libcrypto
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

@@ -13,6 +13,8 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/err.h>
 #include <event2/event.h>
 #include <inttypes.h>
 #include <netinet/in.h>
@@ -56,6 +58,7 @@ struct conn {
 	bool dead;                      /* peer gone: free when the job returns */
 	bool closing;
 	bool peer_eof;                  /* client half-closed: finish, then close */
+	bool stls_pending;              /* STLS's +OK is being sent */
 	bool streaming;
 	bool logged_in;
 	int msg_fd;
@@ -76,6 +79,9 @@ struct conn {
 
 static void conn_process(struct conn *c);
 static void conn_free(struct conn *c, const char *reason);
+static int conn_start_tls(struct conn *c);
+static void conn_bev_setup(struct conn *c, bool tls);
+static const char *conn_error_reason(struct conn *c);
 
 static atomic_uint_fast64_t conn_counter;
 
@@ -376,6 +382,11 @@ static void conn_free(struct conn *c, const char *reason)
 	maildrop_close(&c->md);
 	passdb_user_clear(&c->user);
 	pop3_session_free(&c->session);
+	SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+	if (ssl != NULL && c->closing)
+		/* All replies are out: say close_notify, so the client can
+		   tell the end from a truncation. */
+		SSL_shutdown(ssl);
 	bufferevent_free(c->bev);
 	event_free(c->timer);
 	if (c->delay != NULL)
@@ -405,6 +416,10 @@ static void conn_process(struct conn *c)
 		case POP3_ACTION_CLOSE:
 			conn_start_close(c);
 			return;
+		case POP3_ACTION_START_TLS:
+			if (conn_start_tls(c) != 0)
+				return;
+			continue;
 		}
 		if (evbuffer_get_length(bufferevent_get_output(c->bev)) > CONN_OUT_HIGH)
 			return; /* the write callback resumes */
@@ -448,6 +463,8 @@ static void write_callback(struct bufferevent *bev, void *arg)
 	}
 	if (c->logged_in)
 		timer_arm(c->timer, (long)c->loop->ctx->set->idle_timeout * 1000);
+	if (c->stls_pending && conn_start_tls(c) != 0)
+		return;
 	if (c->streaming)
 		conn_stream(c);
 	conn_process(c);
@@ -457,6 +474,8 @@ static void event_callback(struct bufferevent *bev, short what, void *arg)
 {
 	struct conn *c = arg;
 	(void)bev;
+	if (what & BEV_EVENT_CONNECTED)
+		return; /* the TLS handshake is done */
 	if (what & BEV_EVENT_TIMEOUT) {
 		conn_free(c, "write-timeout");
 	} else if ((what & BEV_EVENT_EOF) && (what & BEV_EVENT_READING) &&
@@ -467,8 +486,26 @@ static void event_callback(struct bufferevent *bev, short what, void *arg)
 		conn_process(c);
 	} else if (what & BEV_EVENT_EOF) {
 		conn_free(c, c->closing ? "closed" : "disconnected");
-	} else
-		conn_free(c, "connection-error");
+	} else {
+		conn_free(c, conn_error_reason(c));
+	}
+}
+
+/* TLS errors (a failed handshake, garbage after STLS) are logged: they are
+   what an attack or a misconfigured client looks like. */
+static const char *conn_error_reason(struct conn *c)
+{
+	unsigned long code = bufferevent_get_openssl_error(c->bev);
+	char text[160];
+
+	if (code == 0)
+		return "connection-error";
+	ERR_error_string_n(code, text, sizeof(text));
+	log_info("event=tls-error session=%s rip=%s error=\"%s\"", c->id,
+		 c->peer, text);
+	while (bufferevent_get_openssl_error(c->bev) != 0)
+		;
+	return "tls-error";
 }
 
 static void timer_callback(evutil_socket_t fd, short what, void *arg)
@@ -494,6 +531,71 @@ static void timer_callback(evutil_socket_t fd, short what, void *arg)
 	conn_process(c);
 }
 
+/* Timeouts, watermarks and callbacks of c->bev (plain, TLS, or the TLS
+   filter that STLS puts on top of the plain one). */
+static void conn_bev_setup(struct conn *c, bool tls)
+{
+	struct timeval write_timeout = { c->loop->ctx->set->idle_timeout, 0 };
+
+	if (tls)
+		/* A client that closes without close_notify just ends. */
+		bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+	bufferevent_set_timeouts(c->bev, NULL, &write_timeout);
+	bufferevent_setwatermark(c->bev, EV_READ, 0, CONN_IN_HIGH);
+	bufferevent_setwatermark(c->bev, EV_WRITE, CONN_OUT_LOW, 0);
+	bufferevent_setcb(c->bev, read_callback, write_callback, event_callback, c);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+/*
+ * STLS accepted.  Once "+OK" has left, the plain bufferevent is replaced by
+ * an OpenSSL one on the same socket.  Every byte already received after
+ * the STLS line is thrown away, never executed (the STARTTLS
+ * command-injection class, CVE-2011-0411); bytes still in the kernel reach
+ * OpenSSL as handshake garbage and end the connection.  Returns 0 when the
+ * switch is done, 1 while "+OK" is still being sent (the write callback
+ * calls again), -1 when the connection was freed.
+ */
+static int conn_start_tls(struct conn *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	size_t junk = evbuffer_get_length(in);
+	int fd = bufferevent_getfd(c->bev);
+	SSL *ssl;
+
+	bufferevent_disable(c->bev, EV_READ);
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0) {
+		c->stls_pending = true;
+		return 1;
+	}
+	c->stls_pending = false;
+	if (junk > 0)
+		log_warn("event=stls-discarded session=%s rip=%s bytes=%zu",
+			 c->id, c->peer, junk);
+	ssl = SSL_new(c->loop->ctx->tls_ctx);
+	if (ssl == NULL) {
+		conn_free(c, "tls-setup-failed");
+		return -1;
+	}
+	/* Keep the socket open while its plain bufferevent goes. */
+	bufferevent_setfd(c->bev, -1);
+	bufferevent_free(c->bev);
+	c->bev = bufferevent_openssl_socket_new(c->loop->base, fd, ssl,
+						BUFFEREVENT_SSL_ACCEPTING,
+						BEV_OPT_CLOSE_ON_FREE);
+	if (c->bev == NULL) {
+		SSL_free(ssl);
+		close(fd);
+		/* c->bev is gone: free the rest by hand. */
+		c->bev = bufferevent_socket_new(c->loop->base, -1, 0);
+		conn_free(c, "tls-setup-failed");
+		return -1;
+	}
+	conn_bev_setup(c, true);
+	pop3_session_tls_started(c->session);
+	return 0;
+}
+
 /* ---- accept ---- */
 
 static void peer_name(const struct sockaddr *addr, char *buf, size_t size)
@@ -508,7 +610,7 @@ static void peer_name(const struct sockaddr *addr, char *buf, size_t size)
 		snprintf(buf, size, "unknown");
 }
 
-static int conn_setup(struct conn *c, struct loop *loop, int fd)
+static int conn_setup(struct conn *c, struct loop *loop, int fd, bool tls)
 {
 	const struct server_context *ctx = loop->ctx;
 	uint64_t serial = atomic_fetch_add(&conn_counter, 1);
@@ -522,9 +624,24 @@ static int conn_setup(struct conn *c, struct loop *loop, int fd)
 			 (long)time(NULL), ctx->hostname);
 		c->pop3.apop_timestamp = c->apop_timestamp;
 	}
-	c->bev = bufferevent_socket_new(loop->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (c->bev == NULL)
-		return -1;
+	c->pop3.stls = ctx->tls_ctx != NULL && !tls;
+	c->pop3.tls = tls;
+	if (tls) {
+		SSL *ssl = SSL_new(ctx->tls_ctx);
+		if (ssl == NULL)
+			return -1;
+		c->bev = bufferevent_openssl_socket_new(loop->base, fd, ssl,
+							BUFFEREVENT_SSL_ACCEPTING,
+							BEV_OPT_CLOSE_ON_FREE);
+		if (c->bev == NULL) {
+			SSL_free(ssl);
+			return -1;
+		}
+	} else {
+		c->bev = bufferevent_socket_new(loop->base, fd, BEV_OPT_CLOSE_ON_FREE);
+		if (c->bev == NULL)
+			return -1;
+	}
 	c->timer = evtimer_new(loop->base, timer_callback, c);
 	if (c->timer == NULL || job_init(&c->job, loop->base) < 0)
 		return -1;
@@ -532,18 +649,13 @@ static int conn_setup(struct conn *c, struct loop *loop, int fd)
 	c->session = pop3_session_new(&c->pop3, conn_output, c);
 	if (c->session == NULL)
 		return -1;
-	struct timeval write_timeout = { ctx->set->idle_timeout, 0 };
-	bufferevent_set_timeouts(c->bev, NULL, &write_timeout);
-	bufferevent_setwatermark(c->bev, EV_READ, 0, CONN_IN_HIGH);
-	bufferevent_setwatermark(c->bev, EV_WRITE, CONN_OUT_LOW, 0);
-	bufferevent_setcb(c->bev, read_callback, write_callback, event_callback, c);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	conn_bev_setup(c, tls);
 	timer_arm(c->timer, (long)ctx->set->login_timeout * 1000);
 	return 0;
 }
 
 void conn_accept(struct loop *loop, int fd, const struct sockaddr *addr,
-		 socklen_t addrlen)
+		 socklen_t addrlen, bool tls)
 {
 	struct conn *c = calloc(1, sizeof(*c));
 	int one = 1;
@@ -557,7 +669,7 @@ void conn_accept(struct loop *loop, int fd, const struct sockaddr *addr,
 	c->msg_fd = -1;
 	peer_name(addr, c->peer, sizeof(c->peer));
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (conn_setup(c, loop, fd) < 0) {
+	if (conn_setup(c, loop, fd, tls) < 0) {
 		log_error("event=accept-failed error=\"out of memory\"");
 		if (c->bev == NULL)
 			close(fd);

@@ -9,6 +9,8 @@
 #ifndef POPBOX_CONN_H
 #define POPBOX_CONN_H
 
+#include <openssl/ssl.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -28,6 +30,7 @@ struct server_context {
 	struct pop3_config pop3;          /* apop_timestamp is per connection */
 	struct maildrop_settings maildrop;
 	const char *hostname;
+	SSL_CTX *tls_ctx;                 /* NULL: no TLS configured */
 };
 
 /* Size of the buffer a message is read through while streamed. */
@@ -41,8 +44,9 @@ struct loop {
 	uint8_t scratch[LOOP_SCRATCH_SIZE];
 };
 
-/* Takes over fd, a freshly accepted socket, on loop. */
+/* Takes over fd, a freshly accepted socket, on loop; tls: the listener
+   is an implicit-TLS one (the connection starts with a handshake). */
 void conn_accept(struct loop *loop, int fd, const struct sockaddr *addr,
-		 socklen_t addrlen);
+		 socklen_t addrlen, bool tls);
 
 #endif

@@ -5,6 +5,7 @@
  * then drops for good to mail_user (setgroups, setgid, setuid, all checked)
  * before it reads a byte from the network.  Started as another user, it
  * stays that user.
+ * Reads the TLS key file once, before dropping privileges.
  * Touches: the Maildirs named by the passwd-file or mail_location (read,
  * unlink at UPDATE, a lock file and a cache file in each), the passwd-file
  * (read), stderr or syslog.
@@ -24,6 +25,7 @@
 #include "passdb.h"
 #include "server.h"
 #include "settings.h"
+#include "tls.h"
 
 #define POPBOXD_DEFAULT_CONFIG "/etc/popbox/popboxd.conf"
 
@@ -111,8 +113,14 @@ int main(int argc, char **argv)
 		log_set_level(LOG_LEVEL_DEBUG);
 	if (passdb_open(set.passdb_file, &passdb, &error) < 0)
 		fatal("event=startup passdb=%s error=\"%s\"", set.passdb_file, error);
+	/* The key is read now, while still root; never again after. */
+	SSL_CTX *tls_ctx = NULL;
+	if (set.tls_cert_file != NULL &&
+	    tls_context_create(set.tls_cert_file, set.tls_key_file,
+			       set.tls_min_version, &tls_ctx, &error) < 0)
+		fatal("event=startup error=\"TLS: %s\"", error);
 	if (server_bind(&set, &server, &error) < 0)
 		fatal("event=startup error=\"cannot listen: %s\"", error);
 	drop_privileges(set.mail_user);
-	server_run(server, passdb);
+	server_run(server, passdb, tls_ctx);
 }

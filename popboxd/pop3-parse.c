@@ -12,7 +12,7 @@ static const char *const pop3_cmd_names[POP3_CMD_COUNT] = {
 	[POP3_CMD_RETR] = "RETR", [POP3_CMD_DELE] = "DELE",
 	[POP3_CMD_NOOP] = "NOOP", [POP3_CMD_RSET] = "RSET",
 	[POP3_CMD_TOP] = "TOP",   [POP3_CMD_UIDL] = "UIDL",
-	[POP3_CMD_CAPA] = "CAPA",
+	[POP3_CMD_CAPA] = "CAPA", [POP3_CMD_STLS] = "STLS",
 };
 
 const char *pop3_cmd_name(enum pop3_cmd cmd)

@@ -37,6 +37,7 @@ enum pop3_cmd {
 	POP3_CMD_TOP,
 	POP3_CMD_UIDL,
 	POP3_CMD_CAPA,
+	POP3_CMD_STLS,
 	POP3_CMD_COUNT
 };
 

@@ -34,6 +34,7 @@ struct pop3_session {
 	bool discarding;       /* inside an over-long line */
 	bool have_user;        /* USER was accepted, PASS may follow */
 	bool message_begun;    /* SEND_MESSAGE's +OK line is out */
+	bool tls_active;       /* implicit TLS, or STLS done */
 	enum pop3_cmd sending; /* RETR or TOP, while SEND_MESSAGE is pending */
 	unsigned int bad_commands;
 	const struct mailmsg *msgs;
@@ -255,6 +256,10 @@ static bool cmd_capa(struct pop3_session *s, const struct pop3_command *cmd)
 	chunk_line(s, &c, "RESP-CODES");
 	chunk_line(s, &c, "AUTH-RESP-CODE");
 	chunk_line(s, &c, "PIPELINING");
+	/* RFC 2595 section 4: only where STLS would be accepted. */
+	if (s->cfg->stls && !s->tls_active &&
+	    s->state == POP3_STATE_AUTHORIZATION)
+		chunk_line(s, &c, "STLS");
 	if (s->cfg->expire_days < 0)
 		chunk_line(s, &c, "EXPIRE NEVER");
 	else
@@ -287,6 +292,24 @@ static bool cmd_quit(struct pop3_session *s, const struct pop3_command *cmd)
 	s->action.type = POP3_ACTION_COMMIT;
 	s->action.deleted = s->deleted;
 	s->action.count = s->count;
+	return true;
+}
+
+static bool cmd_stls(struct pop3_session *s, const struct pop3_command *cmd)
+{
+	(void)cmd;
+	if (!s->cfg->stls) {
+		bad_command(s, "STLS is not available here");
+		return false;
+	}
+	if (s->tls_active) {
+		bad_command(s, "TLS is already active");
+		return false;
+	}
+	out_printf(s, "+OK begin TLS negotiation");
+	s->have_user = false;
+	memset(&s->action, 0, sizeof(s->action));
+	s->action.type = POP3_ACTION_START_TLS;
 	return true;
 }
 
@@ -440,6 +463,7 @@ static const struct pop3_command_row pop3_commands[POP3_CMD_COUNT] = {
 	[POP3_CMD_APOP] = { IN_AUTH, 2, 2, cmd_apop },
 	[POP3_CMD_CAPA] = { IN_AUTH | IN_TRANS, 0, 0, cmd_capa },
 	[POP3_CMD_QUIT] = { IN_AUTH | IN_TRANS, 0, 0, cmd_quit },
+	[POP3_CMD_STLS] = { IN_AUTH, 0, 0, cmd_stls },
 	[POP3_CMD_STAT] = { IN_TRANS, 0, 0, cmd_stat },
 	[POP3_CMD_LIST] = { IN_TRANS, 0, 1, cmd_list },
 	[POP3_CMD_UIDL] = { IN_TRANS, 0, 1, cmd_uidl },
@@ -487,6 +511,7 @@ struct pop3_session *pop3_session_new(const struct pop3_config *cfg,
 	s->output = output;
 	s->context = context;
 	s->state = POP3_STATE_AUTHORIZATION;
+	s->tls_active = cfg->tls;
 	if (cfg->apop && cfg->apop_timestamp != NULL)
 		out_printf(s, "+OK popbox ready %s", cfg->apop_timestamp);
 	else
@@ -635,6 +660,13 @@ void pop3_session_commit_done(struct pop3_session *s, bool ok, size_t removed)
 	else
 		out_printf(s, "-ERR [SYS/TEMP] some deleted messages were not removed");
 	session_close(s);
+}
+
+void pop3_session_tls_started(struct pop3_session *s)
+{
+	memset(&s->action, 0, sizeof(s->action));
+	s->tls_active = true;
+	s->have_user = false;
 }
 
 void pop3_session_abort(struct pop3_session *s, const char *reason)

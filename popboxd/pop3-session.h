@@ -42,6 +42,8 @@ struct pop3_config {
 	unsigned int max_auth_failures;  /* failed logins, then close */
 	unsigned int max_bad_commands;   /* bad commands in a row, then close */
 	const char *implementation;      /* CAPA IMPLEMENTATION */
+	bool stls;           /* STLS (RFC 2595) can be offered on this connection */
+	bool tls;            /* the connection is already encrypted (implicit TLS) */
 };
 
 enum pop3_action_type {
@@ -58,6 +60,10 @@ enum pop3_action_type {
 	POP3_ACTION_COMMIT,
 	/* Flush what was written, then close the connection. */
 	POP3_ACTION_CLOSE,
+	/* STLS was accepted ("+OK" is written): throw away every byte the
+	   client sent after the STLS line, start the TLS handshake, then
+	   pop3_session_tls_started(). */
+	POP3_ACTION_START_TLS,
 };
 
 struct pop3_action {
@@ -137,6 +143,9 @@ void pop3_session_message_done(struct pop3_session *session,
 /* COMMIT's result: ok when every marked message is durably removed. */
 void pop3_session_commit_done(struct pop3_session *session, bool ok,
 			      size_t removed);
+/* START_TLS's end: the connection is now under TLS.  The session forgets
+   any USER given before (RFC 2595 section 4). */
+void pop3_session_tls_started(struct pop3_session *session);
 /* Ends the session from outside (idle timeout, shutdown): writes
    "-ERR <reason>" and closes.  Deletes nothing. */
 void pop3_session_abort(struct pop3_session *session, const char *reason);

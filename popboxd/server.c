@@ -36,6 +36,7 @@
 #define SERVER_EMFILE_PAUSE_MS 100
 
 struct listener {
+	bool tls;                     /* implicit TLS (RFC 8314) */
 	struct evconnlistener *ev;
 	struct event *resume;
 	struct loop *loop;
@@ -45,8 +46,10 @@ struct server {
 	struct server_context ctx;
 	unsigned int loop_count;
 	struct loop *loops[SERVER_MAX_LOOPS];
-	/* fds[loop][address] until the loops take them over */
-	int fds[SERVER_MAX_LOOPS][SETTINGS_MAX_LISTEN];
+	/* fds[loop][address] until the loops take them over: the plain
+	   addresses first, then the implicit-TLS ones */
+	int fds[SERVER_MAX_LOOPS][2 * SETTINGS_MAX_LISTEN];
+	bool fd_tls[2 * SETTINGS_MAX_LISTEN];
 	size_t fd_count;
 	char hostname[256];
 };
@@ -183,10 +186,15 @@ int server_bind(const struct popboxd_settings *set, struct server **server_r,
 		server->loop_count = SERVER_MAX_LOOPS;
 	server->ctx.set = set;
 	for (size_t i = 0; i < set->listen_count; i++) {
-		if (bind_address(server, i, set->listen[i], error_r) < 0)
+		if (bind_address(server, server->fd_count, set->listen[i], error_r) < 0)
 			return -1;
+		server->fd_tls[server->fd_count++] = false;
 	}
-	server->fd_count = set->listen_count;
+	for (size_t i = 0; i < set->tls_listen_count; i++) {
+		if (bind_address(server, server->fd_count, set->tls_listen[i], error_r) < 0)
+			return -1;
+		server->fd_tls[server->fd_count++] = true;
+	}
 	*server_r = server;
 	return 0;
 }
@@ -196,7 +204,7 @@ static void accept_callback(struct evconnlistener *ev, evutil_socket_t fd,
 {
 	struct listener *l = arg;
 	(void)ev;
-	conn_accept(l->loop, fd, addr, (socklen_t)addrlen);
+	conn_accept(l->loop, fd, addr, (socklen_t)addrlen, l->tls);
 }
 
 static void resume_callback(evutil_socket_t fd, short what, void *arg)
@@ -242,6 +250,7 @@ static struct loop *loop_create(struct server *server, unsigned int index)
 		if (l == NULL)
 			fatal("event=startup error=\"out of memory\"");
 		l->loop = loop;
+		l->tls = server->fd_tls[i];
 		l->resume = evtimer_new(loop->base, resume_callback, l);
 		l->ev = evconnlistener_new(loop->base, accept_callback, l,
 					   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
@@ -253,12 +262,14 @@ static struct loop *loop_create(struct server *server, unsigned int index)
 	return loop;
 }
 
-static void context_init(struct server *server, struct passdb *passdb)
+static void context_init(struct server *server, struct passdb *passdb,
+			 SSL_CTX *tls_ctx)
 {
 	const struct popboxd_settings *set = server->ctx.set;
 	const char *error;
 
 	server->ctx.passdb = passdb;
+	server->ctx.tls_ctx = tls_ctx;
 	if (jobs_start(set->auth_workers, &server->ctx.jobs, &error) < 0)
 		fatal("event=startup error=\"%s\"", error);
 	if (set->hostname != NULL && set->hostname[0] != '\0')
@@ -277,13 +288,13 @@ static void context_init(struct server *server, struct passdb *passdb)
 	server->ctx.maildrop.login_delay = set->login_delay;
 }
 
-void server_run(struct server *server, struct passdb *passdb)
+void server_run(struct server *server, struct passdb *passdb, SSL_CTX *tls_ctx)
 {
 	sigset_t stop;
 	int sig;
 
 	evthread_use_pthreads();
-	context_init(server, passdb);
+	context_init(server, passdb, tls_ctx);
 	/* Signals go to this thread only, via sigwait below. */
 	sigemptyset(&stop);
 	sigaddset(&stop, SIGTERM);

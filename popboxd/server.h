@@ -8,6 +8,8 @@
 #ifndef POPBOX_SERVER_H
 #define POPBOX_SERVER_H
 
+#include <openssl/ssl.h>
+
 #include "passdb.h"
 #include "settings.h"
 
@@ -21,8 +23,9 @@ int server_bind(const struct popboxd_settings *set, struct server **server_r,
 
 /* Starts the job pool and the loop threads, then waits for SIGTERM or
    SIGINT and exits the process.  Open sessions end without UPDATE, so
-   nothing is deleted. */
-void server_run(struct server *server, struct passdb *passdb)
+   nothing is deleted.  tls_ctx (may be NULL) serves the implicit-TLS
+   listeners and STLS on the plain ones. */
+void server_run(struct server *server, struct passdb *passdb, SSL_CTX *tls_ctx)
 	__attribute__((noreturn));
 
 #endif

@@ -3,8 +3,8 @@
  *
  * One table row per key drives everything: parsing (type, bounds), the
  * defaults (settings_init() feeds each row's default text through the same
- * parser as the file), settings_print() and the reference in
- * docs/configuration.md (settings_print_doc()).
+ * parser as the file) and settings_print(); docs/configuration.md follows
+ * the same rows.
  *
  * Invariants: settings_parse() is pure (no I/O, no globals besides the
  * thread-local error text); every stored string is non-empty and free of
@@ -57,55 +57,74 @@ struct settings_def {
 	const char *why;        /* one line for the docs */
 	/* Extra check for SET_STRING; returns an error text or NULL. */
 	const char *(*check)(const char *value);
+	/* SET_LISTEN: the array of SETTINGS_MAX_LISTEN strings is at offset,
+	   its size_t count at count_offset.  0 for every other type. */
+	size_t count_offset;
 };
 
 static const char *settings_check_hostname(const char *value);
 static const char *settings_check_mail_user(const char *value);
+static const char *settings_check_abs_path(const char *value);
+static const char *settings_check_tls_version(const char *value);
 
 #define OFF(field) offsetof(struct popboxd_settings, field)
 
 static const struct settings_def settings_defs[] = {
 	{ "listen", SET_LISTEN, OFF(listen), 0, 0, NULL,
 	  "address:port to accept POP3 on (repeatable); loopback unless told",
-	  NULL },
+	  NULL, OFF(listen_count) },
+	{ "tls_listen", SET_LISTEN, OFF(tls_listen), 0, 0, NULL,
+	  "address:port for RFC 8314 implicit TLS (repeatable); none by default",
+	  NULL, OFF(tls_listen_count) },
+	{ "tls_cert_file", SET_STRING, OFF(tls_cert_file), 0, 0, NULL,
+	  "PEM certificate chain; with tls_key_file enables TLS and STLS",
+	  settings_check_abs_path, 0 },
+	{ "tls_key_file", SET_STRING, OFF(tls_key_file), 0, 0, NULL,
+	  "PEM private key for tls_cert_file", settings_check_abs_path, 0 },
+	{ "tls_min_version", SET_STRING, OFF(tls_min_version), 0, 0, "TLSv1.2",
+	  "oldest TLS version accepted: TLSv1.2 or TLSv1.3",
+	  settings_check_tls_version, 0 },
 	{ "passdb_file", SET_STRING, OFF(passdb_file), 0, 0, NULL,
 	  "passwd-file with the users: required, there is no safe default",
-	  NULL },
+	  NULL, 0 },
 	{ "mail_location", SET_STRING, OFF(mail_location), 0, 0, "%h/Maildir",
 	  "Maildir template; must contain %u, %n or %h so users never share one",
-	  NULL },
+	  NULL, 0 },
 	{ "mail_user", SET_STRING, OFF(mail_user), 0, 0, "popbox",
 	  "unprivileged user for mail access when started as root",
-	  settings_check_mail_user },
+	  settings_check_mail_user, 0 },
 	{ "apop", SET_BOOL, OFF(apop), 0, 0, "no",
-	  "offer APOP; needs {PLAIN} secrets on disk, so off by default", NULL },
+	  "offer APOP; needs {PLAIN} secrets on disk, so off by default",
+	  NULL, 0 },
 	{ "login_delay", SET_UINT, OFF(login_delay), 0, 86400, "0",
-	  "RFC 2449 LOGIN-DELAY seconds to announce; 0 announces nothing", NULL },
+	  "RFC 2449 LOGIN-DELAY seconds to announce; 0 announces nothing",
+	  NULL, 0 },
 	{ "expire_days", SET_EXPIRE, OFF(expire_days), 1, 3650, "never",
 	  "RFC 2449 EXPIRE to announce; 0 is refused: it means delete on RETR",
-	  NULL },
+	  NULL, 0 },
 	{ "login_timeout", SET_UINT, OFF(login_timeout), 5, 3600, "60",
-	  "seconds a client may take to log in; bounds idle strangers", NULL },
+	  "seconds a client may take to log in; bounds idle strangers",
+	  NULL, 0 },
 	{ "idle_timeout", SET_UINT, OFF(idle_timeout), 600, 86400, "600",
 	  "seconds idle after login; RFC 1939 requires at least 10 minutes",
-	  NULL },
+	  NULL, 0 },
 	{ "auth_failure_delay_ms", SET_UINT, OFF(auth_failure_delay_ms), 0,
 	  60000, "2000", "pause before every failed-login reply; slows guessing",
-	  NULL },
+	  NULL, 0 },
 	{ "max_auth_failures", SET_UINT, OFF(max_auth_failures), 1, 100, "3",
-	  "failed logins per connection before it is closed", NULL },
+	  "failed logins per connection before it is closed", NULL, 0 },
 	{ "max_bad_commands", SET_UINT, OFF(max_bad_commands), 1, 1000, "10",
-	  "bad commands in a row before the connection is closed", NULL },
+	  "bad commands in a row before the connection is closed", NULL, 0 },
 	{ "workers", SET_UINT, OFF(workers), 0, 256, "0",
-	  "event-loop threads; 0 means one per CPU core", NULL },
+	  "event-loop threads; 0 means one per CPU core", NULL, 0 },
 	{ "auth_workers", SET_UINT, OFF(auth_workers), 1, 256, "4",
 	  "threads for password hashing and disk work, off the event loops",
-	  NULL },
+	  NULL, 0 },
 	{ "log", SET_LOG, OFF(log_syslog), 0, 0, "stderr",
-	  "where log records go: stderr or syslog (facility mail)", NULL },
+	  "where log records go: stderr or syslog (facility mail)", NULL, 0 },
 	{ "hostname", SET_STRING, OFF(hostname), 0, 0, NULL,
 	  "name in the APOP timestamp; default: the system host name",
-	  settings_check_hostname },
+	  settings_check_hostname, 0 },
 };
 #define SETTINGS_COUNT (sizeof(settings_defs) / sizeof(settings_defs[0]))
 
@@ -161,6 +180,20 @@ static const char *settings_check_mail_user(const char *value)
 	return NULL;
 }
 
+/* A path that names the same file whatever the working directory is. */
+static const char *settings_check_abs_path(const char *value)
+{
+	return value[0] == '/' ? NULL : "must be an absolute path";
+}
+
+/* The names OpenSSL's MinProtocol uses; nothing below TLS 1.2. */
+static const char *settings_check_tls_version(const char *value)
+{
+	if (strcmp(value, "TLSv1.2") != 0 && strcmp(value, "TLSv1.3") != 0)
+		return "expected TLSv1.2 or TLSv1.3";
+	return NULL;
+}
+
 /* Port: 0..65535 in plain decimal, no leading zeros ("0" alone is fine). */
 static bool settings_port_valid(const char *s)
 {
@@ -209,26 +242,50 @@ static bool settings_listen_valid(const char *value)
 	return inet_pton(family, host, addr) == 1;
 }
 
-static void settings_listen_clear(struct popboxd_settings *set)
+/* A SET_LISTEN row's address array and count inside set. */
+struct settings_list {
+	char **addrs;   /* SETTINGS_MAX_LISTEN entries */
+	size_t *count;
+};
+
+static struct settings_list settings_list(struct popboxd_settings *set,
+					  const struct settings_def *def)
 {
-	for (size_t i = 0; i < set->listen_count; i++) {
-		free(set->listen[i]);
-		set->listen[i] = NULL;
-	}
-	set->listen_count = 0;
+	return (struct settings_list){
+		.addrs = (char **)((char *)set + def->offset),
+		.count = (size_t *)((char *)set + def->count_offset),
+	};
 }
 
+/* Frees every address of def's list and empties it. */
+static void settings_list_clear(struct popboxd_settings *set,
+				const struct settings_def *def)
+{
+	struct settings_list list = settings_list(set, def);
+
+	for (size_t i = 0; i < *list.count; i++) {
+		free(list.addrs[i]);
+		list.addrs[i] = NULL;
+	}
+	*list.count = 0;
+}
+
+/* Appends a checked address to def's list; an error text or NULL. */
 static const char *settings_set_listen(struct popboxd_settings *set,
+				       const struct settings_def *def,
 				       const char *value)
 {
-	if (set->listen_count >= SETTINGS_MAX_LISTEN)
-		return "too many listen addresses (max 16)";
+	struct settings_list list = settings_list(set, def);
+
+	if (*list.count >= SETTINGS_MAX_LISTEN)
+		return settings_error("too many %s addresses (max %d)",
+				      def->name, SETTINGS_MAX_LISTEN);
 	if (!settings_listen_valid(value))
 		return "expected IPv4:port, [IPv6]:port or *:port "
 		       "(port 0..65535)";
-	if ((set->listen[set->listen_count] = strdup(value)) == NULL)
+	if ((list.addrs[*list.count] = strdup(value)) == NULL)
 		return "out of memory";
-	set->listen_count++;
+	(*list.count)++;
 	return NULL;
 }
 
@@ -301,7 +358,7 @@ static const char *settings_set(struct popboxd_settings *set,
 		*(int *)field = (int)n;
 		return NULL;
 	case SET_LISTEN:
-		return settings_set_listen(set, value);
+		return settings_set_listen(set, def, value);
 	case SET_LOG:
 		if (strcmp(value, "stderr") != 0 && strcmp(value, "syslog") != 0)
 			return "expected stderr or syslog";
@@ -326,10 +383,13 @@ void settings_init(struct popboxd_settings *set)
 
 void settings_free(struct popboxd_settings *set)
 {
-	settings_listen_clear(set);
 	for (size_t i = 0; i < SETTINGS_COUNT; i++) {
-		if (settings_defs[i].type == SET_STRING) {
-			char **p = (char **)((char *)set + settings_defs[i].offset);
+		const struct settings_def *def = &settings_defs[i];
+
+		if (def->type == SET_LISTEN) {
+			settings_list_clear(set, def);
+		} else if (def->type == SET_STRING) {
+			char **p = (char **)((char *)set + def->offset);
 
 			free(*p);
 			*p = NULL;
@@ -420,9 +480,10 @@ static const char *settings_parse_line(struct settings_parse_state *ps,
 	if (strlen(value) > SETTINGS_VALUE_MAX)
 		return settings_error("value for '%s' too long (max %d bytes)",
 				      def->name, SETTINGS_VALUE_MAX);
-	/* The first listen of a text replaces earlier ones (the default). */
+	/* The first listen (tls_listen) of a text replaces the earlier ones
+	   of that key, e.g. the ones a previous text set. */
 	if (def->type == SET_LISTEN && ps->seen_line[idx] == 0)
-		settings_listen_clear(ps->set);
+		settings_list_clear(ps->set, def);
 	ps->seen_line[idx] = ps->lineno;
 	const char *err = settings_set(ps->set, def, value);
 	if (err != NULL)
@@ -605,6 +666,27 @@ static int settings_default_hostname(struct popboxd_settings *set,
 	return 0;
 }
 
+/* Certificate and key come as a pair, and tls_listen needs the pair. */
+static int settings_check_tls(const struct popboxd_settings *set,
+			      const char **error_r)
+{
+	bool cert = set->tls_cert_file != NULL, key = set->tls_key_file != NULL;
+
+	if (cert && !key) {
+		*error_r = "tls_cert_file is set but tls_key_file is not";
+		return -1;
+	}
+	if (key && !cert) {
+		*error_r = "tls_key_file is set but tls_cert_file is not";
+		return -1;
+	}
+	if (set->tls_listen_count > 0 && !cert) {
+		*error_r = "tls_listen needs tls_cert_file and tls_key_file";
+		return -1;
+	}
+	return 0;
+}
+
 int settings_check(struct popboxd_settings *set, const char **error_r)
 {
 	if (set->passdb_file == NULL) {
@@ -619,6 +701,9 @@ int settings_check(struct popboxd_settings *set, const char **error_r)
 		return -1;
 	if (set->hostname == NULL && settings_default_hostname(set, error_r) < 0)
 		return -1;
+	if (settings_check_tls(set, error_r) < 0)
+		return -1;
+	/* Only plain listen has a default: implicit TLS is opt-in. */
 	if (set->listen_count == 0) {
 		if ((set->listen[0] = strdup("127.0.0.1:110")) == NULL) {
 			*error_r = "out of memory";
@@ -656,12 +741,17 @@ static void settings_print_one(const struct popboxd_settings *set,
 		else
 			fprintf(out, "%s = %d\n", def->name, *(const int *)field);
 		break;
-	case SET_LISTEN:
-		if (set->listen_count == 0)
+	case SET_LISTEN: {
+		char *const *addrs = field;
+		size_t count = *(const size_t *)((const char *)set +
+						 def->count_offset);
+
+		if (count == 0)
 			fprintf(out, "# %s is not set\n", def->name);
-		for (size_t i = 0; i < set->listen_count; i++)
-			fprintf(out, "%s = %s\n", def->name, set->listen[i]);
+		for (size_t i = 0; i < count; i++)
+			fprintf(out, "%s = %s\n", def->name, addrs[i]);
 		break;
+	}
 	case SET_LOG:
 		fprintf(out, "%s = %s\n", def->name,
 			*(const bool *)field ? "syslog" : "stderr");

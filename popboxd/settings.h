@@ -2,9 +2,9 @@
  * settings.h — popboxd's configuration: parse, check, print.
  *
  * The file is `key = value` lines; '#' starts a comment; blank lines are
- * ignored; keys may not repeat except `listen`.  Unknown keys, bad values
- * and over-long lines are errors with the line number: a typo must never
- * silently fall back to a default.  docs/configuration.md lists every key.
+ * ignored; keys may not repeat except `listen` and `tls_listen`.  Unknown
+ * keys, bad values and over-long lines are errors with the line number: a
+ * typo must never silently fall back to a default.  docs/configuration.md lists every key.
  */
 #ifndef POPBOX_SETTINGS_H
 #define POPBOX_SETTINGS_H

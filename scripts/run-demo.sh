@@ -8,6 +8,8 @@ build=${1:-build/release}
 top=$(pwd)
 run=$top/run
 port=${POPBOX_DEMO_PORT:-1110}
+# Implicit TLS (POP3S) port; 0 (any free port) when the plain one is 0.
+tls_port=${POPBOX_DEMO_TLS_PORT:-$([ "$port" = 0 ] && echo 0 || echo 1995)}
 maildir=$run/mail/demo/Maildir
 
 make_password() {
@@ -53,6 +55,18 @@ MSG
 		"$date" "$now" | write_sample "$now.M3P$$.popbox-demo"
 }
 
+make_certificate() {
+	# A self-signed ECDSA P-256 certificate for localhost and 127.0.0.1.
+	mkdir -p "$run/tls"
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+		-days 825 -subj /CN=localhost \
+		-addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+		-keyout "$run/tls/key.pem" -out "$run/tls/cert.pem" 2>/dev/null
+	chmod 600 "$run/tls/key.pem"
+	chmod 644 "$run/tls/cert.pem"
+	echo "run-demo: made a self-signed certificate in $run/tls/"
+}
+
 if [ ! -f "$run/popboxd.conf" ]; then
 	mkdir -p "$run"
 	chmod 755 "$run"
@@ -66,6 +80,9 @@ if [ ! -f "$run/popboxd.conf" ]; then
 		echo "# popboxd demo configuration, written by 'make run'."
 		echo "# Every setting is described in docs/configuration.md."
 		echo "listen = 127.0.0.1:$port"
+		echo "tls_listen = 127.0.0.1:$tls_port"
+		echo "tls_cert_file = $run/tls/cert.pem"
+		echo "tls_key_file = $run/tls/key.pem"
 		echo "passdb_file = $run/passwd"
 		echo "mail_location = $run/mail/%u/Maildir"
 		if [ "$(id -u)" -eq 0 ]; then
@@ -74,6 +91,12 @@ if [ ! -f "$run/popboxd.conf" ]; then
 		fi
 	} > "$run/popboxd.conf"
 	echo "run-demo: created $run (config, passwd-file, demo user)"
+fi
+[ -f "$run/tls/cert.pem" ] || make_certificate
+if ! grep -q '^tls_listen' "$run/popboxd.conf"; then
+	# A run/ from before TLS: add it.
+	printf 'tls_listen = 127.0.0.1:%s\ntls_cert_file = %s\ntls_key_file = %s\n' \
+		"$tls_port" "$run/tls/cert.pem" "$run/tls/key.pem" >> "$run/popboxd.conf"
 fi
 
 if [ -z "$(ls -A "$maildir/new" "$maildir/cur" 2>/dev/null)" ]; then
@@ -93,6 +116,7 @@ fi
 
 password=$(cat "$run/demo.password")
 port=$(sed -n 's/^listen = .*:\([0-9]*\)$/\1/p' "$run/popboxd.conf" | head -n 1)
+tls_port=$(sed -n 's/^tls_listen = .*:\([0-9]*\)$/\1/p' "$run/popboxd.conf" | head -n 1)
 cat <<EOT
 
 popboxd demo: user "demo", password "$password" (also in run/demo.password)
@@ -108,6 +132,17 @@ server after a successful QUIT; add --keep=on to leave the mail there):
   mpop --host=127.0.0.1 --port=$port --tls=off --auth=user --user=demo \\
        --passwordeval='cat $run/demo.password' --uidls-file=$run/mpop.uidls \\
        --delivery=maildir,$run/fetched
+
+Over TLS, verifying the demo's self-signed certificate (run/tls/cert.pem;
+trust it with --cacert, or copy it into /usr/local/share/ca-certificates/
+as popbox-demo.crt and run update-ca-certificates):
+  curl --cacert $run/tls/cert.pem -u demo:$password pop3s://localhost:$tls_port/
+  curl --cacert $run/tls/cert.pem --ssl-reqd -u demo:$password pop3://localhost:$port/1
+  mkdir -p $run/fetched-tls/new $run/fetched-tls/cur $run/fetched-tls/tmp
+  mpop --host=localhost --port=$tls_port --tls=on --tls-starttls=off \\
+       --tls-trust-file=$run/tls/cert.pem --auth=user --user=demo \\
+       --passwordeval='cat $run/demo.password' --uidls-file=$run/mpop-tls.uidls \\
+       --keep=on --delivery=maildir,$run/fetched-tls
 
 Or talk to it yourself:  telnet 127.0.0.1 $port   (USER demo, PASS ..., LIST)
 Stop the server with Ctrl-C.  'make run' again refills the demo maildrop

@@ -65,6 +65,11 @@ static void answer_action(struct pop3_session *s)
 			abort();
 		pop3_session_commit_done(s, true, 1);
 		break;
+	case POP3_ACTION_START_TLS:
+		if (pop3_session_state(s) != POP3_STATE_AUTHORIZATION)
+			abort();
+		pop3_session_tls_started(s);
+		break;
 	default:
 		break;
 	}
@@ -79,6 +84,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		.max_auth_failures = 3,
 		.max_bad_commands = 20,
 		.implementation = "popbox",
+		.stls = size > 0 && (data[0] & 2),
 	};
 	struct fuzz_out out = { 0, 0, 0, 1 };
 	struct pop3_session *s = pop3_session_new(&cfg, fuzz_output, &out);

@@ -158,9 +158,9 @@ def test_mpop_wrong_password_keeps_mail(filled, env, mpop_home):
 # ---------------------------------------------------------------- make run
 
 
-def printed_commands(text, port):
+def printed_commands(text, port, tls_port):
     """The shell commands run-demo.sh prints (indented lines after the
-    'with curl:' and 'with mpop' paragraphs), with the real port."""
+    'with curl:' and 'with mpop' paragraphs), with the real ports."""
     cmds = []
     lines = text.splitlines()
     i = 0
@@ -175,8 +175,10 @@ def printed_commands(text, port):
         i += 1
     fixed = []
     for c in cmds:
-        c = c.replace("127.0.0.1:0/", f"127.0.0.1:{port}/")
-        c = c.replace("--port=0 ", f"--port={port} ")
+        tls = "pop3s://" in c or "--tls-starttls=off" in c
+        p = tls_port if tls else port
+        c = re.sub(r"(127\.0\.0\.1|localhost):0/", rf"\g<1>:{p}/", c)
+        c = c.replace("--port=0 ", f"--port={p} ")
         fixed.append(c)
     return fixed
 
@@ -198,12 +200,13 @@ def test_make_run_demo_commands(env):
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=err)
     try:
         deadline = time.monotonic() + 20
-        port = None
+        port = tls_port = None
         while time.monotonic() < deadline:
-            m = re.search(r"event=listening addr=127\.0\.0\.1:(\d+)",
-                          err_path.read_text(errors="replace"))
-            if m and "event=started" in err_path.read_text(errors="replace"):
-                port = int(m.group(1))
+            # Plain first, then the implicit-TLS listener.
+            ports = re.findall(r"event=listening addr=127\.0\.0\.1:(\d+)",
+                               err_path.read_text(errors="replace"))
+            if len(ports) >= 2 and "event=started" in err_path.read_text(errors="replace"):
+                port, tls_port = int(ports[0]), int(ports[1])
                 break
             assert proc.poll() is None, \
                 f"run-demo.sh exited {proc.returncode}:\n{out_path.read_text()}\n" \
@@ -211,14 +214,31 @@ def test_make_run_demo_commands(env):
             time.sleep(0.05)
         assert port, f"demo server did not start:\n{err_path.read_text()}"
         text = out_path.read_text()
-        cmds = printed_commands(text, port)
+        cmds = printed_commands(text, port, tls_port)
         kinds = [c.split()[0] for c in cmds]
-        assert kinds == ["curl", "curl", "curl", "mkdir", "mpop"], \
+        assert kinds == ["curl", "curl", "curl", "mkdir", "mpop",
+                         "curl", "curl", "mkdir", "mpop"], \
             f"unexpected printed commands: {cmds}"
+        # The TLS ones keep the mail: run them first.
+        tls_cmds, cmds = cmds[5:], cmds[:5]
         maildir = top / "run" / "mail" / "demo" / "Maildir"
         originals = [p.read_bytes() for sub in ("new", "cur")
                      for p in (maildir / sub).iterdir()]
         assert len(originals) == 3, "the demo maildrop should hold 3 samples"
+
+        tls_results = []
+        for c in tls_cmds:
+            r = subprocess.run(["bash", "-c", c], cwd=top, env=e,
+                               capture_output=True, timeout=60)
+            assert r.returncode == 0, f"printed TLS command failed ({r.returncode}): " \
+                                      f"{c}\n{r.stderr.decode(errors='replace')}"
+            tls_results.append(r.stdout)
+        assert len(tls_results[0].split(b"\r\n")) == 4, \
+            f"demo LIST over pop3s: {tls_results[0]!r}"
+        assert tls_results[1] in [wire_form(o) for o in originals], \
+            f"demo RETR 1 over STLS is not a demo message: {tls_results[1][:80]!r}"
+        assert len(fetched(top / "run" / "fetched-tls")) == 3, \
+            "mpop over pop3s should fetch the 3 samples"
 
         results = []
         for c in cmds:

@@ -552,6 +552,64 @@ static void test_apop(void **state)
 	fixture_free(f);
 }
 
+static void test_stls(void **state)
+{
+	(void)state;
+	struct fixture *f = fixture_new(false);
+	f->cfg.stls = true;
+	expect(f, "+OK popbox ready\r\n");
+	feed_str(f, "CAPA\r\n");
+	expect(f, "+OK capability list follows\r\nTOP\r\nUSER\r\nUIDL\r\n"
+		  "RESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\nSTLS\r\n"
+		  "EXPIRE NEVER\r\nIMPLEMENTATION popbox\r\n.\r\n");
+	/* A USER given in clear does not survive STLS. */
+	const char *batch = "USER alice\r\nSTLS\r\nCAPA\r\n";
+	size_t used = feed(f, batch, strlen(batch));
+	assert_int_equal(used, strlen("USER alice\r\nSTLS\r\n"));
+	expect(f, "+OK send PASS\r\n+OK begin TLS negotiation\r\n");
+	assert_int_equal(pop3_session_action(f->s)->type, POP3_ACTION_START_TLS);
+	/* Nothing after STLS is consumed: the caller throws it away. */
+	assert_int_equal(pop3_session_input(f->s, "CAPA\r\n", 6), 0);
+	pop3_session_tls_started(f->s);
+	assert_int_equal(pop3_session_action(f->s)->type, POP3_ACTION_NONE);
+	feed_str(f, "PASS secret\r\n");
+	expect(f, "-ERR send USER first\r\n");
+	feed_str(f, "CAPA\r\n");
+	expect(f, "+OK capability list follows\r\nTOP\r\nUSER\r\nUIDL\r\n"
+		  "RESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n"
+		  "EXPIRE NEVER\r\nIMPLEMENTATION popbox\r\n.\r\n");
+	feed_str(f, "STLS\r\n");
+	expect(f, "-ERR TLS is already active\r\n");
+	fixture_free(f);
+}
+
+static void test_stls_refused(void **state)
+{
+	(void)state;
+	struct fixture *f = fixture_new(false);
+	expect(f, "+OK popbox ready\r\n");
+	feed_str(f, "STLS\r\n");
+	expect(f, "-ERR STLS is not available here\r\n");
+	fixture_free(f);
+
+	/* Implicit TLS: never offered, refused. */
+	f = fixture_new(false);
+	f->cfg.stls = true;
+	f->cfg.tls = true;
+	pop3_session_free(&f->s);
+	f->s = pop3_session_new(&f->cfg, capture_output, &f->out);
+	f->out.len = 0;
+	feed_str(f, "STLS\r\n");
+	expect(f, "-ERR TLS is already active\r\n");
+	fixture_free(f);
+
+	f = logged_in();
+	f->cfg.stls = true;
+	feed_str(f, "STLS\r\n");
+	expect(f, "-ERR command not valid after login\r\n");
+	fixture_free(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -577,6 +635,8 @@ int main(void)
 		cmocka_unit_test(test_partial_line_waits),
 		cmocka_unit_test(test_capa),
 		cmocka_unit_test(test_apop),
+		cmocka_unit_test(test_stls),
+		cmocka_unit_test(test_stls_refused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -44,6 +44,10 @@ static void test_defaults(void **state)
 	(void)state;
 	settings_init(&set);
 	assert_int_equal(set.listen_count, 0);
+	assert_int_equal(set.tls_listen_count, 0);
+	assert_null(set.tls_cert_file);
+	assert_null(set.tls_key_file);
+	assert_string_equal(set.tls_min_version, "TLSv1.2");
 	assert_null(set.passdb_file);
 	assert_string_equal(set.mail_location, "%h/Maildir");
 	assert_string_equal(set.mail_user, "popbox");
@@ -68,6 +72,7 @@ static void test_defaults(void **state)
 	assert_int_equal(settings_check(&set, &error), 0);
 	assert_int_equal(set.listen_count, 1);
 	assert_string_equal(set.listen[0], "127.0.0.1:110");
+	assert_int_equal(set.tls_listen_count, 0); /* implicit TLS is opt-in */
 	assert_non_null(set.hostname);
 	settings_free(&set);
 }
@@ -117,6 +122,27 @@ static const struct good_case good_cases[] = {
 	{ "listen = [2001:db8::1]:65535", "listen = [2001:db8::1]:65535\n" },
 	{ "listen = 127.0.0.1:110\nlisten = [::1]:110",
 	  "listen = 127.0.0.1:110\nlisten = [::1]:110\n" },
+	{ "tls_listen = *:995", "tls_listen = *:995\n" },
+	{ "tls_listen = [::]:995", "tls_listen = [::]:995\n" },
+	{ "tls_listen = 0.0.0.0:0", "tls_listen = 0.0.0.0:0\n" },
+	{ "tls_listen = 192.0.2.1:995\ntls_listen = [2001:db8::1]:995",
+	  "tls_listen = 192.0.2.1:995\ntls_listen = [2001:db8::1]:995\n" },
+	/* Interleaved lines keep their order per key. */
+	{ "listen = *:110\ntls_listen = *:995\nlisten = [::]:110",
+	  "listen = *:110\nlisten = [::]:110\ntls_listen = *:995\n" },
+	/* One list never fills the other. */
+	{ "tls_listen = *:995", "# listen is not set\n" },
+	{ "listen = *:110", "# tls_listen is not set\n" },
+	{ "tls_cert_file = /etc/popbox/cert.pem",
+	  "tls_cert_file = /etc/popbox/cert.pem\n" },
+	{ "tls_key_file = /etc/popbox/key.pem",
+	  "tls_key_file = /etc/popbox/key.pem\n" },
+	{ "tls_cert_file = /etc/my certs/pop.pem # spaces inside stay",
+	  "tls_cert_file = /etc/my certs/pop.pem\n" },
+	{ "tls_key_file = /", "tls_key_file = /\n" },
+	{ "tls_min_version = TLSv1.2", "tls_min_version = TLSv1.2\n" },
+	{ "tls_min_version = TLSv1.3", "tls_min_version = TLSv1.3\n" },
+	{ "apop = no", "tls_min_version = TLSv1.2\n" },
 };
 
 static void test_good(void **state)
@@ -142,6 +168,10 @@ struct bad_case {
 	const char *text;
 	const char *error;
 };
+
+#define LISTEN_ERR \
+	"line 1: tls_listen: expected IPv4:port, [IPv6]:port or *:port " \
+	"(port 0..65535)"
 
 static const struct bad_case bad_cases[] = {
 	{ "lsiten = *:110", "line 1: unknown key 'lsiten'" },
@@ -205,7 +235,48 @@ static const struct bad_case bad_cases[] = {
 	  "listen = *:9\nlisten = *:10\nlisten = *:11\nlisten = *:12\n"
 	  "listen = *:13\nlisten = *:14\nlisten = *:15\nlisten = *:16\n"
 	  "listen = *:17\n", "line 17: listen: too many listen addresses (max 16)" },
+	{ "tls_listen = *:99999", LISTEN_ERR },
+	{ "tls_listen = localhost:995", LISTEN_ERR },
+	{ "tls_listen = [::1]995", LISTEN_ERR },
+	{ "tls_listen = 995", LISTEN_ERR },
+	{ "tls_listen =", "line 1: empty value for 'tls_listen'" },
+	{ "tls_listen = *:1\ntls_listen = *:2\ntls_listen = *:3\n"
+	  "tls_listen = *:4\ntls_listen = *:5\ntls_listen = *:6\n"
+	  "tls_listen = *:7\ntls_listen = *:8\ntls_listen = *:9\n"
+	  "tls_listen = *:10\ntls_listen = *:11\ntls_listen = *:12\n"
+	  "tls_listen = *:13\ntls_listen = *:14\ntls_listen = *:15\n"
+	  "tls_listen = *:16\ntls_listen = *:17\n",
+	  "line 17: tls_listen: too many tls_listen addresses (max 16)" },
+	{ "tls_cert_file = cert.pem",
+	  "line 1: tls_cert_file: must be an absolute path" },
+	{ "tls_cert_file = ./cert.pem",
+	  "line 1: tls_cert_file: must be an absolute path" },
+	{ "tls_key_file = ~/key.pem",
+	  "line 1: tls_key_file: must be an absolute path" },
+	{ "tls_key_file = key.pem",
+	  "line 1: tls_key_file: must be an absolute path" },
+	{ "tls_cert_file = /a.pem\ntls_cert_file = /b.pem",
+	  "line 2: 'tls_cert_file' given twice (first on line 1)" },
+	{ "tls_key_file = /a.pem\n\ntls_key_file = /a.pem",
+	  "line 3: 'tls_key_file' given twice (first on line 1)" },
+	{ "tls_min_version = TLSv1.1",
+	  "line 1: tls_min_version: expected TLSv1.2 or TLSv1.3" },
+	{ "tls_min_version = TLSv1",
+	  "line 1: tls_min_version: expected TLSv1.2 or TLSv1.3" },
+	{ "tls_min_version = SSLv3",
+	  "line 1: tls_min_version: expected TLSv1.2 or TLSv1.3" },
+	{ "tls_min_version = tlsv1.3",
+	  "line 1: tls_min_version: expected TLSv1.2 or TLSv1.3" },
+	{ "tls_min_version = 1.3",
+	  "line 1: tls_min_version: expected TLSv1.2 or TLSv1.3" },
+	{ "tls_min_version = TLSv1.4",
+	  "line 1: tls_min_version: expected TLSv1.2 or TLSv1.3" },
+	{ "tls_min_version = TLSv1.2 TLSv1.3",
+	  "line 1: tls_min_version: expected TLSv1.2 or TLSv1.3" },
+	{ "tls_min_version = TLSv1.3\ntls_min_version = TLSv1.3",
+	  "line 2: 'tls_min_version' given twice (first on line 1)" },
 };
+#undef LISTEN_ERR
 
 static void test_bad(void **state)
 {
@@ -271,6 +342,17 @@ static void test_listen_override(void **state)
 	assert_int_equal(parse_str(&set, "listen = *:3", &error), 0);
 	assert_int_equal(set.listen_count, 1);
 	assert_string_equal(set.listen[0], "*:3");
+	/* The same per key: tls_listen is replaced on its own. */
+	assert_int_equal(parse_str(&set, "tls_listen = *:4\ntls_listen = *:5",
+				   &error), 0);
+	assert_int_equal(parse_str(&set, "listen = *:6", &error), 0);
+	assert_int_equal(set.tls_listen_count, 2);
+	assert_string_equal(set.tls_listen[1], "*:5");
+	assert_int_equal(parse_str(&set, "tls_listen = *:7", &error), 0);
+	assert_int_equal(set.tls_listen_count, 1);
+	assert_string_equal(set.tls_listen[0], "*:7");
+	assert_int_equal(set.listen_count, 1);
+	assert_string_equal(set.listen[0], "*:6");
 	/* Other keys may be set again by a later text. */
 	assert_int_equal(parse_str(&set, "apop = yes", &error), 0);
 	assert_int_equal(parse_str(&set, "apop = no", &error), 0);
@@ -278,9 +360,32 @@ static void test_listen_override(void **state)
 	settings_free(&set);
 }
 
+/* Each list holds SETTINGS_MAX_LISTEN on its own; they share no slots. */
+static void test_listen_both_full(void **state)
+{
+	char text[2 * SETTINGS_MAX_LISTEN * 32];
+	size_t len = 0;
+	struct popboxd_settings set;
+	const char *error;
+
+	(void)state;
+	for (int i = 0; i < SETTINGS_MAX_LISTEN; i++)
+		len += (size_t)snprintf(text + len, sizeof(text) - len,
+					"listen = *:%d\ntls_listen = *:%d\n",
+					110 + i, 995 + i);
+	assert_true(len < sizeof(text));
+	settings_init(&set);
+	assert_int_equal(settings_parse(&set, text, len, &error), 0);
+	assert_int_equal(set.listen_count, SETTINGS_MAX_LISTEN);
+	assert_int_equal(set.tls_listen_count, SETTINGS_MAX_LISTEN);
+	assert_string_equal(set.listen[SETTINGS_MAX_LISTEN - 1], "*:125");
+	assert_string_equal(set.tls_listen[SETTINGS_MAX_LISTEN - 1], "*:1010");
+	settings_free(&set);
+}
+
 struct check_case {
 	const char *text;
-	const char *error;
+	const char *error; /* NULL: settings_check() accepts it */
 };
 
 static const struct check_case check_cases[] = {
@@ -302,6 +407,25 @@ static const struct check_case check_cases[] = {
 	  "mail_location: mail path has a '..' component" },
 	{ "passdb_file = /u\nmail_location = /var/mail/%u%",
 	  "mail_location: '%' at the end of mail_location" },
+	{ "passdb_file = /u\ntls_cert_file = /c.pem",
+	  "tls_cert_file is set but tls_key_file is not" },
+	{ "passdb_file = /u\ntls_key_file = /k.pem",
+	  "tls_key_file is set but tls_cert_file is not" },
+	{ "passdb_file = /u\ntls_listen = *:995",
+	  "tls_listen needs tls_cert_file and tls_key_file" },
+	{ "passdb_file = /u\ntls_listen = *:995\ntls_cert_file = /c.pem",
+	  "tls_cert_file is set but tls_key_file is not" },
+	{ "passdb_file = /u\ntls_listen = *:995\ntls_key_file = /k.pem",
+	  "tls_key_file is set but tls_cert_file is not" },
+	{ "passdb_file = /u\ntls_min_version = TLSv1.3", NULL },
+	/* A certificate alone: STLS on the plain listeners. */
+	{ "passdb_file = /u\ntls_cert_file = /c.pem\ntls_key_file = /k.pem",
+	  NULL },
+	{ "passdb_file = /u\ntls_listen = *:995\ntls_cert_file = /c.pem\n"
+	  "tls_key_file = /k.pem", NULL },
+	{ "passdb_file = /u\nlisten = [::]:110\ntls_listen = [::]:995\n"
+	  "tls_listen = *:995\ntls_cert_file = /c.pem\ntls_key_file = /k.pem",
+	  NULL },
 };
 
 static void test_check(void **state)
@@ -313,10 +437,21 @@ static void test_check(void **state)
 
 		settings_init(&set);
 		assert_int_equal(parse_str(&set, check_cases[i].text, &error), 0);
-		assert_int_equal(settings_check(&set, &error), -1);
-		if (strcmp(error, check_cases[i].error) != 0)
-			fail_msg("case %zu: got '%s', want '%s'", i, error,
-				 check_cases[i].error);
+		size_t tls_count = set.tls_listen_count;
+		int r = settings_check(&set, &error);
+
+		if (check_cases[i].error == NULL) {
+			if (r != 0)
+				fail_msg("case %zu: %s", i, error);
+			/* Plain listen gets its default, tls_listen never. */
+			assert_true(set.listen_count > 0);
+			assert_int_equal(set.tls_listen_count, tls_count);
+		} else {
+			assert_int_equal(r, -1);
+			if (strcmp(error, check_cases[i].error) != 0)
+				fail_msg("case %zu: got '%s', want '%s'", i,
+					 error, check_cases[i].error);
+		}
 		settings_free(&set);
 	}
 }
@@ -326,6 +461,11 @@ static const char full_config[] =
 	"listen = 192.0.2.1:995\n"
 	"listen = [2001:db8::2]:995\n"
 	"listen = *:0\n"
+	"tls_listen = 192.0.2.1:995\n"
+	"tls_listen = [2001:db8::2]:995\n"
+	"tls_cert_file = /etc/popbox/tls/fullchain.pem\n"
+	"tls_key_file = /etc/popbox/tls/key.pem\n"
+	"tls_min_version = TLSv1.3\n"
 	"passdb_file = /etc/popbox/users\n"
 	"mail_location = /var/mail/%d/%n/Maildir\n"
 	"mail_user = vmail\n"
@@ -383,6 +523,10 @@ static void test_print_unset(void **state)
 	settings_init(&set);
 	char *out = print_to_string(&set);
 	assert_non_null(strstr(out, "# listen is not set\n"));
+	assert_non_null(strstr(out, "# tls_listen is not set\n"));
+	assert_non_null(strstr(out, "# tls_cert_file is not set\n"));
+	assert_non_null(strstr(out, "# tls_key_file is not set\n"));
+	assert_non_null(strstr(out, "tls_min_version = TLSv1.2\n"));
 	assert_non_null(strstr(out, "# passdb_file is not set\n"));
 	assert_non_null(strstr(out, "# hostname is not set\n"));
 	free(out);
@@ -480,6 +624,10 @@ static void test_load(void **state)
 	fclose(f);
 	assert_int_equal(settings_load(&set, path, &error), 0);
 	assert_int_equal(set.listen_count, 3);
+	assert_int_equal(set.tls_listen_count, 2);
+	assert_string_equal(set.tls_listen[1], "[2001:db8::2]:995");
+	assert_string_equal(set.tls_key_file, "/etc/popbox/tls/key.pem");
+	assert_string_equal(set.tls_min_version, "TLSv1.3");
 	assert_int_equal(set.expire_days, 30);
 	settings_free(&set);
 
@@ -522,6 +670,7 @@ int main(void)
 		cmocka_unit_test(test_bad),
 		cmocka_unit_test(test_line_length),
 		cmocka_unit_test(test_listen_override),
+		cmocka_unit_test(test_listen_both_full),
 		cmocka_unit_test(test_check),
 		cmocka_unit_test(test_round_trip),
 		cmocka_unit_test(test_print_unset),
