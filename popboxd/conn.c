@@ -59,6 +59,7 @@ struct conn {
 	bool closing;
 	bool peer_eof;                  /* client half-closed: finish, then close */
 	bool stls_pending;              /* STLS's +OK is being sent */
+	bool handshaking;               /* TLS handshake not finished yet */
 	bool streaming;
 	bool logged_in;
 	int msg_fd;
@@ -474,8 +475,10 @@ static void event_callback(struct bufferevent *bev, short what, void *arg)
 {
 	struct conn *c = arg;
 	(void)bev;
-	if (what & BEV_EVENT_CONNECTED)
-		return; /* the TLS handshake is done */
+	if (what & BEV_EVENT_CONNECTED) {
+		c->handshaking = false; /* the TLS handshake is done */
+		return;
+	}
 	if (what & BEV_EVENT_TIMEOUT) {
 		conn_free(c, "write-timeout");
 	} else if ((what & BEV_EVENT_EOF) && (what & BEV_EVENT_READING) &&
@@ -521,6 +524,13 @@ static void timer_callback(evutil_socket_t fd, short what, void *arg)
 		conn_free(c, "close-timeout");
 		return;
 	}
+	if (c->handshaking) {
+		/* No reply can be sent without a handshake: just close. */
+		log_info("event=timeout session=%s rip=%s state=tls-handshake",
+			 c->id, c->peer);
+		conn_free(c, "handshake-timeout");
+		return;
+	}
 	pop3_session_abort(c->session, c->logged_in ?
 			   "idle for too long, closing" :
 			   "login took too long, closing");
@@ -537,6 +547,7 @@ static void conn_bev_setup(struct conn *c, bool tls)
 {
 	struct timeval write_timeout = { c->loop->ctx->set->idle_timeout, 0 };
 
+	c->handshaking = tls;
 	if (tls)
 		/* A client that closes without close_notify just ends. */
 		bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
