@@ -621,7 +621,8 @@ static void peer_name(const struct sockaddr *addr, char *buf, size_t size)
 		snprintf(buf, size, "unknown");
 }
 
-static int conn_setup(struct conn *c, struct loop *loop, int fd, bool tls)
+static int conn_setup(struct conn *c, struct loop *loop, int fd, bool tls,
+		      const struct sockaddr *addr)
 {
 	const struct server_context *ctx = loop->ctx;
 	uint64_t serial = atomic_fetch_add(&conn_counter, 1);
@@ -637,6 +638,8 @@ static int conn_setup(struct conn *c, struct loop *loop, int fd, bool tls)
 	}
 	c->pop3.stls = ctx->tls_ctx != NULL && !tls;
 	c->pop3.tls = tls;
+	c->pop3.cleartext_ok = ctx->set->allow_cleartext ||
+			       netmask_list_contains(&ctx->trusted, addr);
 	if (tls) {
 		SSL *ssl = SSL_new(ctx->tls_ctx);
 		if (ssl == NULL)
@@ -680,7 +683,7 @@ void conn_accept(struct loop *loop, int fd, const struct sockaddr *addr,
 	c->msg_fd = -1;
 	peer_name(addr, c->peer, sizeof(c->peer));
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (conn_setup(c, loop, fd, tls) < 0) {
+	if (conn_setup(c, loop, fd, tls, addr) < 0) {
 		log_error("event=accept-failed error=\"out of memory\"");
 		if (c->bev == NULL)
 			close(fd);

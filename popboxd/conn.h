@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 
 #include "maildrop.h"
+#include "netmask.h"
 #include "passdb.h"
 #include "pop3-session.h"
 #include "settings.h"
@@ -31,6 +32,7 @@ struct server_context {
 	struct maildrop_settings maildrop;
 	const char *hostname;
 	SSL_CTX *tls_ctx;                 /* NULL: no TLS configured */
+	struct netmask_list trusted;      /* cleartext logins allowed from */
 };
 
 /* Size of the buffer a message is read through while streamed. */

@@ -35,6 +35,7 @@ struct pop3_session {
 	bool have_user;        /* USER was accepted, PASS may follow */
 	bool message_begun;    /* SEND_MESSAGE's +OK line is out */
 	bool tls_active;       /* implicit TLS, or STLS done */
+	bool user_allowed;     /* USER/PASS accepted: TLS or cleartext_ok */
 	enum pop3_cmd sending; /* RETR or TOP, while SEND_MESSAGE is pending */
 	unsigned int bad_commands;
 	const struct mailmsg *msgs;
@@ -175,6 +176,13 @@ static bool msg_arg(struct pop3_session *s, const char *arg, size_t len,
 
 static bool cmd_user(struct pop3_session *s, const struct pop3_command *cmd)
 {
+	if (!s->user_allowed) {
+		/* Refused before PASS, so the password is never sent. */
+		bad_command(s, s->cfg->stls ?
+			    "[AUTH] plaintext login refused here: use STLS first" :
+			    "[AUTH] plaintext login refused here: use TLS");
+		return false;
+	}
 	if (cmd->arglen[0] > POP3_USER_MAX) {
 		bad_command(s, "user name too long");
 		return false;
@@ -251,7 +259,8 @@ static bool cmd_capa(struct pop3_session *s, const struct pop3_command *cmd)
 	c.used = 0;
 	chunk_line(s, &c, "+OK capability list follows");
 	chunk_line(s, &c, "TOP");
-	chunk_line(s, &c, "USER");
+	if (s->user_allowed)
+		chunk_line(s, &c, "USER");
 	chunk_line(s, &c, "UIDL");
 	chunk_line(s, &c, "RESP-CODES");
 	chunk_line(s, &c, "AUTH-RESP-CODE");
@@ -512,6 +521,7 @@ struct pop3_session *pop3_session_new(const struct pop3_config *cfg,
 	s->context = context;
 	s->state = POP3_STATE_AUTHORIZATION;
 	s->tls_active = cfg->tls;
+	s->user_allowed = cfg->tls || cfg->cleartext_ok;
 	if (cfg->apop && cfg->apop_timestamp != NULL)
 		out_printf(s, "+OK popbox ready %s", cfg->apop_timestamp);
 	else
@@ -666,6 +676,7 @@ void pop3_session_tls_started(struct pop3_session *s)
 {
 	memset(&s->action, 0, sizeof(s->action));
 	s->tls_active = true;
+	s->user_allowed = true;
 	s->have_user = false;
 }
 

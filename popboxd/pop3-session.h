@@ -44,6 +44,10 @@ struct pop3_config {
 	const char *implementation;      /* CAPA IMPLEMENTATION */
 	bool stls;           /* STLS (RFC 2595) can be offered on this connection */
 	bool tls;            /* the connection is already encrypted (implicit TLS) */
+	/* USER/PASS may be used before TLS (trusted network, or the admin
+	   allowed cleartext).  Otherwise USER is refused, so the password is
+	   never sent, and CAPA does not list USER until TLS is up. */
+	bool cleartext_ok;
 };
 
 enum pop3_action_type {

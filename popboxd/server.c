@@ -286,6 +286,10 @@ static void context_init(struct server *server, struct passdb *passdb,
 		.implementation = "popbox",
 	};
 	server->ctx.maildrop.login_delay = set->login_delay;
+	/* Checked when the config was loaded: cannot fail here. */
+	if (netmask_list_parse(set->trusted_networks, strlen(set->trusted_networks),
+			       &server->ctx.trusted, &error) < 0)
+		fatal("event=startup error=\"trusted_networks: %s\"", error);
 }
 
 void server_run(struct server *server, struct passdb *passdb, SSL_CTX *tls_ctx)

@@ -26,6 +26,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "netmask.h"
 #include "strnum.h"
 
 /* Longest config line without its newline; longer lines are an error. */
@@ -66,6 +67,7 @@ static const char *settings_check_hostname(const char *value);
 static const char *settings_check_mail_user(const char *value);
 static const char *settings_check_abs_path(const char *value);
 static const char *settings_check_tls_version(const char *value);
+static const char *settings_check_networks(const char *value);
 
 #define OFF(field) offsetof(struct popboxd_settings, field)
 
@@ -93,6 +95,13 @@ static const struct settings_def settings_defs[] = {
 	{ "mail_user", SET_STRING, OFF(mail_user), 0, 0, "popbox",
 	  "unprivileged user for mail access when started as root",
 	  settings_check_mail_user, 0 },
+	{ "trusted_networks", SET_STRING, OFF(trusted_networks), 0, 0,
+	  "127.0.0.0/8 ::1/128",
+	  "where USER/PASS may come without TLS (space-separated, or none)",
+	  settings_check_networks, 0 },
+	{ "allow_cleartext", SET_BOOL, OFF(allow_cleartext), 0, 0, "no",
+	  "allow passwords without TLS from anywhere: legacy sites only",
+	  NULL, 0 },
 	{ "apop", SET_BOOL, OFF(apop), 0, 0, "no",
 	  "offer APOP; needs {PLAIN} secrets on disk, so off by default",
 	  NULL, 0 },
@@ -145,6 +154,16 @@ static const char *settings_error(const char *fmt, ...)
 	va_end(args);
 	memcpy(settings_errbuf, tmp, sizeof(tmp));
 	return settings_errbuf;
+}
+
+static const char *settings_check_networks(const char *value)
+{
+	struct netmask_list list;
+	const char *error = NULL;
+
+	if (netmask_list_parse(value, strlen(value), &list, &error) < 0)
+		return error;
+	return NULL;
 }
 
 static const char *settings_check_hostname(const char *value)

@@ -27,6 +27,10 @@ struct popboxd_settings {
 	char *tls_cert_file;
 	char *tls_key_file;
 	char *tls_min_version;  /* "TLSv1.2" (default) or "TLSv1.3" */
+	/* USER/PASS without TLS is refused unless the client is on one of
+	   these networks ("none": nowhere) or allow_cleartext is set. */
+	char *trusted_networks;       /* default "127.0.0.0/8 ::1/128" */
+	bool allow_cleartext;         /* default no */
 	char *passdb_file;                 /* required */
 	char *mail_location;   /* Maildir path template: %u user, %h home, %d domain,
 				  %n local part, %% percent; default "%h/Maildir" */

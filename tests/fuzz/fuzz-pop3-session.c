@@ -85,6 +85,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		.max_bad_commands = 20,
 		.implementation = "popbox",
 		.stls = size > 0 && (data[0] & 2),
+		.cleartext_ok = size == 0 || !(data[0] & 4),
 	};
 	struct fuzz_out out = { 0, 0, 0, 1 };
 	struct pop3_session *s = pop3_session_new(&cfg, fuzz_output, &out);

@@ -698,3 +698,57 @@ def test_bad_certificate_config_fails_at_start(env, pki, hashes):
     text = _start_fails(env, "bad-version", tls_cert_file=pki.cert,
                         tls_key_file=pki.key, tls_min_version="TLSv1.1")
     assert "TLSv1.2 or TLSv1.3" in text, text
+
+
+# ------------------------------------------- cleartext refused off trusted nets
+
+
+def test_cleartext_login_refused_off_trusted_networks(env, server, pki, conns):
+    """trusted_networks = none makes loopback look like a remote client:
+    USER is refused before TLS (so PASS is never sent), CAPA does not offer
+    USER, and after STLS the login works."""
+    fill(env)
+    s = tls_server(server, pki, implicit=False, trusted_networks="none")
+    c = RawPOP3(s.host, s.port)
+    conns.append(c.sock)
+    st, capa = c.multi("CAPA")
+    caps = capa.split(b"\r\n")
+    assert b"USER" not in caps and b"STLS" in caps, capa
+    r = c.cmd("USER alice")
+    assert r.startswith(b"-ERR [AUTH] ") and b"STLS" in r, r
+    assert c.cmd(f"PASS {PW['alice']}").startswith(b"-ERR"), "PASS got past a refused USER"
+    assert "event=login " not in s.log()
+
+    p = poplib.POP3(s.host, s.port, timeout=SOCKET_TIMEOUT)
+    try:
+        p.stls(client_ctx(pki))
+        assert "USER" in p.capa()
+        p.user("alice")
+        assert p.pass_(PW["alice"]).startswith(b"+OK")
+        assert p.stat()[0] == len(MESSAGES)
+    finally:
+        p.quit()
+
+
+def test_cleartext_refused_by_curl_without_tls(env, server, pki):
+    fill(env)
+    s = tls_server(server, pki, implicit=False, trusted_networks="none")
+    r = subprocess.run(["curl", "-sS", "-u", f"alice:{PW['alice']}",
+                        f"pop3://127.0.0.1:{s.port}/"],
+                       capture_output=True, timeout=30)
+    assert r.returncode != 0, "curl logged in without TLS off a trusted network"
+    r = subprocess.run(["curl", "-sS", "--ssl-reqd", "--cacert", str(pki.ca),
+                        "-u", f"alice:{PW['alice']}",
+                        f"pop3://localhost:{s.port}/"],
+                       capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+
+
+def test_allow_cleartext_option(env, server, pki, conns):
+    fill(env)
+    s = tls_server(server, pki, implicit=False, trusted_networks="none",
+                   allow_cleartext="yes")
+    c = RawPOP3(s.host, s.port)
+    conns.append(c.sock)
+    c.login("alice", PW["alice"])
+    assert c.cmd("QUIT").startswith(b"+OK")

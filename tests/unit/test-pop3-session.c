@@ -50,6 +50,7 @@ static struct fixture *fixture_new(bool apop)
 		.max_auth_failures = 3,
 		.max_bad_commands = 5,
 		.implementation = "popbox",
+		.cleartext_ok = true,
 	};
 	f->s = pop3_session_new(&f->cfg, capture_output, &f->out);
 	assert_non_null(f->s);
@@ -610,6 +611,45 @@ static void test_stls_refused(void **state)
 	fixture_free(f);
 }
 
+static void test_cleartext_refused_until_tls(void **state)
+{
+	(void)state;
+	struct fixture *f = fixture_new(false);
+	expect(f, "+OK popbox ready\r\n");
+	f->cfg.cleartext_ok = false;
+	f->cfg.stls = true;
+	pop3_session_free(&f->s);
+	f->s = pop3_session_new(&f->cfg, capture_output, &f->out);
+	expect(f, "+OK popbox ready\r\n");
+	feed_str(f, "CAPA\r\n");
+	expect(f, "+OK capability list follows\r\nTOP\r\nUIDL\r\n"
+		  "RESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\nSTLS\r\n"
+		  "EXPIRE NEVER\r\nIMPLEMENTATION popbox\r\n.\r\n");
+	/* Refused at USER: a client never gets to send the password. */
+	feed_str(f, "USER alice\r\nPASS secret\r\n");
+	expect(f, "-ERR [AUTH] plaintext login refused here: use STLS first\r\n"
+		  "-ERR send USER first\r\n");
+	assert_int_equal(pop3_session_action(f->s)->type, POP3_ACTION_NONE);
+	feed_str(f, "STLS\r\n");
+	expect(f, "+OK begin TLS negotiation\r\n");
+	pop3_session_tls_started(f->s);
+	feed_str(f, "USER alice\r\nPASS secret\r\n");
+	expect(f, "+OK send PASS\r\n");
+	assert_int_equal(pop3_session_action(f->s)->type, POP3_ACTION_LOGIN);
+	fixture_free(f);
+
+	/* Implicit TLS: allowed from the start. */
+	f = fixture_new(false);
+	f->cfg.cleartext_ok = false;
+	f->cfg.tls = true;
+	pop3_session_free(&f->s);
+	f->s = pop3_session_new(&f->cfg, capture_output, &f->out);
+	f->out.len = 0;
+	feed_str(f, "USER alice\r\n");
+	expect(f, "+OK send PASS\r\n");
+	fixture_free(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -637,6 +677,7 @@ int main(void)
 		cmocka_unit_test(test_apop),
 		cmocka_unit_test(test_stls),
 		cmocka_unit_test(test_stls_refused),
+		cmocka_unit_test(test_cleartext_refused_until_tls),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

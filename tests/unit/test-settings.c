@@ -84,6 +84,10 @@ struct good_case {
 
 static const struct good_case good_cases[] = {
 	{ "idle_timeout = 900", "idle_timeout = 900\n" },
+	{ "trusted_networks = none", "trusted_networks = none\n" },
+	{ "trusted_networks = 192.168.0.0/16  ::1",
+	  "trusted_networks = 192.168.0.0/16  ::1\n" },
+	{ "allow_cleartext = on", "allow_cleartext = yes\n" },
 	{ "idle_timeout=600", "idle_timeout = 600\n" },
 	{ "  idle_timeout\t=\t86400  ", "idle_timeout = 86400\n" },
 	{ "idle_timeout = 0900 # ten+5 minutes", "idle_timeout = 900\n" },
@@ -261,6 +265,12 @@ static const struct bad_case bad_cases[] = {
 	  "line 3: 'tls_key_file' given twice (first on line 1)" },
 	{ "tls_min_version = TLSv1.1",
 	  "line 1: tls_min_version: expected TLSv1.2 or TLSv1.3" },
+	{ "trusted_networks = 10.0.0.1/8",
+	  "line 1: trusted_networks: host bits set below the prefix length" },
+	{ "trusted_networks = lan",
+	  "line 1: trusted_networks: not a numeric IPv4 or IPv6 address" },
+	{ "allow_cleartext = sometimes",
+	  "line 1: allow_cleartext: expected yes/no/true/false/on/off" },
 	{ "tls_min_version = TLSv1",
 	  "line 1: tls_min_version: expected TLSv1.2 or TLSv1.3" },
 	{ "tls_min_version = SSLv3",
@@ -469,6 +479,8 @@ static const char full_config[] =
 	"passdb_file = /etc/popbox/users\n"
 	"mail_location = /var/mail/%d/%n/Maildir\n"
 	"mail_user = vmail\n"
+	"trusted_networks = 10.0.0.0/8 fd00::/8\n"
+	"allow_cleartext = yes\n"
 	"apop = yes\n"
 	"login_delay = 300\n"
 	"expire_days = 30\n"
