@@ -226,13 +226,17 @@ def test_make_run_demo_commands(env):
                      for p in (maildir / sub).iterdir()]
         assert len(originals) == 3, "the demo maildrop should hold 3 samples"
 
-        tls_results = []
-        for c in tls_cmds:
-            r = subprocess.run(["bash", "-c", c], cwd=top, env=e,
-                               capture_output=True, timeout=60)
-            assert r.returncode == 0, f"printed TLS command failed ({r.returncode}): " \
-                                      f"{c}\n{r.stderr.decode(errors='replace')}"
-            tls_results.append(r.stdout)
+        def run_printed(commands):
+            outputs = []
+            for c in commands:
+                r = subprocess.run(["bash", "-c", c], cwd=top, env=e,
+                                   capture_output=True, timeout=60)
+                assert r.returncode == 0, f"printed command failed ({r.returncode}): " \
+                                          f"{c}\n{r.stderr.decode(errors='replace')}"
+                outputs.append(r.stdout)
+            return outputs
+
+        tls_results = run_printed(tls_cmds)
         assert len(tls_results[0].split(b"\r\n")) == 4, \
             f"demo LIST over pop3s: {tls_results[0]!r}"
         assert tls_results[1] in [wire_form(o) for o in originals], \
@@ -240,13 +244,7 @@ def test_make_run_demo_commands(env):
         assert len(fetched(top / "run" / "fetched-tls")) == 3, \
             "mpop over pop3s should fetch the 3 samples"
 
-        results = []
-        for c in cmds:
-            r = subprocess.run(["bash", "-c", c], cwd=top, env=e,
-                               capture_output=True, timeout=60)
-            assert r.returncode == 0, f"printed command failed ({r.returncode}): " \
-                                      f"{c}\n{r.stderr.decode(errors='replace')}"
-            results.append(r.stdout)
+        results = run_printed(cmds)
         listing = results[0].split(b"\r\n")
         assert len(listing) == 4, f"demo LIST: {results[0]!r}"
         assert results[1] in [wire_form(o) for o in originals], \
