@@ -383,12 +383,15 @@ static void conn_free(struct conn *c, const char *reason)
 	maildrop_close(&c->md);
 	passdb_user_clear(&c->user);
 	pop3_session_free(&c->session);
-	SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
-	if (ssl != NULL && c->closing)
-		/* All replies are out: say close_notify, so the client can
-		   tell the end from a truncation. */
-		SSL_shutdown(ssl);
-	bufferevent_free(c->bev);
+	/* NULL only when STLS failed half-way and the socket is closed. */
+	if (c->bev != NULL) {
+		SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+		if (ssl != NULL && c->closing)
+			/* All replies are out: say close_notify, so the
+			   client can tell the end from a truncation. */
+			SSL_shutdown(ssl);
+		bufferevent_free(c->bev);
+	}
 	event_free(c->timer);
 	if (c->delay != NULL)
 		event_free(c->delay);
@@ -597,8 +600,6 @@ static int conn_start_tls(struct conn *c)
 	if (c->bev == NULL) {
 		SSL_free(ssl);
 		close(fd);
-		/* c->bev is gone: free the rest by hand. */
-		c->bev = bufferevent_socket_new(c->loop->base, -1, 0);
 		conn_free(c, "tls-setup-failed");
 		return -1;
 	}

@@ -25,8 +25,8 @@
 
 #include "conn.h"
 #include "jobs.h"
+#include "listen-addr.h"
 #include "log.h"
-#include "strnum.h"
 
 /* Pending connections per listening socket. */
 #define SERVER_BACKLOG 1024
@@ -53,51 +53,6 @@ struct server {
 	size_t fd_count;
 	char hostname[256];
 };
-
-/* Splits "host:port", "[v6]:port" or "*:port" into an address. */
-static int parse_listen(const char *spec, struct sockaddr_storage *ss,
-			socklen_t *len_r, const char **error_r)
-{
-	char host[INET6_ADDRSTRLEN + 1];
-	const char *colon = strrchr(spec, ':');
-	uint64_t port;
-	size_t hlen;
-
-	*error_r = "listen: expected HOST:PORT";
-	if (colon == NULL ||
-	    strnum_parse_u64(colon + 1, strlen(colon + 1), 65535, &port) < 0)
-		return -1;
-	hlen = (size_t)(colon - spec);
-	if (hlen >= 2 && spec[0] == '[' && spec[hlen - 1] == ']') {
-		spec++;
-		hlen -= 2;
-	}
-	if (hlen == 0 || hlen >= sizeof(host))
-		return -1;
-	memcpy(host, spec, hlen);
-	host[hlen] = '\0';
-	memset(ss, 0, sizeof(*ss));
-	struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
-	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
-	if (strcmp(host, "*") == 0) {
-		in6->sin6_family = AF_INET6;
-		in6->sin6_addr = in6addr_any;
-		in6->sin6_port = htons((uint16_t)port);
-		*len_r = sizeof(*in6);
-	} else if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
-		in4->sin_family = AF_INET;
-		in4->sin_port = htons((uint16_t)port);
-		*len_r = sizeof(*in4);
-	} else if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
-		in6->sin6_family = AF_INET6;
-		in6->sin6_port = htons((uint16_t)port);
-		*len_r = sizeof(*in6);
-	} else {
-		*error_r = "listen: not a numeric address";
-		return -1;
-	}
-	return 0;
-}
 
 static int bind_one(const struct sockaddr_storage *ss, socklen_t len,
 		    const char **error_r)
@@ -151,7 +106,7 @@ static int bind_address(struct server *server, size_t index, const char *spec,
 	struct sockaddr_storage ss;
 	socklen_t len;
 
-	if (parse_listen(spec, &ss, &len, error_r) < 0)
+	if (listen_addr_parse(spec, &ss, &len, error_r) < 0)
 		return -1;
 	int fd = bind_one(&ss, len, error_r);
 	if (fd < 0)

@@ -26,6 +26,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "listen-addr.h"
 #include "netmask.h"
 #include "strnum.h"
 
@@ -213,52 +214,14 @@ static const char *settings_check_tls_version(const char *value)
 	return NULL;
 }
 
-/* Port: 0..65535 in plain decimal, no leading zeros ("0" alone is fine). */
-static bool settings_port_valid(const char *s)
-{
-	uint64_t port;
-	size_t len = strlen(s);
-
-	if (len > 1 && s[0] == '0')
-		return false;
-	return strnum_parse_u64(s, len, 65535, &port) == 0;
-}
-
-/*
- * "IPv4:port", "[IPv6]:port" or "*:port".  inet_pton() is a pure text
- * parser and the one the listener itself will use, so what passes here
- * binds there.  Scope ids ("%eth0") are not supported.
- */
+/* The listener's own parser: what passes here is what the server binds. */
 static bool settings_listen_valid(const char *value)
 {
-	char host[64];
-	unsigned char addr[16];
-	const char *colon;
-	int family = AF_INET;
+	struct sockaddr_storage ss;
+	socklen_t len;
+	const char *error;
 
-	if (value[0] == '[') {
-		const char *close = strchr(value, ']');
-
-		if (close == NULL || close[1] != ':')
-			return false;
-		colon = close + 1;
-		value++;
-		family = AF_INET6;
-	} else {
-		colon = strrchr(value, ':');
-		if (colon == NULL)
-			return false;
-	}
-	size_t hostlen = (size_t)(colon - value) - (family == AF_INET6 ? 1 : 0);
-	if (hostlen == 0 || hostlen >= sizeof(host))
-		return false;
-	memcpy(host, value, hostlen);
-	host[hostlen] = '\0';
-	if (!settings_port_valid(colon + 1))
-		return false;
-	if (family == AF_INET && strcmp(host, "*") == 0)
-		return true;
-	return inet_pton(family, host, addr) == 1;
+	return listen_addr_parse(value, &ss, &len, &error) == 0;
 }
 
 /* A SET_LISTEN row's address array and count inside set. */

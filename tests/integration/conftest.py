@@ -19,6 +19,20 @@ from pathlib import Path
 
 import pytest
 
+CURL = shutil.which("curl")
+MPOP = shutil.which("mpop")
+
+needs_curl = pytest.mark.skipif(CURL is None, reason="curl is not installed")
+needs_mpop = pytest.mark.skipif(MPOP is None, reason="mpop is not installed (apt-get install mpop)")
+
+# Sample messages for the client tests: LF and CRLF line ends, a dotted
+# line, 8-bit bytes and a message without a final newline.
+MESSAGES = [
+    b"From: a@example.org\nSubject: one\n\nbody one\n",
+    b"From: b@example.org\r\nSubject: two\r\n\r\n.dotted line\r\n..double\r\nend\r\n",
+    b"Subject: three\n\n\xc3\xa4 8-bit and no final newline",
+]
+
 REPO = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("POPBOX_BUILD", "build/asan"))
 if not BUILD.is_absolute():

@@ -2,7 +2,6 @@
 `make run` (scripts/run-demo.sh) prints."""
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -10,22 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import POPBOX, REPO, SANITIZER_PATTERNS, USERS, wire_form
+from conftest import (CURL, MESSAGES, MPOP, POPBOX, REPO, SANITIZER_PATTERNS,
+                      USERS, needs_curl, needs_mpop, wire_form)
 
 PW = {u: pw for u, (_, pw) in USERS.items()}
-CURL = shutil.which("curl")
-MPOP = shutil.which("mpop")
-
-needs_curl = pytest.mark.skipif(CURL is None, reason="curl is not installed")
-needs_mpop = pytest.mark.skipif(MPOP is None, reason="mpop is not installed (apt-get install mpop)")
-
-MESSAGES = [
-    b"From: a@example.org\nSubject: one\n\nbody one\n",
-    b"From: b@example.org\r\nSubject: two\r\n\r\n.dotted line\r\n..double\r\nend\r\n",
-    b"Subject: three\n\n\xc3\xa4 8-bit and no final newline",
-]
-
-
 def run(cmd, timeout=30, **kw):
     return subprocess.run(cmd, capture_output=True, timeout=timeout, **kw)
 

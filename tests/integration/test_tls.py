@@ -21,23 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (IS_ROOT, POPBOXD, SOCKET_TIMEOUT, USERS, RawPOP3,
-                      unstuff, wire_form)
+from conftest import (CURL, IS_ROOT, MESSAGES, MPOP, POPBOXD, SOCKET_TIMEOUT,
+                      USERS, RawPOP3, needs_curl, needs_mpop, unstuff,
+                      wire_form)
 
 PW = {u: pw for u, (_, pw) in USERS.items()}
 OPENSSL = shutil.which("openssl")
-CURL = shutil.which("curl")
-MPOP = shutil.which("mpop")
-
-needs_curl = pytest.mark.skipif(CURL is None, reason="curl is not installed")
-needs_mpop = pytest.mark.skipif(MPOP is None, reason="mpop is not installed")
-
-MESSAGES = [
-    b"From: a@example.org\nSubject: one\n\nbody one\n",
-    b"From: b@example.org\r\nSubject: two\r\n\r\n.dotted line\r\n..double\r\nend\r\n",
-    b"Subject: three\n\n\xc3\xa4 8-bit and no final newline",
-]
-
 STLS_OK = b"+OK begin TLS negotiation"
 LISTENING = re.compile(r"event=listening addr=127\.0\.0\.1:(\d+)")
 
