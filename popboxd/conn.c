@@ -27,9 +27,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth-penalty.h"
 #include "jobs.h"
 #include "log.h"
 #include "pop3-parse.h"
+#include "sasl.h"
 #include "wire.h"
 
 /* Stop feeding commands while this much output waits (backpressure). */
@@ -38,12 +40,23 @@
 #define CONN_OUT_LOW (64 * 1024)
 /* Stop reading from the socket once this much input waits unprocessed. */
 #define CONN_IN_HIGH (64 * 1024)
-/* Bytes offered to the core at once: more than one command line. */
-#define CONN_PULL_MAX (2 * POP3_LINE_MAX)
+/* Bytes offered to the core at once: more than its longest line. */
+#define CONN_PULL_MAX (2 * POP3_INPUT_MAX)
 /* While a job runs, timers that fire are retried after this long. */
 #define CONN_RETRY_MS 1000
 
-enum conn_job_kind { CONN_JOB_NONE, CONN_JOB_LOGIN, CONN_JOB_COMMIT };
+enum conn_job_kind {
+	CONN_JOB_NONE,
+	CONN_JOB_LOGIN,       /* USER/PASS or APOP: verify, open the maildrop */
+	CONN_JOB_AUTH,        /* one SASL step; the last opens the maildrop */
+	CONN_JOB_COMMIT,
+};
+
+/* What c->delay is waiting for. */
+enum conn_delay_kind {
+	CONN_DELAY_PENALTY,   /* an address with failed logins waits to try */
+	CONN_DELAY_ANSWER,    /* a failed login's answer waits */
+};
 
 struct conn {
 	struct job job;                 /* first: job callbacks cast back */
@@ -52,7 +65,8 @@ struct conn {
 	struct pop3_session *session;
 	struct pop3_config pop3;
 	struct event *timer;            /* pre-auth deadline, then idle */
-	struct event *delay;            /* failed-login delay */
+	struct event *delay;            /* penalty or failed-login delay */
+	enum conn_delay_kind delay_kind;
 	enum conn_job_kind job_kind;
 	bool job_running;
 	bool dead;                      /* peer gone: free when the job returns */
@@ -66,6 +80,11 @@ struct conn {
 	struct wire_encoder enc;
 	struct maildrop *md;
 	struct passdb_user user;
+	struct sasl_server *sasl;       /* the AUTH exchange in progress */
+	enum sasl_status sasl_status;   /* the last step's, from the job */
+	const uint8_t *sasl_out;        /* its challenge */
+	size_t sasl_out_len;
+	struct auth_penalty_key penalty_key;
 	uint64_t bytes_out;
 	struct timespec job_start;
 	/* Results handed from a job thread to the loop. */
@@ -236,27 +255,100 @@ static void login_run(struct job *job)
 		passdb_user_clear(&c->user);
 }
 
+/* On a pool thread: one step of the SASL exchange; the session is parked
+   on AUTH_STEP, so its data stays put until the answer. */
+static void auth_run(struct job *job)
+{
+	struct conn *c = (struct conn *)job;
+	const struct pop3_action *a = pop3_session_action(c->session);
+
+	c->job_error = NULL;
+	c->login_result = POP3_LOGIN_SYS_TEMP;
+	if (a->sasl_first) {
+		sasl_server_free(&c->sasl);
+		c->sasl = sasl_server_new(a->sasl_mech);
+		if (c->sasl == NULL) {
+			c->sasl_status = SASL_TEMPFAIL;
+			c->job_error = "out of memory";
+			return;
+		}
+	}
+	c->sasl_status = sasl_server_step(c->sasl, c->loop->ctx->passdb,
+					  a->sasl_data, a->sasl_len,
+					  &c->sasl_out, &c->sasl_out_len,
+					  &c->user);
+	switch (c->sasl_status) {
+	case SASL_CONTINUE:
+		return;
+	case SASL_OK:
+		c->login_result = login_open_maildrop(c);
+		if (c->login_result != POP3_LOGIN_OK)
+			passdb_user_clear(&c->user);
+		return;
+	case SASL_FAIL:
+		c->login_result = POP3_LOGIN_AUTH_FAILED;
+		return;
+	case SASL_MALFORMED:
+		c->login_result = POP3_LOGIN_MALFORMED;
+		return;
+	case SASL_TEMPFAIL:
+		c->job_error = "password database unavailable";
+		return;
+	}
+}
+
+static bool login_failed(enum pop3_login_result result)
+{
+	return result == POP3_LOGIN_AUTH_FAILED || result == POP3_LOGIN_MALFORMED;
+}
+
+static time_t monotonic_seconds(void)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return now.tv_sec;
+}
+
 static void login_finish(struct conn *c)
 {
 	char user[LOG_ESCAPE_MAX + 1];
 	const struct pop3_action *a = pop3_session_action(c->session);
 	const struct mailmsg *msgs = NULL;
 	size_t count = 0;
+	const char *name = a->user;
 
-	log_escape(user, a->user, strlen(a->user));
+	if (c->job_kind == CONN_JOB_AUTH)
+		name = c->sasl != NULL ? sasl_server_user(c->sasl) : NULL;
+	if (name == NULL)
+		name = "";
+	log_escape(user, name, strlen(name));
+	if (login_failed(c->login_result))
+		auth_penalty_failed(c->loop->ctx->penalty, &c->penalty_key,
+				    monotonic_seconds());
 	if (c->login_result == POP3_LOGIN_OK) {
 		msgs = maildrop_list(c->md, &count);
 		log_info("event=login session=%s user=%s rip=%s messages=%zu",
 			 c->id, user, c->peer, count);
-	} else if (c->login_result == POP3_LOGIN_AUTH_FAILED) {
-		log_info("event=auth-failed session=%s user=%s rip=%s",
-			 c->id, user, c->peer);
+	} else if (login_failed(c->login_result)) {
+		log_info("event=auth-failed session=%s user=%s rip=%s%s%s",
+			 c->id, user, c->peer,
+			 c->job_kind == CONN_JOB_AUTH ? " mech=" : "",
+			 c->job_kind == CONN_JOB_AUTH ?
+			 sasl_mech_name(a->sasl_mech) : "");
 	} else {
 		log_warn("event=login-refused session=%s user=%s rip=%s reason=\"%s\"",
 			 c->id, user, c->peer,
 			 c->job_error != NULL ? c->job_error : "?");
 	}
-	pop3_session_login_done(c->session, c->login_result, msgs, count);
+	if (c->job_kind == CONN_JOB_AUTH) {
+		pop3_session_auth_done(c->session, c->login_result,
+				       c->login_result == POP3_LOGIN_OK ?
+				       c->user.name : NULL, msgs, count);
+		sasl_server_free(&c->sasl);
+	} else {
+		pop3_session_login_done(c->session, c->login_result, msgs,
+					count);
+	}
 	if (pop3_session_state(c->session) == POP3_STATE_TRANSACTION) {
 		long idle_ms = (long)c->loop->ctx->set->idle_timeout * 1000;
 		c->logged_in = true;
@@ -268,13 +360,32 @@ static void login_finish(struct conn *c)
 	conn_process(c);
 }
 
+static void conn_run_job(struct conn *c);
+
 static void delay_callback(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
 	(void)fd;
 	(void)what;
 	c->job_running = false;
-	login_finish(c);
+	if (c->delay_kind == CONN_DELAY_PENALTY)
+		conn_run_job(c);
+	else
+		login_finish(c);
+}
+
+/* Parks the connection on c->delay for ms; false if no timer could be
+   made (then the caller goes on at once). */
+static bool conn_delay(struct conn *c, enum conn_delay_kind kind, long ms)
+{
+	if (c->delay == NULL)
+		c->delay = evtimer_new(c->loop->base, delay_callback, c);
+	if (c->delay == NULL)
+		return false;
+	c->delay_kind = kind;
+	c->job_running = true; /* the session stays parked until it fires */
+	timer_arm(c->delay, ms);
+	return true;
 }
 
 static void job_done(struct job *job)
@@ -294,24 +405,20 @@ static void job_done(struct job *job)
 		conn_process(c);
 		return;
 	}
+	if (c->job_kind == CONN_JOB_AUTH && c->sasl_status == SASL_CONTINUE) {
+		pop3_session_auth_challenge(c->session, c->sasl_out,
+					    c->sasl_out_len);
+		conn_process(c);
+		return;
+	}
 	/* A failed login is answered after the same delay whatever the
 	   reason, measured from when the request came in. */
 	long wait = 0;
-	if (c->login_result == POP3_LOGIN_AUTH_FAILED)
+	if (login_failed(c->login_result))
 		wait = (long)c->loop->ctx->set->auth_failure_delay_ms -
 		       ms_since(&c->job_start);
-	if (wait <= 0) {
+	if (wait <= 0 || !conn_delay(c, CONN_DELAY_ANSWER, wait))
 		login_finish(c);
-		return;
-	}
-	if (c->delay == NULL)
-		c->delay = evtimer_new(c->loop->base, delay_callback, c);
-	if (c->delay == NULL) {
-		login_finish(c);
-		return;
-	}
-	c->job_running = true; /* the session stays parked until the delay ends */
-	timer_arm(c->delay, wait);
 }
 
 static void commit_run(struct job *job)
@@ -325,13 +432,41 @@ static void commit_run(struct job *job)
 				       &c->job_error) == 0;
 }
 
-static void conn_start_job(struct conn *c, enum conn_job_kind kind)
+static void conn_run_job(struct conn *c)
 {
-	c->job_kind = kind;
+	static void (*const runs[])(struct job *) = {
+		[CONN_JOB_LOGIN] = login_run,
+		[CONN_JOB_AUTH] = auth_run,
+		[CONN_JOB_COMMIT] = commit_run,
+	};
+
 	c->job_running = true;
-	c->job.run = kind == CONN_JOB_LOGIN ? login_run : commit_run;
+	c->job.run = runs[c->job_kind];
 	clock_gettime(CLOCK_MONOTONIC, &c->job_start);
 	jobs_submit(c->loop->ctx->jobs, &c->job);
+}
+
+/* A login attempt (PASS, APOP, or the start of an AUTH exchange) from an
+   address with recent failures waits first, before any verification. */
+static void conn_start_job(struct conn *c, enum conn_job_kind kind)
+{
+	const struct pop3_action *a = pop3_session_action(c->session);
+	bool attempt = kind == CONN_JOB_LOGIN ||
+		       (kind == CONN_JOB_AUTH && a->sasl_first);
+
+	c->job_kind = kind;
+	if (attempt) {
+		unsigned int ms = auth_penalty_delay_ms(c->loop->ctx->penalty,
+							&c->penalty_key,
+							monotonic_seconds());
+		if (ms > 0) {
+			log_info("event=auth-penalty session=%s rip=%s delay_ms=%u",
+				 c->id, c->peer, ms);
+			if (conn_delay(c, CONN_DELAY_PENALTY, ms))
+				return;
+		}
+	}
+	conn_run_job(c);
 }
 
 /* ---- closing ---- */
@@ -382,6 +517,7 @@ static void conn_free(struct conn *c, const char *reason)
 		close(c->msg_fd);
 	maildrop_close(&c->md);
 	passdb_user_clear(&c->user);
+	sasl_server_free(&c->sasl);
 	pop3_session_free(&c->session);
 	/* NULL only when STLS failed half-way and the socket is closed. */
 	if (c->bev != NULL) {
@@ -414,6 +550,9 @@ static void conn_process(struct conn *c)
 		case POP3_ACTION_COMMIT:
 			conn_start_job(c, CONN_JOB_COMMIT);
 			return;
+		case POP3_ACTION_AUTH_STEP:
+			conn_start_job(c, CONN_JOB_AUTH);
+			return;
 		case POP3_ACTION_SEND_MESSAGE:
 			conn_start_send(c, a);
 			continue;
@@ -436,6 +575,9 @@ static void conn_process(struct conn *c)
 			used = pop3_session_input(c->session, p, n);
 			evbuffer_drain(in, used);
 		}
+		/* An exchange the client cancelled or broke: forget it now. */
+		if (c->sasl != NULL && !pop3_session_in_auth(c->session))
+			sasl_server_free(&c->sasl);
 		if (used > 0 ||
 		    pop3_session_action(c->session)->type != POP3_ACTION_NONE)
 			continue;
@@ -586,7 +728,7 @@ static int conn_start_tls(struct conn *c)
 	if (junk > 0)
 		log_warn("event=stls-discarded session=%s rip=%s bytes=%zu",
 			 c->id, c->peer, junk);
-	ssl = SSL_new(c->loop->ctx->tls_ctx);
+	ssl = tls_server_ssl_new(c->loop->ctx->tls);
 	if (ssl == NULL) {
 		conn_free(c, "tls-setup-failed");
 		return -1;
@@ -637,12 +779,12 @@ static int conn_setup(struct conn *c, struct loop *loop, int fd, bool tls,
 			 (long)time(NULL), ctx->hostname);
 		c->pop3.apop_timestamp = c->apop_timestamp;
 	}
-	c->pop3.stls = ctx->tls_ctx != NULL && !tls;
+	c->pop3.stls = ctx->tls != NULL && !tls;
 	c->pop3.tls = tls;
 	c->pop3.cleartext_ok = ctx->set->allow_cleartext ||
 			       netmask_list_contains(&ctx->trusted, addr);
 	if (tls) {
-		SSL *ssl = SSL_new(ctx->tls_ctx);
+		SSL *ssl = tls_server_ssl_new(ctx->tls);
 		if (ssl == NULL)
 			return -1;
 		c->bev = bufferevent_openssl_socket_new(loop->base, fd, ssl,
@@ -683,6 +825,7 @@ void conn_accept(struct loop *loop, int fd, const struct sockaddr *addr,
 	c->loop = loop;
 	c->msg_fd = -1;
 	peer_name(addr, c->peer, sizeof(c->peer));
+	auth_penalty_key_from(addr, &c->penalty_key);
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (conn_setup(c, loop, fd, tls, addr) < 0) {
 		log_error("event=accept-failed error=\"out of memory\"");

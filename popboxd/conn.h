@@ -19,6 +19,9 @@
 #include "passdb.h"
 #include "pop3-session.h"
 #include "settings.h"
+#include "tls.h"
+
+struct auth_penalty;
 
 struct event_base;
 struct jobs;
@@ -31,7 +34,8 @@ struct server_context {
 	struct pop3_config pop3;          /* apop_timestamp is per connection */
 	struct maildrop_settings maildrop;
 	const char *hostname;
-	SSL_CTX *tls_ctx;                 /* NULL: no TLS configured */
+	struct tls_server *tls;           /* NULL: no TLS configured */
+	struct auth_penalty *penalty;     /* failed logins per address */
 	struct netmask_list trusted;      /* cleartext logins allowed from */
 };
 

@@ -114,13 +114,13 @@ int main(int argc, char **argv)
 	if (passdb_open(set.passdb_file, &passdb, &error) < 0)
 		fatal("event=startup passdb=%s error=\"%s\"", set.passdb_file, error);
 	/* The key is read now, while still root; never again after. */
-	SSL_CTX *tls_ctx = NULL;
+	struct tls_server *tls = NULL;
 	if (set.tls_cert_file != NULL &&
-	    tls_context_create(set.tls_cert_file, set.tls_key_file,
-			       set.tls_min_version, &tls_ctx, &error) < 0)
+	    tls_server_create(set.tls_cert_file, set.tls_key_file,
+			      set.tls_min_version, &tls, &error) < 0)
 		fatal("event=startup error=\"TLS: %s\"", error);
 	if (server_bind(&set, &server, &error) < 0)
 		fatal("event=startup error=\"cannot listen: %s\"", error);
 	drop_privileges(set.mail_user);
-	server_run(server, passdb, tls_ctx);
+	server_run(server, passdb, tls);
 }

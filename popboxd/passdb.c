@@ -12,9 +12,11 @@
  * serialises reloads so concurrent lookups do not all re-read the file.
  * Password hashing always runs with neither held.
  *
- * Timing: every plain verification runs crypt exactly once (the real entry,
- * or the dummy for an unknown user or a non-crypt entry); every APOP
- * verification runs MD5 exactly once.
+ * Timing: every plain verification runs exactly one slow hash (the real
+ * entry when it is crypt or SCRAM, else the dummy: for an unknown user or a
+ * plaintext entry); every APOP verification runs MD5 exactly once; every
+ * SCRAM lookup runs PBKDF2 exactly once (deriving a {PLAIN} user's keys,
+ * or a throw-away run beside stored or fake keys).
  */
 #include "passdb.h"
 
@@ -27,11 +29,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
 
 #include "log.h"
 #include "passwd-file.h"
@@ -42,6 +47,9 @@
 
 /* APOP digest: MD5 as hex (RFC 1939 section 7). */
 #define PASSDB_APOP_HEX_LEN 32
+
+/* Key for the HMAC that makes stable per-user SCRAM salts. */
+#define PASSDB_SALT_KEY_LEN 32
 
 struct passdb_entry {
 	struct passdb_entry *next;
@@ -70,6 +78,8 @@ struct passdb {
 	struct passdb_file_id failed_id; /* last version that failed to load */
 	bool failed_valid;
 	bool missing_warned;             /* stat() failure already logged */
+	/* Drawn at open, never changed: read without the lock. */
+	uint8_t salt_key[PASSDB_SALT_KEY_LEN];
 };
 
 /* What one lookup copies out of the table, so hashing runs unlocked. */
@@ -180,8 +190,9 @@ static size_t passdb_bucket_count(size_t size)
 
 /*
  * Parses the whole text into a new table.  Bad lines are logged and
- * skipped.  *model_r is the password of the first crypt entry in file
- * order (owned by the table), the model for the dummy hash, or NULL.
+ * skipped.  *model_r is the password of the first slow (crypt or SCRAM)
+ * entry in file order (owned by the table), the model for the dummy hash,
+ * or NULL.
  */
 static int passdb_table_build(const char *path, const char *text, size_t len,
 			      struct passdb_table **table_r,
@@ -217,7 +228,7 @@ static int passdb_table_build(const char *path, const char *text, size_t len,
 		if (passdb_table_add(t, &e, path, lineno, &added) < 0)
 			goto nomem;
 		if (added != NULL && *model_r == NULL &&
-		    password_is_crypt(added->e.password))
+		    password_is_slow(added->e.password))
 			*model_r = added->e.password;
 	}
 	*table_r = t;
@@ -358,6 +369,13 @@ int passdb_open(const char *path, struct passdb **db_r, const char **error_r)
 		*error_r = "out of memory";
 		return -1;
 	}
+	if (getrandom(db->salt_key, sizeof(db->salt_key), 0) !=
+	    (ssize_t)sizeof(db->salt_key)) {
+		*error_r = "no entropy for the SCRAM salt key";
+		free(db->path);
+		free(db);
+		return -1;
+	}
 	if (passdb_load(path, &db->table, &db->id, error_r) < 0) {
 		snprintf(errbuf, sizeof(errbuf), "%s: %s", path, *error_r);
 		*error_r = errbuf;
@@ -381,6 +399,7 @@ void passdb_close(struct passdb **dbp)
 	pthread_mutex_destroy(&db->lock);
 	pthread_mutex_destroy(&db->reload_lock);
 	free(db->path);
+	explicit_bzero(db->salt_key, sizeof(db->salt_key));
 	free(db);
 	*dbp = NULL;
 }
@@ -462,9 +481,9 @@ enum passdb_result passdb_verify_plain(struct passdb *db, const char *user,
 		return PASSDB_FAIL; /* decided before any lookup: leaks nothing */
 	if (passdb_lookup(db, user, &lk) < 0)
 		return PASSDB_TEMPFAIL;
-	/* Exactly one crypt per attempt: the dummy stands in for an unknown
-	   user and runs beside a non-crypt entry. */
-	if (!lk.found || !password_is_crypt(lk.e.password))
+	/* Exactly one slow hash per attempt: the dummy stands in for an
+	   unknown user and runs beside a plaintext or unusable entry. */
+	if (!lk.found || !password_is_slow(lk.e.password))
 		(void)password_verify(lk.dummy, password);
 	if (lk.found) {
 		int r = password_verify(lk.e.password, password);
@@ -545,6 +564,103 @@ enum passdb_result passdb_verify_apop(struct passdb *db, const char *user,
 		 wellformed && secret != NULL)
 		result = passdb_user_fill(&lk, user_r);
 	explicit_bzero(want, sizeof(want));
+	passdb_lookup_clear(&lk);
+	return result;
+}
+
+/* The salt and iterations of {PLAIN}-derived and fake SCRAM credentials:
+   the first PASSWORD_SCRAM_SALT_LEN bytes of HMAC-SHA-256(salt_key, user),
+   stable per user while the process lives, unrelated across users. */
+static int passdb_scram_shape(const struct passdb *db, const char *user,
+			      struct password_scram *shape_r)
+{
+	uint8_t mac[EVP_MAX_MD_SIZE];
+	unsigned int len = 0;
+
+	_Static_assert(PASSWORD_SCRAM_SALT_LEN <= 32, "salt from SHA-256");
+	memset(shape_r, 0, sizeof(*shape_r));
+	if (HMAC(EVP_sha256(), db->salt_key, (int)sizeof(db->salt_key),
+		 (const unsigned char *)user, strlen(user), mac, &len) == NULL ||
+	    len < PASSWORD_SCRAM_SALT_LEN)
+		return -1;
+	memcpy(shape_r->salt, mac, PASSWORD_SCRAM_SALT_LEN);
+	shape_r->salt_len = PASSWORD_SCRAM_SALT_LEN;
+	shape_r->iter = PASSWORD_SCRAM_ITER_DEFAULT;
+	return 0;
+}
+
+/* One PBKDF2 run whose result is thrown away: keeps the cost of a lookup
+   the same when no derivation is needed. */
+static int passdb_scram_balance(const struct password_scram *shape)
+{
+	struct password_scram scratch;
+	int ret = password_scram_derive("", shape->salt, shape->salt_len,
+					shape->iter, &scratch);
+
+	explicit_bzero(&scratch, sizeof(scratch));
+	return ret;
+}
+
+/*
+ * Fills *cred from the looked-up entry: its stored keys, keys derived from
+ * its plaintext secret with shape's salt and iterations, or shape with
+ * random keys.  Exactly one PBKDF2 run.  Returns 1 if usable, 0 if fake,
+ * -1 on failure.
+ */
+static int passdb_scram_fill(const struct passdb_lookup *lk,
+			     const struct password_scram *shape,
+			     struct password_scram *cred)
+{
+	const char *secret = lk->found ? password_plain_secret(lk->e.password)
+				       : NULL;
+
+	if (lk->found && password_scram_parse(lk->e.password, cred) == 0)
+		return passdb_scram_balance(shape) == 0 ? 1 : -1;
+	if (secret != NULL && strnlen(secret, PASSWORD_MAX + 1) <= PASSWORD_MAX)
+		return password_scram_derive(secret, shape->salt,
+					     shape->salt_len, shape->iter,
+					     cred) == 0 ? 1 : -1;
+	*cred = *shape;
+	if (RAND_bytes(cred->stored_key, sizeof(cred->stored_key)) != 1 ||
+	    RAND_bytes(cred->server_key, sizeof(cred->server_key)) != 1)
+		return -1;
+	return passdb_scram_balance(shape) == 0 ? 0 : -1;
+}
+
+enum passdb_result passdb_scram_lookup(struct passdb *db, const char *user,
+				       struct password_scram *cred_r,
+				       bool *usable_r)
+{
+	struct password_scram shape;
+	struct passdb_lookup lk;
+	int r = -1;
+
+	memset(cred_r, 0, sizeof(*cred_r));
+	*usable_r = false;
+	if (passdb_lookup(db, user, &lk) < 0)
+		return PASSDB_TEMPFAIL;
+	if (passdb_scram_shape(db, user, &shape) == 0)
+		r = passdb_scram_fill(&lk, &shape, cred_r);
+	passdb_lookup_clear(&lk);
+	if (r < 0) {
+		explicit_bzero(cred_r, sizeof(*cred_r));
+		return PASSDB_TEMPFAIL;
+	}
+	*usable_r = r == 1;
+	return PASSDB_OK;
+}
+
+enum passdb_result passdb_user_lookup(struct passdb *db, const char *user,
+				      struct passdb_user *user_r)
+{
+	struct passdb_lookup lk;
+	enum passdb_result result = PASSDB_FAIL;
+
+	memset(user_r, 0, sizeof(*user_r));
+	if (passdb_lookup(db, user, &lk) < 0)
+		return PASSDB_TEMPFAIL;
+	if (lk.found)
+		result = passdb_user_fill(&lk, user_r);
 	passdb_lookup_clear(&lk);
 	return result;
 }

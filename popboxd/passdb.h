@@ -10,6 +10,13 @@
  * An unknown user and a wrong password give the same result and take the
  * same time: an unknown user is verified against a dummy hash of the same
  * scheme and cost as real entries.  Comparisons are constant-time.
+ *
+ * SCRAM (RFC 5802) needs keys, not a verdict: passdb_scram_lookup() hands
+ * out a user's StoredKey/ServerKey (stored, or derived from a {PLAIN}
+ * secret) or, for anyone else, fake keys that look the same, and every
+ * lookup costs one PBKDF2 run at PASSWORD_SCRAM_ITER_DEFAULT iterations
+ * whichever case it is.  The caller checks the client's proof itself and
+ * then calls passdb_user_lookup().
  */
 #ifndef POPBOX_PASSDB_H
 #define POPBOX_PASSDB_H
@@ -17,6 +24,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
+
+#include "password.h"
 
 struct passdb;
 
@@ -39,7 +48,8 @@ struct passdb_user {
 int passdb_open(const char *path, struct passdb **db_r, const char **error_r);
 void passdb_close(struct passdb **db);
 
-/* USER/PASS (and later SASL PLAIN). */
+/* USER/PASS, SASL PLAIN and LOGIN.  Exactly one slow hash per call
+   (password_slow_count()). */
 enum passdb_result passdb_verify_plain(struct passdb *db, const char *user,
 				       const char *password,
 				       struct passdb_user *user_r);
@@ -50,6 +60,36 @@ enum passdb_result passdb_verify_plain(struct passdb *db, const char *user,
  */
 enum passdb_result passdb_verify_apop(struct passdb *db, const char *user,
 				      const char *timestamp, const char *digest,
+				      struct passdb_user *user_r);
+
+/*
+ * SCRAM-SHA-256 credentials for user, in *cred_r (wipe it when done):
+ *   - a {SCRAM-SHA-256} entry: its own salt, iterations and keys;
+ *   - a {PLAIN}/{CLEAR} entry: keys derived from the secret with
+ *     PASSWORD_SCRAM_ITER_DEFAULT iterations and a salt that is stable for
+ *     this user while the process lives (HMAC of the name under a key
+ *     drawn at passdb_open());
+ *   - an unknown user, an invalid name, or an entry that cannot serve
+ *     SCRAM (crypt hashes, unusable lines): fake credentials shaped like
+ *     the {PLAIN} case (same salt rule, same iterations, random keys).
+ * *usable_r is true only for the first two: a caller must fail a proof
+ * made against fake credentials even if it happens to check out.  The
+ * salt rule for {PLAIN} and fake credentials is the same so the two cannot
+ * be told apart by asking twice.  Every call runs PBKDF2 exactly once.
+ * Returns PASSDB_OK, or PASSDB_TEMPFAIL (out of memory, no entropy,
+ * OpenSSL failure; then *cred_r is zeroed and *usable_r false).
+ */
+enum passdb_result passdb_scram_lookup(struct passdb *db, const char *user,
+				       struct password_scram *cred_r,
+				       bool *usable_r);
+
+/*
+ * The account of an existing user, without verifying anything: for a
+ * caller that has already authenticated user (a SCRAM proof).  PASSDB_FAIL
+ * if the user is unknown (removed from the file meanwhile), TEMPFAIL when
+ * out of memory.
+ */
+enum passdb_result passdb_user_lookup(struct passdb *db, const char *user,
 				      struct passdb_user *user_r);
 
 void passdb_user_clear(struct passdb_user *user);

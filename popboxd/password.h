@@ -8,18 +8,28 @@
  *   {YESCRYPT} $y$       {MD5-CRYPT} $1$ (legacy: verify only)
  *   {CRYPT} any of the crypt formats above; DES and unknown prefixes refused
  *   {PLAIN} and {CLEAR}  plaintext (the only form APOP can use)
+ *   {SCRAM-SHA-256}      Dovecot's form "iter,salt,StoredKey,ServerKey"
+ *                        (base64 fields, RFC 5802/7677); serves USER/PASS
+ *                        and PLAIN (by deriving the keys) and SCRAM itself
+ *
+ * "Slow" schemes are the crypt ones and SCRAM (PBKDF2 at 4096 or more
+ * iterations); {PLAIN} is fast.  The passdb uses the distinction to run
+ * exactly one slow hash per login attempt.
  *
  * Invariants: every crypt verification runs libxcrypt's crypt_rn() on a
  * heap-allocated struct crypt_data (thread-safe, and too big for a worker
  * thread's stack) that is wiped before it is freed; every comparison of
  * secret-derived bytes is constant-time over equal lengths; no copy of a
- * password or of a hash computed from one outlives the call.
+ * password or of a hash computed from one outlives the call, except the
+ * SCRAM keys password_scram_parse() and _derive() hand to their caller,
+ * who wipes them (explicit_bzero) when done.
  */
 #ifndef POPBOX_PASSWORD_H
 #define POPBOX_PASSWORD_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /*
  * Longest password accepted, in bytes: libxcrypt's own limit
@@ -44,6 +54,8 @@ int password_verify(const char *stored, const char *password);
  * braces) at libxcrypt's default cost (bcrypt: 10, as libxcrypt's 5 is
  * too cheap) and a fresh random salt.  Returns 0
  * and a malloc'ed "{SCHEME}hash" in *hash_r, or -1 with *error_r.
+ * SCRAM-SHA-256 uses PASSWORD_SCRAM_SALT_LEN random salt bytes and
+ * PASSWORD_SCRAM_ITER_DEFAULT iterations.
  * MD5-CRYPT and CRYPT cannot be used for new hashes.  PLAIN/CLEAR store the
  * password itself and refuse ':' and control bytes (they would break the
  * passwd-file line).
@@ -53,9 +65,10 @@ int password_hash(const char *scheme, const char *password, char **hash_r,
 
 /*
  * Builds a dummy stored password for unknown users: same scheme, cost and
- * salt form as stored (a crypt entry from the same file), but the hash of a
+ * salt form as stored (a slow entry from the same file: crypt, or SCRAM
+ * with the same iteration count and salt length), but the hash of a
  * random password nobody knows.  stored == NULL, or a stored entry that is
- * not a usable crypt hash, gives a SHA512-CRYPT dummy.  Returns 0 and a
+ * not slow (password_is_slow()), gives a SHA512-CRYPT dummy.  Returns 0 and a
  * malloc'ed "{SCHEME}hash" in *dummy_r, or -1 with *error_r.
  */
 int password_dummy_setting(const char *stored, char **dummy_r,
@@ -71,9 +84,67 @@ const char *password_plain_secret(const char *stored);
 bool password_is_crypt(const char *stored);
 
 /*
+ * True if verifying a password against stored runs a slow hash: a usable
+ * crypt entry or a usable {SCRAM-SHA-256} entry.  False for plaintext and
+ * for unusable entries (which password_verify() refuses without hashing).
+ */
+bool password_is_slow(const char *stored);
+
+/*
  * How many times this process has called crypt_rn() for a verification.
  * Lets tests prove that a path (the unknown-user dummy) really hashes.
  */
 unsigned long password_crypt_count(void);
+
+/*
+ * How many slow hashes this process has run: crypt_rn() calls plus
+ * PBKDF2 runs (SCRAM).  Lets tests prove "exactly one slow hash per
+ * attempt" whatever the schemes involved.
+ */
+unsigned long password_slow_count(void);
+
+/*
+ * SCRAM-SHA-256 credentials (RFC 5802 section 3, RFC 7677).
+ *
+ *   SaltedPassword = PBKDF2-HMAC-SHA-256(password, salt, iter)
+ *   StoredKey      = SHA-256(HMAC(SaltedPassword, "Client Key"))
+ *   ServerKey      = HMAC(SaltedPassword, "Server Key")
+ *
+ * Iteration counts outside [PASSWORD_SCRAM_ITER_MIN, _MAX] are refused:
+ * below is weaker than RFC 7677 allows, above lets one passwd-file line
+ * cost a login seconds of CPU.
+ */
+#define PASSWORD_SCRAM_KEY_LEN 32            /* SHA-256 output */
+#define PASSWORD_SCRAM_SALT_MAX 64           /* longest stored salt, bytes */
+#define PASSWORD_SCRAM_SALT_LEN 16           /* salt of new entries */
+#define PASSWORD_SCRAM_ITER_MIN 4096         /* RFC 7677 section 4 */
+#define PASSWORD_SCRAM_ITER_MAX 1000000
+#define PASSWORD_SCRAM_ITER_DEFAULT 4096     /* also Dovecot's default */
+
+struct password_scram {
+	unsigned int iter;
+	size_t salt_len;                     /* 1..PASSWORD_SCRAM_SALT_MAX */
+	uint8_t salt[PASSWORD_SCRAM_SALT_MAX];
+	uint8_t stored_key[PASSWORD_SCRAM_KEY_LEN];
+	uint8_t server_key[PASSWORD_SCRAM_KEY_LEN];
+};
+
+/*
+ * Parses a stored "{SCRAM-SHA-256}iter,salt,StoredKey,ServerKey" (scheme
+ * name case-insensitive, fields strict base64, keys exactly 32 bytes,
+ * salt 1..64 bytes, iter decimal in range).  Returns 0 and fills *cred_r,
+ * or -1 (then *cred_r is zeroed) for anything else.  No hashing.
+ */
+int password_scram_parse(const char *stored, struct password_scram *cred_r);
+
+/*
+ * Computes the credentials for password (at most PASSWORD_MAX bytes) with
+ * salt (1..PASSWORD_SCRAM_SALT_MAX bytes) and iter (within the limits
+ * above): one PBKDF2 run.  Returns 0, or -1 (then *cred_r is zeroed) for
+ * bad arguments or when OpenSSL fails.
+ */
+int password_scram_derive(const char *password, const uint8_t *salt,
+			  size_t salt_len, unsigned int iter,
+			  struct password_scram *cred_r);
 
 #endif

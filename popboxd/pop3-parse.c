@@ -3,6 +3,7 @@
  */
 #include "pop3-parse.h"
 
+#include <stdbool.h>
 #include <string.h>
 
 static const char *const pop3_cmd_names[POP3_CMD_COUNT] = {
@@ -13,6 +14,7 @@ static const char *const pop3_cmd_names[POP3_CMD_COUNT] = {
 	[POP3_CMD_NOOP] = "NOOP", [POP3_CMD_RSET] = "RSET",
 	[POP3_CMD_TOP] = "TOP",   [POP3_CMD_UIDL] = "UIDL",
 	[POP3_CMD_CAPA] = "CAPA", [POP3_CMD_STLS] = "STLS",
+	[POP3_CMD_AUTH] = "AUTH",
 };
 
 const char *pop3_cmd_name(enum pop3_cmd cmd)
@@ -75,6 +77,16 @@ static int line_has_bad_byte(const char *line, size_t len)
 	return 0;
 }
 
+/* USER and APOP names may exceed RFC 1939's 40 (addresses), and so may
+   AUTH's base64 initial response; the line limit bounds them.  Every other
+   argument may not.  Called for the argument about to be argv[argc]. */
+static bool arg_may_be_long(const struct pop3_command *cmd)
+{
+	return cmd->cmd == POP3_CMD_USER ||
+	       (cmd->cmd == POP3_CMD_APOP && cmd->argc == 0) ||
+	       (cmd->cmd == POP3_CMD_AUTH && cmd->argc == 1);
+}
+
 enum pop3_parse_error pop3_parse_line(const char *line, size_t len,
 				      struct pop3_command *cmd_r)
 {
@@ -111,10 +123,7 @@ enum pop3_parse_error pop3_parse_line(const char *line, size_t len,
 		start = pos;
 		while (pos < len && line[pos] != ' ')
 			pos++;
-		/* USER and APOP names may exceed RFC 1939's 40 (addresses);
-		   the line limit bounds them.  Every other argument may not. */
-		if (pos - start > POP3_ARG_MAX && cmd_r->cmd != POP3_CMD_USER &&
-		    cmd_r->cmd != POP3_CMD_APOP)
+		if (pos - start > POP3_ARG_MAX && !arg_may_be_long(cmd_r))
 			return POP3_PARSE_ARG_TOO_LONG;
 		cmd_r->argv[cmd_r->argc] = line + start;
 		cmd_r->arglen[cmd_r->argc] = pos - start;

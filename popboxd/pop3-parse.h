@@ -20,7 +20,8 @@
 #define POP3_KEYWORD_MAX 4
 /* RFC 1939 section 3: arguments are at most 40 characters. */
 #define POP3_ARG_MAX 40
-/* No command takes more than two arguments (TOP msg n, APOP name digest). */
+/* No command takes more than two arguments (TOP msg n, APOP name digest,
+   AUTH mechanism initial-response). */
 #define POP3_ARGS_MAX 2
 
 enum pop3_cmd {
@@ -38,6 +39,7 @@ enum pop3_cmd {
 	POP3_CMD_UIDL,
 	POP3_CMD_CAPA,
 	POP3_CMD_STLS,
+	POP3_CMD_AUTH,
 	POP3_CMD_COUNT
 };
 
@@ -65,6 +67,9 @@ struct pop3_command {
  * Parses line[0..len) (without CRLF).  Keywords are case-insensitive;
  * words are separated by one or more spaces.  The word-count check is done
  * for every command but PASS, whose argument is the rest of the line.
+ * Arguments are at most POP3_ARG_MAX bytes, except the user name of USER
+ * and APOP (an address may be longer) and AUTH's initial response (base64,
+ * bounded by the line limit only: RFC 5034 section 4).
  */
 enum pop3_parse_error pop3_parse_line(const char *line, size_t len,
 				      struct pop3_command *cmd_r);

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base64.h"
 #include "log.h"
 #include "pop3-parse.h"
 #include "strnum.h"
@@ -36,6 +37,9 @@ struct pop3_session {
 	bool message_begun;    /* SEND_MESSAGE's +OK line is out */
 	bool tls_active;       /* implicit TLS, or STLS done */
 	bool user_allowed;     /* USER/PASS accepted: TLS or cleartext_ok */
+	bool in_auth;          /* AUTH exchange open: lines are answers */
+	uint8_t *sasl_buf;     /* SASL_CLIENT_MAX, during AUTH only; wiped */
+	enum sasl_mech auth_mech;
 	enum pop3_cmd sending; /* RETR or TOP, while SEND_MESSAGE is pending */
 	unsigned int bad_commands;
 	const struct mailmsg *msgs;
@@ -139,6 +143,18 @@ static void session_wipe_secret(struct pop3_session *s)
 	explicit_bzero(s->secret, sizeof(s->secret));
 	s->action.password = NULL;
 	s->action.apop_digest = NULL;
+}
+
+/* Ends an AUTH exchange however it ended; its decoded data is wiped. */
+static void auth_end(struct pop3_session *s)
+{
+	if (s->sasl_buf != NULL) {
+		explicit_bzero(s->sasl_buf, SASL_CLIENT_MAX);
+		free(s->sasl_buf);
+		s->sasl_buf = NULL;
+	}
+	s->in_auth = false;
+	s->action.sasl_data = NULL;
 }
 
 static void bad_command(struct pop3_session *s, const char *text)
@@ -251,6 +267,126 @@ static bool cmd_apop(struct pop3_session *s, const struct pop3_command *cmd)
 	return true;
 }
 
+/* ---- AUTH (RFC 5034) ---- */
+
+/* PLAIN and LOGIN carry the password itself: they follow the rules of
+   USER/PASS.  SCRAM proves knowledge of it without sending it. */
+static bool mech_sends_password(enum sasl_mech mech)
+{
+	return mech == SASL_MECH_PLAIN || mech == SASL_MECH_LOGIN;
+}
+
+static bool mech_offered(const struct pop3_session *s, enum sasl_mech mech)
+{
+	return (s->cfg->sasl_mechs & (1u << mech)) != 0 &&
+	       (s->user_allowed || !mech_sends_password(mech));
+}
+
+/* Writes the offered mechanism names, space-separated, into buf. */
+static void mech_list(const struct pop3_session *s, char *buf, size_t size,
+		      const char *sep)
+{
+	size_t used = 0;
+
+	buf[0] = '\0';
+	for (int m = 0; m < SASL_MECH_COUNT; m++) {
+		if (!mech_offered(s, (enum sasl_mech)m))
+			continue;
+		int n = snprintf(buf + used, size - used, "%s%s",
+				 used > 0 ? sep : "", sasl_mech_name((enum sasl_mech)m));
+		if (n < 0 || (size_t)n >= size - used)
+			break;
+		used += (size_t)n;
+	}
+}
+
+/* Decodes one base64 client message into sasl_buf and raises AUTH_STEP.
+   False (and the -ERR written) when it is not canonical base64. */
+static bool auth_step(struct pop3_session *s, const char *b64, size_t len)
+{
+	size_t decoded = 0;
+	size_t pad = (len > 0 && b64[len - 1] == '=') + (len > 1 && b64[len - 2] == '=');
+
+	if (len % 4 == 0 && len / 4 * 3 - pad > SASL_CLIENT_MAX) {
+		auth_end(s);
+		bad_command(s, "authentication answer too long");
+		return false;
+	}
+	if (base64_decode(b64, len, s->sasl_buf, SASL_CLIENT_MAX, &decoded) < 0) {
+		auth_end(s);
+		bad_command(s, "invalid base64 in authentication exchange");
+		return false;
+	}
+	s->action.type = POP3_ACTION_AUTH_STEP;
+	s->action.sasl_data = s->sasl_buf;
+	s->action.sasl_len = decoded;
+	return true;
+}
+
+static bool cmd_auth(struct pop3_session *s, const struct pop3_command *cmd)
+{
+	char names[128];
+	enum sasl_mech mech;
+
+	if (cmd->argc == 0) {
+		/* The mechanism list many clients ask for before CAPA
+		   existed (RFC 1734 era); the same as CAPA's SASL line. */
+		struct out_chunk c;
+		c.used = 0;
+		chunk_line(s, &c, "+OK supported mechanisms follow");
+		mech_list(s, names, sizeof(names), "\r\n");
+		if (names[0] != '\0')
+			chunk_line(s, &c, "%s", names);
+		chunk_line(s, &c, ".");
+		chunk_flush(s, &c);
+		return true;
+	}
+	if (!sasl_mech_from_name(cmd->argv[0], cmd->arglen[0], &mech) ||
+	    (s->cfg->sasl_mechs & (1u << mech)) == 0) {
+		bad_command(s, "unsupported authentication mechanism");
+		return false;
+	}
+	if (!mech_offered(s, mech)) {
+		bad_command(s, s->cfg->stls ?
+			    "[AUTH] plaintext authentication refused here: use STLS first" :
+			    "[AUTH] plaintext authentication refused here: use TLS");
+		return false;
+	}
+	s->sasl_buf = malloc(SASL_CLIENT_MAX);
+	if (s->sasl_buf == NULL) {
+		out_printf(s, "-ERR [SYS/TEMP] out of memory, try later");
+		return true;
+	}
+	s->have_user = false;
+	s->in_auth = true;
+	s->auth_mech = mech;
+	memset(&s->action, 0, sizeof(s->action));
+	s->action.sasl_mech = mech;
+	s->action.sasl_first = true;
+	if (cmd->argc == 1) {
+		s->action.type = POP3_ACTION_AUTH_STEP;
+		return true;
+	}
+	/* RFC 5034 section 4: "=" is an empty initial response. */
+	if (cmd->arglen[1] == 1 && cmd->argv[1][0] == '=')
+		return auth_step(s, "", 0);
+	return auth_step(s, cmd->argv[1], cmd->arglen[1]);
+}
+
+/* A line inside an AUTH exchange: "*" cancels, anything else is base64. */
+static void auth_answer(struct pop3_session *s, const char *line, size_t len)
+{
+	if (len == 1 && line[0] == '*') {
+		auth_end(s);
+		bad_command(s, "authentication cancelled");
+		return;
+	}
+	memset(&s->action, 0, sizeof(s->action));
+	s->action.sasl_mech = s->auth_mech;
+	if (auth_step(s, line, len))
+		s->bad_commands = 0;
+}
+
 static bool cmd_capa(struct pop3_session *s, const struct pop3_command *cmd)
 {
 	struct out_chunk c;
@@ -261,6 +397,12 @@ static bool cmd_capa(struct pop3_session *s, const struct pop3_command *cmd)
 	chunk_line(s, &c, "TOP");
 	if (s->user_allowed)
 		chunk_line(s, &c, "USER");
+	if (s->state == POP3_STATE_AUTHORIZATION) {
+		char names[128];
+		mech_list(s, names, sizeof(names), " ");
+		if (names[0] != '\0')
+			chunk_line(s, &c, "SASL %s", names);
+	}
 	chunk_line(s, &c, "UIDL");
 	chunk_line(s, &c, "RESP-CODES");
 	chunk_line(s, &c, "AUTH-RESP-CODE");
@@ -473,6 +615,7 @@ static const struct pop3_command_row pop3_commands[POP3_CMD_COUNT] = {
 	[POP3_CMD_CAPA] = { IN_AUTH | IN_TRANS, 0, 0, cmd_capa },
 	[POP3_CMD_QUIT] = { IN_AUTH | IN_TRANS, 0, 0, cmd_quit },
 	[POP3_CMD_STLS] = { IN_AUTH, 0, 0, cmd_stls },
+	[POP3_CMD_AUTH] = { IN_AUTH, 0, 2, cmd_auth },
 	[POP3_CMD_STAT] = { IN_TRANS, 0, 0, cmd_stat },
 	[POP3_CMD_LIST] = { IN_TRANS, 0, 1, cmd_list },
 	[POP3_CMD_UIDL] = { IN_TRANS, 0, 1, cmd_uidl },
@@ -536,6 +679,7 @@ void pop3_session_free(struct pop3_session **session)
 	if (s == NULL)
 		return;
 	explicit_bzero(s->secret, sizeof(s->secret));
+	auth_end(s);
 	free(s->deleted);
 	free(s);
 	*session = NULL;
@@ -545,6 +689,7 @@ size_t pop3_session_input(struct pop3_session *s, const void *data, size_t len)
 {
 	const char *p = data;
 	const char *lf;
+	size_t limit = s->in_auth ? POP3_SASL_LINE_MAX : POP3_LINE_MAX;
 
 	if (s->action.type != POP3_ACTION_NONE || s->state == POP3_STATE_CLOSED)
 		return 0;
@@ -553,23 +698,31 @@ size_t pop3_session_input(struct pop3_session *s, const void *data, size_t len)
 		if (lf == NULL)
 			return len;
 		s->discarding = false;
-		bad_command(s, "line too long");
+		if (s->in_auth) {
+			auth_end(s);
+			bad_command(s, "authentication answer too long");
+		} else {
+			bad_command(s, "line too long");
+		}
 		return (size_t)(lf - p) + 1;
 	}
-	lf = memchr(p, '\n', len < POP3_LINE_MAX ? len : POP3_LINE_MAX);
+	lf = memchr(p, '\n', len < limit ? len : limit);
 	if (lf == NULL) {
-		if (len < POP3_LINE_MAX)
+		if (len < limit)
 			return 0;
-		/* No end within the limit: drop the first POP3_LINE_MAX
-		   bytes, and the rest of the line as it arrives.  Never more:
-		   the bytes after the line's end are the next commands. */
+		/* No end within the limit: drop the first `limit` bytes, and
+		   the rest of the line as it arrives.  Never more: the bytes
+		   after the line's end are the next commands. */
 		s->discarding = true;
-		return POP3_LINE_MAX;
+		return limit;
 	}
 	size_t line_len = (size_t)(lf - p);
 	if (line_len > 0 && p[line_len - 1] == '\r')
 		line_len--;
-	handle_line(s, p, line_len);
+	if (s->in_auth)
+		auth_answer(s, p, line_len);
+	else
+		handle_line(s, p, line_len);
 	return (size_t)(lf - p) + 1;
 }
 
@@ -608,7 +761,10 @@ void pop3_session_login_done(struct pop3_session *s,
 		login_succeeded(s, msgs, count);
 		return;
 	case POP3_LOGIN_AUTH_FAILED:
-		out_printf(s, "-ERR [AUTH] invalid user name or password");
+	case POP3_LOGIN_MALFORMED:
+		out_printf(s, result == POP3_LOGIN_AUTH_FAILED ?
+			   "-ERR [AUTH] invalid user name or password" :
+			   "-ERR [AUTH] authentication exchange failed");
 		if (++s->stats.auth_failures >= s->cfg->max_auth_failures)
 			session_close(s);
 		return;
@@ -626,6 +782,47 @@ void pop3_session_login_done(struct pop3_session *s,
 		out_printf(s, "-ERR [SYS/PERM] maildrop unavailable, contact the administrator");
 		return;
 	}
+}
+
+void pop3_session_auth_challenge(struct pop3_session *s, const void *challenge,
+				 size_t len)
+{
+	size_t b64_len = base64_encoded_len(len);
+	char *line = malloc(b64_len + 4);
+
+	explicit_bzero(s->sasl_buf, SASL_CLIENT_MAX);
+	memset(&s->action, 0, sizeof(s->action));
+	if (line == NULL) {
+		auth_end(s);
+		out_printf(s, "-ERR [SYS/TEMP] out of memory, try later");
+		return;
+	}
+	line[0] = '+';
+	line[1] = ' ';
+	base64_encode(challenge, len, line + 2);
+	memcpy(line + 2 + b64_len, "\r\n", 2);
+	out_write(s, line, b64_len + 4);
+	free(line);
+}
+
+void pop3_session_auth_done(struct pop3_session *s,
+			    enum pop3_login_result result, const char *user,
+			    const struct mailmsg *msgs, size_t count)
+{
+	auth_end(s);
+	if (result == POP3_LOGIN_OK) {
+		size_t len = user != NULL ? strlen(user) : 0;
+		if (len > POP3_USER_MAX)
+			len = POP3_USER_MAX;
+		memcpy(s->user, user != NULL ? user : "", len);
+		s->user[len] = '\0';
+	}
+	pop3_session_login_done(s, result, msgs, count);
+}
+
+bool pop3_session_in_auth(const struct pop3_session *s)
+{
+	return s->in_auth;
 }
 
 void pop3_session_message_begin(struct pop3_session *s)
@@ -685,6 +882,7 @@ void pop3_session_abort(struct pop3_session *s, const char *reason)
 	if (s->state == POP3_STATE_CLOSED)
 		return;
 	session_wipe_secret(s);
+	auth_end(s);
 	out_printf(s, "-ERR %s", reason);
 	session_close(s);
 }

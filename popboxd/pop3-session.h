@@ -12,8 +12,9 @@
  *   - At most one command line is held: pop3_session_input() consumes at
  *     most one line per call, so pipelined commands wait in the caller's
  *     buffer, in order, and backpressure is the caller's to apply.
- *   - A line longer than POP3_LINE_MAX is discarded as it arrives (never
- *     buffered whole) and answered with one -ERR.
+ *   - A line longer than POP3_LINE_MAX (POP3_SASL_LINE_MAX for an answer
+ *     inside an AUTH exchange) is discarded as it arrives (never buffered
+ *     whole) and answered with one -ERR.
  *   - Deletions are only marks until QUIT in TRANSACTION raises
  *     POP3_ACTION_COMMIT; any other end of the session deletes nothing.
  *   - Message numbers are fixed for the session; a deleted message is left
@@ -26,6 +27,16 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "mailmsg.h"
+#include "pop3-parse.h"
+#include "sasl.h"
+
+/* Longest client answer inside an AUTH exchange (RFC 5034), CRLF
+   included: the base64 form of the longest SASL message we accept. */
+#define POP3_SASL_LINE_MAX (((SASL_CLIENT_MAX + 2) / 3) * 4 + 2)
+/* The longest line the core ever needs to see at once: a caller offering
+   input hands over at least this much when that much is buffered. */
+#define POP3_INPUT_MAX (POP3_SASL_LINE_MAX > POP3_LINE_MAX ? \
+			POP3_SASL_LINE_MAX : POP3_LINE_MAX)
 
 enum pop3_state {
 	POP3_STATE_AUTHORIZATION,
@@ -48,6 +59,10 @@ struct pop3_config {
 	   allowed cleartext).  Otherwise USER is refused, so the password is
 	   never sent, and CAPA does not list USER until TLS is up. */
 	bool cleartext_ok;
+	/* SASL mechanisms offered by AUTH: bit (1u << enum sasl_mech) each.
+	   PLAIN and LOGIN carry the password, so they follow cleartext_ok
+	   like USER; SCRAM-SHA-256 never reveals it and is offered always. */
+	unsigned int sasl_mechs;
 };
 
 enum pop3_action_type {
@@ -68,6 +83,10 @@ enum pop3_action_type {
 	   client sent after the STLS line, start the TLS handshake, then
 	   pop3_session_tls_started(). */
 	POP3_ACTION_START_TLS,
+	/* One step of an AUTH exchange (RFC 5034): hand sasl_data to the
+	   mechanism, then answer with pop3_session_auth_challenge() (the
+	   exchange goes on) or pop3_session_auth_done() (it ended). */
+	POP3_ACTION_AUTH_STEP,
 };
 
 struct pop3_action {
@@ -84,6 +103,13 @@ struct pop3_action {
 	/* COMMIT: one byte per message, count bytes */
 	const uint8_t *deleted;
 	size_t count;
+	/* AUTH_STEP: sasl_first starts a new exchange of sasl_mech;
+	   sasl_data is the decoded client message (NULL on a first step
+	   without initial response), valid until the answer, wiped then. */
+	enum sasl_mech sasl_mech;
+	bool sasl_first;
+	const uint8_t *sasl_data;
+	size_t sasl_len;
 };
 
 enum pop3_login_result {
@@ -93,6 +119,7 @@ enum pop3_login_result {
 	POP3_LOGIN_DELAYED,       /* [LOGIN-DELAY] */
 	POP3_LOGIN_SYS_TEMP,      /* [SYS/TEMP] */
 	POP3_LOGIN_SYS_PERM,      /* [SYS/PERM] */
+	POP3_LOGIN_MALFORMED,     /* the SASL exchange broke the mechanism */
 };
 
 enum pop3_send_result {
@@ -138,6 +165,18 @@ const struct pop3_action *pop3_session_action(const struct pop3_session *session
 void pop3_session_login_done(struct pop3_session *session,
 			     enum pop3_login_result result,
 			     const struct mailmsg *msgs, size_t count);
+/* AUTH_STEP: the exchange goes on; writes "+ " and the challenge in
+   base64, and the next line the client sends is its answer. */
+void pop3_session_auth_challenge(struct pop3_session *session,
+				 const void *challenge, size_t len);
+/* AUTH_STEP: the exchange ended.  Like login_done; on POP3_LOGIN_OK user
+   is the authenticated name (pop3_session_user()), else may be NULL. */
+void pop3_session_auth_done(struct pop3_session *session,
+			    enum pop3_login_result result, const char *user,
+			    const struct mailmsg *msgs, size_t count);
+/* True while an AUTH exchange is open (between AUTH and its end, however
+   it ends: result, cancel, bad input, abort). */
+bool pop3_session_in_auth(const struct pop3_session *session);
 /* SEND_MESSAGE: the message is open; writes the +OK line. */
 void pop3_session_message_begin(struct pop3_session *session);
 /* SEND_MESSAGE's end.  After begin, the caller has written the whole wire

@@ -23,6 +23,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "auth-penalty.h"
 #include "conn.h"
 #include "jobs.h"
 #include "listen-addr.h"
@@ -218,13 +219,13 @@ static struct loop *loop_create(struct server *server, unsigned int index)
 }
 
 static void context_init(struct server *server, struct passdb *passdb,
-			 SSL_CTX *tls_ctx)
+			 struct tls_server *tls)
 {
 	const struct popboxd_settings *set = server->ctx.set;
 	const char *error;
 
 	server->ctx.passdb = passdb;
-	server->ctx.tls_ctx = tls_ctx;
+	server->ctx.tls = tls;
 	if (jobs_start(set->auth_workers, &server->ctx.jobs, &error) < 0)
 		fatal("event=startup error=\"%s\"", error);
 	if (set->hostname != NULL && set->hostname[0] != '\0')
@@ -240,6 +241,13 @@ static void context_init(struct server *server, struct passdb *passdb,
 		.max_bad_commands = set->max_bad_commands,
 		.implementation = "popbox",
 	};
+	/* Checked when the config was loaded: cannot fail here. */
+	if (settings_sasl_mechs(set->auth_mechanisms,
+				&server->ctx.pop3.sasl_mechs) < 0)
+		fatal("event=startup error=\"auth_mechanisms\"");
+	server->ctx.penalty = auth_penalty_new(set->auth_penalty_max_ms);
+	if (server->ctx.penalty == NULL)
+		fatal("event=startup error=\"out of memory\"");
 	server->ctx.maildrop.login_delay = set->login_delay;
 	/* Checked when the config was loaded: cannot fail here. */
 	if (netmask_list_parse(set->trusted_networks, strlen(set->trusted_networks),
@@ -247,13 +255,32 @@ static void context_init(struct server *server, struct passdb *passdb,
 		fatal("event=startup error=\"trusted_networks: %s\"", error);
 }
 
-void server_run(struct server *server, struct passdb *passdb, SSL_CTX *tls_ctx)
+/* SIGHUP: new certificate and key for new connections; open sessions keep
+   theirs.  The passwd-file needs no signal: it reloads when it changes. */
+static void server_reload(struct server *server)
+{
+	const char *error;
+
+	if (server->ctx.tls == NULL) {
+		log_info("event=reload note=\"no TLS configured; the passwd-file "
+			 "reloads by itself\"");
+		return;
+	}
+	if (tls_server_reload(server->ctx.tls, &error) < 0)
+		log_error("event=reload-failed error=\"TLS: %s\" "
+			  "note=\"the old certificate stays in use\"", error);
+	else
+		log_info("event=reload tls=reloaded");
+}
+
+void server_run(struct server *server, struct passdb *passdb,
+		struct tls_server *tls)
 {
 	sigset_t stop;
 	int sig;
 
 	evthread_use_pthreads();
-	context_init(server, passdb, tls_ctx);
+	context_init(server, passdb, tls);
 	/* Signals go to this thread only, via sigwait below. */
 	sigemptyset(&stop);
 	sigaddset(&stop, SIGTERM);
@@ -275,8 +302,7 @@ void server_run(struct server *server, struct passdb *passdb, SSL_CTX *tls_ctx)
 		if (sigwait(&stop, &sig) != 0)
 			continue;
 		if (sig == SIGHUP) {
-			log_info("event=sighup note=\"the passwd-file reloads by "
-				 "itself when it changes\"");
+			server_reload(server);
 			continue;
 		}
 		break;

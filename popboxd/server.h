@@ -8,7 +8,7 @@
 #ifndef POPBOX_SERVER_H
 #define POPBOX_SERVER_H
 
-#include <openssl/ssl.h>
+#include "tls.h"
 
 #include "passdb.h"
 #include "settings.h"
@@ -23,9 +23,10 @@ int server_bind(const struct popboxd_settings *set, struct server **server_r,
 
 /* Starts the job pool and the loop threads, then waits for SIGTERM or
    SIGINT and exits the process.  Open sessions end without UPDATE, so
-   nothing is deleted.  tls_ctx (may be NULL) serves the implicit-TLS
-   listeners and STLS on the plain ones. */
-void server_run(struct server *server, struct passdb *passdb, SSL_CTX *tls_ctx)
+   nothing is deleted.  tls (may be NULL) serves the implicit-TLS
+   listeners and STLS on the plain ones; SIGHUP reloads its files. */
+void server_run(struct server *server, struct passdb *passdb,
+		struct tls_server *tls)
 	__attribute__((noreturn));
 
 #endif

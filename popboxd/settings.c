@@ -28,6 +28,7 @@
 
 #include "listen-addr.h"
 #include "netmask.h"
+#include "sasl.h"
 #include "strnum.h"
 
 /* Longest config line without its newline; longer lines are an error. */
@@ -69,6 +70,7 @@ static const char *settings_check_mail_user(const char *value);
 static const char *settings_check_abs_path(const char *value);
 static const char *settings_check_tls_version(const char *value);
 static const char *settings_check_networks(const char *value);
+static const char *settings_check_mechanisms(const char *value);
 
 #define OFF(field) offsetof(struct popboxd_settings, field)
 
@@ -121,6 +123,13 @@ static const struct settings_def settings_defs[] = {
 	{ "auth_failure_delay_ms", SET_UINT, OFF(auth_failure_delay_ms), 0,
 	  60000, "2000", "pause before every failed-login reply; slows guessing",
 	  NULL, 0 },
+	{ "auth_penalty_max_ms", SET_UINT, OFF(auth_penalty_max_ms), 0, 60000,
+	  "15000", "cap of the growing wait for an address with failed logins;"
+	  " 0 turns it off", NULL, 0 },
+	{ "auth_mechanisms", SET_STRING, OFF(auth_mechanisms), 0, 0,
+	  "PLAIN LOGIN SCRAM-SHA-256",
+	  "SASL mechanisms AUTH offers (space-separated, or none)",
+	  settings_check_mechanisms, 0 },
 	{ "max_auth_failures", SET_UINT, OFF(max_auth_failures), 1, 100, "3",
 	  "failed logins per connection before it is closed", NULL, 0 },
 	{ "max_bad_commands", SET_UINT, OFF(max_bad_commands), 1, 1000, "10",
@@ -155,6 +164,37 @@ static const char *settings_error(const char *fmt, ...)
 	va_end(args);
 	memcpy(settings_errbuf, tmp, sizeof(tmp));
 	return settings_errbuf;
+}
+
+int settings_sasl_mechs(const char *value, unsigned int *mask_r)
+{
+	const char *p = value;
+
+	*mask_r = 0;
+	if (strcmp(value, "none") == 0)
+		return 0;
+	while (*p != '\0') {
+		size_t len = strcspn(p, " \t");
+		enum sasl_mech mech;
+
+		if (len > 0) {
+			if (!sasl_mech_from_name(p, len, &mech))
+				return -1;
+			*mask_r |= 1u << mech;
+		}
+		p += len;
+		p += strspn(p, " \t");
+	}
+	return *mask_r != 0 ? 0 : -1;
+}
+
+static const char *settings_check_mechanisms(const char *value)
+{
+	unsigned int mask;
+
+	if (settings_sasl_mechs(value, &mask) < 0)
+		return "unknown SASL mechanism: PLAIN, LOGIN, SCRAM-SHA-256 or none";
+	return NULL;
 }
 
 static const char *settings_check_networks(const char *value)
@@ -259,6 +299,14 @@ static const char *settings_set_listen(struct popboxd_settings *set,
 {
 	struct settings_list list = settings_list(set, def);
 
+	/* "listen = none": no plain listener (a POP3S-only server). */
+	if (def->offset == OFF(listen) && strcmp(value, "none") == 0) {
+		settings_list_clear(set, def);
+		set->listen_none = true;
+		return NULL;
+	}
+	if (def->offset == OFF(listen))
+		set->listen_none = false;
 	if (*list.count >= SETTINGS_MAX_LISTEN)
 		return settings_error("too many %s addresses (max %d)",
 				      def->name, SETTINGS_MAX_LISTEN);
@@ -685,8 +733,12 @@ int settings_check(struct popboxd_settings *set, const char **error_r)
 		return -1;
 	if (settings_check_tls(set, error_r) < 0)
 		return -1;
+	if (set->listen_none && set->tls_listen_count == 0) {
+		*error_r = "listen = none needs a tls_listen: no address to serve";
+		return -1;
+	}
 	/* Only plain listen has a default: implicit TLS is opt-in. */
-	if (set->listen_count == 0) {
+	if (set->listen_count == 0 && !set->listen_none) {
 		if ((set->listen[0] = strdup("127.0.0.1:110")) == NULL) {
 			*error_r = "out of memory";
 			return -1;
@@ -728,7 +780,9 @@ static void settings_print_one(const struct popboxd_settings *set,
 		size_t count = *(const size_t *)((const char *)set +
 						 def->count_offset);
 
-		if (count == 0)
+		if (count == 0 && def->offset == OFF(listen) && set->listen_none)
+			fprintf(out, "%s = none\n", def->name);
+		else if (count == 0)
 			fprintf(out, "# %s is not set\n", def->name);
 		for (size_t i = 0; i < count; i++)
 			fprintf(out, "%s = %s\n", def->name, addrs[i]);

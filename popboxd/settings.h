@@ -18,6 +18,7 @@
 struct popboxd_settings {
 	char *listen[SETTINGS_MAX_LISTEN]; /* "127.0.0.1:110", "[::1]:110", "*:110" */
 	size_t listen_count;               /* default: one, "127.0.0.1:110" */
+	bool listen_none;       /* "listen = none": no plain listener at all */
 	/* RFC 8314 implicit TLS: addresses where the connection starts with
 	   a TLS handshake (POP3S, 995).  Default: none. */
 	char *tls_listen[SETTINGS_MAX_LISTEN];
@@ -35,12 +36,14 @@ struct popboxd_settings {
 	char *mail_location;   /* Maildir path template: %u user, %h home, %d domain,
 				  %n local part, %% percent; default "%h/Maildir" */
 	char *mail_user;       /* drop to this user when started as root; default "popbox" */
+	char *auth_mechanisms; /* SASL mechanisms offered; "none" for none */
 	bool apop;             /* offer APOP; default off (needs {PLAIN} secrets) */
 	unsigned int login_delay;   /* RFC 2449 LOGIN-DELAY, seconds; 0 = off */
 	int expire_days;            /* RFC 2449 EXPIRE; -1 = NEVER (the default) */
 	unsigned int login_timeout; /* seconds for the whole pre-auth phase; default 60 */
 	unsigned int idle_timeout;  /* seconds idle after login; >= 600 (RFC 1939) */
 	unsigned int auth_failure_delay_ms; /* before every failed-login reply; default 2000 */
+	unsigned int auth_penalty_max_ms;   /* cap of the per-address wait; default 15000 */
 	unsigned int max_auth_failures;     /* per connection, then close; default 3 */
 	unsigned int max_bad_commands;      /* in a row, then close; default 10 */
 	unsigned int workers;       /* event loop threads; 0 = one per core */
@@ -71,6 +74,10 @@ int settings_check(struct popboxd_settings *set, const char **error_r);
 void settings_print(const struct popboxd_settings *set, FILE *out);
 
 void settings_free(struct popboxd_settings *set);
+
+/* Parses an auth_mechanisms value into a mask, bit (1u << enum sasl_mech)
+   per mechanism; "none" is 0.  Returns -1 for an unknown name. */
+int settings_sasl_mechs(const char *value, unsigned int *mask_r);
 
 /*
  * Expands a mail_location template for a user.  home may be "" (then %h is

@@ -1,11 +1,24 @@
 /*
- * tls.c — the server's TLS context (see tls.h).
+ * tls.c — the server's TLS contexts (see tls.h).
  */
 #include "tls.h"
 
 #include <openssl/err.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+/* OpenSSL 3's ticket key block: name, HMAC secret, AES key. */
+#define TLS_TICKET_KEYS_LEN 80
+
+struct tls_server {
+	pthread_mutex_t lock;   /* guards ctx */
+	SSL_CTX *ctx;
+	char *cert_file;
+	char *key_file;
+	char *min_version;
+};
 
 /* TLS 1.2 suites: ECDHE (forward secrecy) with AEAD only.  TLS 1.3 suites
    are all AEAD and keep OpenSSL's defaults. */
@@ -27,7 +40,7 @@ static const char *tls_error(const char *what)
 	return tls_errbuf;
 }
 
-int tls_context_create(const char *cert_file, const char *key_file,
+static int tls_context_create(const char *cert_file, const char *key_file,
 		       const char *min_version, SSL_CTX **ctx_r,
 		       const char **error_r)
 {
@@ -57,4 +70,76 @@ int tls_context_create(const char *cert_file, const char *key_file,
 	}
 	SSL_CTX_free(ctx);
 	return -1;
+}
+
+int tls_server_create(const char *cert_file, const char *key_file,
+		      const char *min_version, struct tls_server **server_r,
+		      const char **error_r)
+{
+	struct tls_server *t = calloc(1, sizeof(*t));
+
+	if (t == NULL) {
+		*error_r = "out of memory";
+		return -1;
+	}
+	pthread_mutex_init(&t->lock, NULL);
+	t->cert_file = strdup(cert_file);
+	t->key_file = strdup(key_file);
+	t->min_version = strdup(min_version != NULL ? min_version : "TLSv1.2");
+	if (t->cert_file == NULL || t->key_file == NULL || t->min_version == NULL) {
+		*error_r = "out of memory";
+		tls_server_free(&t);
+		return -1;
+	}
+	if (tls_context_create(cert_file, key_file, t->min_version, &t->ctx,
+			       error_r) < 0) {
+		tls_server_free(&t);
+		return -1;
+	}
+	*server_r = t;
+	return 0;
+}
+
+void tls_server_free(struct tls_server **server)
+{
+	struct tls_server *t = *server;
+
+	if (t == NULL)
+		return;
+	SSL_CTX_free(t->ctx);
+	pthread_mutex_destroy(&t->lock);
+	free(t->cert_file);
+	free(t->key_file);
+	free(t->min_version);
+	free(t);
+	*server = NULL;
+}
+
+SSL *tls_server_ssl_new(struct tls_server *t)
+{
+	pthread_mutex_lock(&t->lock);
+	SSL *ssl = SSL_new(t->ctx);
+	pthread_mutex_unlock(&t->lock);
+	return ssl;
+}
+
+int tls_server_reload(struct tls_server *t, const char **error_r)
+{
+	unsigned char keys[TLS_TICKET_KEYS_LEN];
+	SSL_CTX *fresh, *old;
+
+	if (tls_context_create(t->cert_file, t->key_file, t->min_version,
+			       &fresh, error_r) < 0)
+		return -1;
+	pthread_mutex_lock(&t->lock);
+	old = t->ctx;
+	/* Same ticket keys: tickets issued before the reload still resume. */
+	if (SSL_CTX_get_tlsext_ticket_keys(old, keys, sizeof(keys)) == 1)
+		SSL_CTX_set_tlsext_ticket_keys(fresh, keys, sizeof(keys));
+	t->ctx = fresh;
+	pthread_mutex_unlock(&t->lock);
+	OPENSSL_cleanse(keys, sizeof(keys));
+	/* Open sessions hold their own references to the old context. */
+	SSL_CTX_free(old);
+	return 0;
 }

@@ -32,7 +32,8 @@ static const char popbox_usage[] =
 	"passwd        read a password (twice from a terminal, or one line\n"
 	"              from stdin) and print \"{SCHEME}hash\" for the\n"
 	"              passwd-file.  SCHEME: YESCRYPT (default), SHA512-CRYPT,\n"
-	"              SHA256-CRYPT, BLF-CRYPT, PLAIN (needed only for APOP)\n"
+	"              SHA256-CRYPT, BLF-CRYPT, SCRAM-SHA-256 (needed for\n"
+	"              AUTH SCRAM-SHA-256), PLAIN (needed only for APOP)\n"
 	"check-config  load FILE (default " POPBOX_DEFAULT_CONFIG ") and print\n"
 	"              the effective settings, like `popboxd -t`\n";
 

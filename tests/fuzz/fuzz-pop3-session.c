@@ -4,11 +4,14 @@
  * The input is the client's byte stream, delivered in pieces whose sizes
  * come from the stream itself.  Actions get canned answers: PASS "ok" (or
  * any APOP) logs in to a three-message maildrop; other passwords fail;
+ * an AUTH step whose decoded data starts with 'o' logs in, 'f' fails, 'm'
+ * is malformed, anything else is echoed back as the next challenge;
  * messages "stream"; commits succeed.  Invariants checked: every reply
  * starts with "+OK" or "-ERR" and ends in CRLF; the core never consumes
  * more than it was given; nothing is consumed while an action is pending
  * or after the session closed; a COMMIT only ever happens from QUIT with
- * the session in UPDATE.
+ * the session in UPDATE; an AUTH step only comes before login, with data
+ * within SASL_CLIENT_MAX and present on every step but a first one.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -65,6 +68,23 @@ static void answer_action(struct pop3_session *s)
 			abort();
 		pop3_session_commit_done(s, true, 1);
 		break;
+	case POP3_ACTION_AUTH_STEP:
+		if (pop3_session_state(s) != POP3_STATE_AUTHORIZATION ||
+		    a->sasl_len > SASL_CLIENT_MAX ||
+		    (a->sasl_data == NULL && !a->sasl_first) ||
+		    a->sasl_mech >= SASL_MECH_COUNT)
+			abort();
+		if (a->sasl_data != NULL && a->sasl_len > 0 && a->sasl_data[0] == 'o')
+			pop3_session_auth_done(s, POP3_LOGIN_OK, "fuzzuser", fuzz_msgs, 3);
+		else if (a->sasl_data != NULL && a->sasl_len > 0 && a->sasl_data[0] == 'f')
+			pop3_session_auth_done(s, POP3_LOGIN_AUTH_FAILED, NULL, NULL, 0);
+		else if (a->sasl_data != NULL && a->sasl_len > 0 && a->sasl_data[0] == 'm')
+			pop3_session_auth_done(s, POP3_LOGIN_MALFORMED, NULL, NULL, 0);
+		else if (a->sasl_data != NULL)
+			pop3_session_auth_challenge(s, a->sasl_data, a->sasl_len);
+		else
+			pop3_session_auth_challenge(s, "", 0);
+		break;
 	case POP3_ACTION_START_TLS:
 		if (pop3_session_state(s) != POP3_STATE_AUTHORIZATION)
 			abort();
@@ -86,6 +106,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		.implementation = "popbox",
 		.stls = size > 0 && (data[0] & 2),
 		.cleartext_ok = size == 0 || !(data[0] & 4),
+		.sasl_mechs = size > 0 && (data[0] & 8) ? 1u << SASL_MECH_SCRAM_SHA_256 :
+			      (1u << SASL_MECH_COUNT) - 1,
 	};
 	struct fuzz_out out = { 0, 0, 0, 1 };
 	struct pop3_session *s = pop3_session_new(&cfg, fuzz_output, &out);

@@ -65,10 +65,14 @@ def test_greeting(srv):
         p.quit()
 
 
-def check_capa(caps, expire="NEVER", login_delay=None):
+def check_capa(caps, expire="NEVER", login_delay=None, logged_in=False):
     want = set(CAPA_BASE)
     if login_delay is not None:
         want.add("LOGIN-DELAY")
+    if not logged_in:
+        # SASL before login only: after it there is nothing to authenticate.
+        want.add("SASL")
+        assert caps["SASL"] == ["PLAIN", "LOGIN", "SCRAM-SHA-256"], caps["SASL"]
     assert set(caps) == want, f"CAPA lists {sorted(caps)}, expected {sorted(want)}"
     for k in ("TOP", "USER", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"):
         assert caps[k] == [], f"{k} takes no argument, got {caps[k]}"
@@ -84,7 +88,7 @@ def test_capa_both_states(srv):
         check_capa(p.capa())
         p.user("alice")
         p.pass_(PW["alice"])
-        check_capa(p.capa())
+        check_capa(p.capa(), logged_in=True)
     finally:
         p.quit()
 
@@ -96,7 +100,7 @@ def test_capa_configured_expire_and_login_delay(env, server):
         check_capa(p.capa(), expire="30", login_delay=5)
         p.user("carol")
         p.pass_(PW["carol"])
-        check_capa(p.capa(), expire="30", login_delay=5)
+        check_capa(p.capa(), expire="30", login_delay=5, logged_in=True)
     finally:
         p.quit()
     # RFC 2449 LOGIN-DELAY: a second login within 5 s is refused.

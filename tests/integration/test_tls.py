@@ -741,3 +741,18 @@ def test_allow_cleartext_option(env, server, pki, conns):
     conns.append(c.sock)
     c.login("alice", PW["alice"])
     assert c.cmd("QUIT").startswith(b"+OK")
+
+
+def test_pop3s_only_server(env, server, pki, conns):
+    """listen = none: only the implicit-TLS port exists."""
+    fill(env)
+    s = server(listen="none", tls_listen="127.0.0.1:0", tls_cert_file=pki.cert,
+               tls_key_file=pki.key)
+    ports = [int(p) for p in LISTENING.findall(s.log())]
+    assert ports == [s.port], f"expected one (TLS) listener: {ports}\n{s.log()}"
+    c = TLSPOP3(s.host, s.port, client_ctx(pki))
+    conns.append(c)
+    c.login("alice", PW["alice"])
+    assert c.cmd("STAT").startswith(b"+OK 3 ")
+    # No STLS on a TLS port, and nothing on a plain one.
+    assert "STLS" not in capa_lines(c)

@@ -2,8 +2,10 @@
  * test-passdb.c — the passwd-file database: lookups and verification,
  * bad lines skipped with a warning, reload when the file changes, the last
  * good copy kept when it breaks, the dummy hash for unknown users (proved
- * by the crypt counter, not by timing), APOP with RFC 1939's example, and
- * a concurrency smoke test (run it under ASan/TSan).
+ * by the slow-hash counter, not by timing), APOP with RFC 1939's example,
+ * SCRAM credentials (stored, derived from {PLAIN}, fake) and the user
+ * lookup after a SCRAM proof, and a concurrency smoke test (run it under
+ * ASan/TSan).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,6 +16,8 @@
 #include <string.h>
 
 #include <cmocka.h>
+
+#include "passwd-fixture.h"
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -27,6 +31,12 @@
 /* "pencil" and "rasmuslerdorf" (see test-password.c for the vectors). */
 #define ALICE_HASH "{SHA256-CRYPT}$5$saltsalt$hl9BvcGsj7AkON13nbqeQHDgRpHyFxt7WDzLoS.OCQ/"
 #define ERIN_HASH "$2y$07$BCryptRequires22Chrcte/VlQH0piJtjXl.0t1XkA8pw9dMXTpOq"
+/* "pencil", RFC 7677 section 3's salt and iterations (test-password.c). */
+#define SCRAM_TAIL "W22ZaJ0SNY7soEsUEjb6gQ==,"                          \
+	"WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=,"                 \
+	"wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU="
+#define SAM_HASH "{SCRAM-SHA-256}4096," SCRAM_TAIL
+#define SID_HASH "{SCRAM-SHA-256}4095," SCRAM_TAIL /* unusable */
 
 static const char users_v1[] =
 	"# popbox test users\n"
@@ -38,26 +48,10 @@ static const char users_v1[] =
 	"dave:{PLAIN}x:notanumber\n"                         /* line 7 */
 	"alice:{PLAIN}pencil2\n"                             /* line 8: dup */
 	"mrose:{CLEAR}tanstaaf\r\n"
-	"erin:" ERIN_HASH "\n";
+	"erin:" ERIN_HASH "\n"
+	"sam:" SAM_HASH ":1003:1003::/home/sam\n"
+	"sid:" SID_HASH "\n";
 
-struct fixture {
-	char dir[64];
-	char path[96];
-	struct passdb *db;
-};
-
-static void write_file(const char *path, const char *text)
-{
-	char tmp[128];
-	FILE *f;
-
-	/* Replace atomically, as an admin's editor or script would. */
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	assert_non_null(f = fopen(tmp, "w"));
-	assert_int_equal(fputs(text, f) >= 0, 1);
-	assert_int_equal(fclose(f), 0);
-	assert_int_equal(rename(tmp, path), 0);
-}
 
 /* Runs passdb_open() with stderr captured into log_r (malloc'ed). */
 static int open_captured(const char *path, struct passdb **db_r,
@@ -164,6 +158,9 @@ static void test_bad_lines_warned(void **state)
 	passdb_close(&db);
 }
 
+static enum passdb_result try_login(struct passdb *db, const char *user,
+				    const char *password);
+
 struct plain_case {
 	const char *user, *password;
 	enum passdb_result result;
@@ -183,6 +180,9 @@ static const struct plain_case plain_cases[] = {
 	{ "dave", "x", PASSDB_FAIL, NULL, NULL, 0 },        /* bad line */
 	{ "mrose", "tanstaaf", PASSDB_OK, "", NULL, 0 },
 	{ "erin", "rasmuslerdorf", PASSDB_OK, "", NULL, 0 },
+	{ "sam", "pencil", PASSDB_OK, "/home/sam", NULL, 1003 },
+	{ "sam", "pencil2", PASSDB_FAIL, NULL, NULL, 0 },
+	{ "sid", "pencil", PASSDB_FAIL, NULL, NULL, 0 },    /* unusable */
 	{ "nobody", "pencil", PASSDB_FAIL, NULL, NULL, 0 },
 	{ "../alice", "pencil", PASSDB_FAIL, NULL, NULL, 0 },
 	{ "", "pencil", PASSDB_FAIL, NULL, NULL, 0 },
@@ -218,28 +218,50 @@ static void test_verify_plain(void **state)
 }
 
 /*
- * Every attempt runs crypt exactly once, whether the user is unknown, the
- * password wrong, the entry plaintext, or the name invalid: the dummy hash
- * is really verified.
+ * Every attempt runs exactly one slow hash, whether the user is unknown,
+ * the password wrong, the entry plaintext, crypt or SCRAM, or the name
+ * invalid: the dummy hash is really verified, and never beside a SCRAM
+ * entry's own PBKDF2.
  */
-static void test_one_crypt_per_attempt(void **state)
+static void test_one_slow_hash_per_attempt(void **state)
 {
 	static const char *const attempts[][2] = {
 		{ "alice", "pencil" }, { "alice", "wrong" }, { "nobody", "pencil" },
 		{ "bob", "secret" }, { "bob", "wrong" }, { "mrose", "x" },
 		{ "carol", "pencil" }, { "../x", "pencil" },
+		{ "sam", "pencil" }, { "sam", "wrong" }, { "sid", "pencil" },
 	};
 	struct fixture *fx = *state;
 
 	for (size_t i = 0; i < sizeof(attempts) / sizeof(attempts[0]); i++) {
 		struct passdb_user u;
-		unsigned long before = password_crypt_count();
+		unsigned long before = password_slow_count();
 
 		passdb_verify_plain(fx->db, attempts[i][0], attempts[i][1], &u);
 		passdb_user_clear(&u);
-		if (password_crypt_count() != before + 1)
-			fail_msg("%s: %lu crypt calls", attempts[i][0],
-				 password_crypt_count() - before);
+		if (password_slow_count() != before + 1)
+			fail_msg("%s: %lu slow hashes", attempts[i][0],
+				 password_slow_count() - before);
+	}
+}
+
+/* With only SCRAM entries, the dummy is SCRAM too: still one slow hash
+   (a PBKDF2, no crypt at all) for unknown and plaintext users. */
+static void test_scram_only_file_dummy(void **state)
+{
+	static const char *const users[] = { "nobody", "bob", "sam", "sid" };
+	struct fixture *fx = *state;
+
+	write_file(fx->path, "sam:" SAM_HASH "\nbob:{PLAIN}secret\n"
+			     "sid:" SID_HASH "\n");
+	assert_int_equal(try_login(fx->db, "sam", "pencil"), PASSDB_OK);
+	for (size_t i = 0; i < sizeof(users) / sizeof(users[0]); i++) {
+		unsigned long crypts = password_crypt_count();
+		unsigned long slow = password_slow_count();
+
+		assert_int_equal(try_login(fx->db, users[i], "wrong"), PASSDB_FAIL);
+		assert_int_equal(password_slow_count(), slow + 1);
+		assert_int_equal(password_crypt_count(), crypts);
 	}
 }
 
@@ -410,6 +432,128 @@ static void test_concurrent_reload(void **state)
 	assert_int_equal(try_login(fx->db, "u19", "x"), PASSDB_OK);
 }
 
+/* The credentials of a stored {SCRAM-SHA-256} entry, as stored. */
+static void test_scram_lookup_stored(void **state)
+{
+	struct fixture *fx = *state;
+	struct password_scram cred, want;
+	bool usable = false;
+
+	assert_int_equal(password_scram_parse(SAM_HASH, &want), 0);
+	unsigned long slow = password_slow_count();
+	assert_int_equal(passdb_scram_lookup(fx->db, "sam", &cred, &usable),
+			 PASSDB_OK);
+	assert_int_equal(password_slow_count(), slow + 1);
+	assert_true(usable);
+	assert_memory_equal(&cred, &want, sizeof(cred));
+}
+
+/* A {PLAIN} user's keys are derived from the secret with a salt that
+   stays the same for that user and differs between users. */
+static void test_scram_lookup_plain(void **state)
+{
+	struct fixture *fx = *state;
+	struct password_scram cred, again, other, want;
+	bool usable = false;
+
+	unsigned long slow = password_slow_count();
+	assert_int_equal(passdb_scram_lookup(fx->db, "bob", &cred, &usable),
+			 PASSDB_OK);
+	assert_int_equal(password_slow_count(), slow + 1);
+	assert_true(usable);
+	assert_int_equal(cred.iter, PASSWORD_SCRAM_ITER_DEFAULT);
+	assert_int_equal(cred.salt_len, PASSWORD_SCRAM_SALT_LEN);
+	assert_int_equal(password_scram_derive("secret", cred.salt, cred.salt_len,
+					       cred.iter, &want), 0);
+	assert_memory_equal(&cred, &want, sizeof(cred));
+
+	assert_int_equal(passdb_scram_lookup(fx->db, "bob", &again, &usable),
+			 PASSDB_OK);
+	assert_memory_equal(&again, &cred, sizeof(cred));
+	assert_int_equal(passdb_scram_lookup(fx->db, "mrose", &other, &usable),
+			 PASSDB_OK);
+	assert_true(usable);
+	assert_memory_not_equal(other.salt, cred.salt, cred.salt_len);
+}
+
+/*
+ * Unknown users, invalid names, crypt entries and unusable entries get
+ * fake credentials shaped like a {PLAIN} user's: same iterations, salt
+ * length, a salt stable per name, fresh random keys, one PBKDF2 each.
+ */
+static void test_scram_lookup_fake(void **state)
+{
+	static const char *const users[] = {
+		"nobody", "alice", "erin", "carol", "sid", "../x", "",
+		"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+	};
+	struct fixture *fx = *state;
+
+	for (size_t i = 0; i < sizeof(users) / sizeof(users[0]); i++) {
+		struct password_scram cred, again;
+		bool usable = true;
+		unsigned long slow = password_slow_count();
+
+		assert_int_equal(passdb_scram_lookup(fx->db, users[i], &cred,
+						     &usable), PASSDB_OK);
+		assert_int_equal(password_slow_count(), slow + 1);
+		if (usable)
+			fail_msg("%s: usable", users[i]);
+		assert_int_equal(cred.iter, PASSWORD_SCRAM_ITER_DEFAULT);
+		assert_int_equal(cred.salt_len, PASSWORD_SCRAM_SALT_LEN);
+		assert_int_equal(passdb_scram_lookup(fx->db, users[i], &again,
+						     &usable), PASSDB_OK);
+		assert_false(usable);
+		assert_memory_equal(again.salt, cred.salt, cred.salt_len);
+		assert_memory_not_equal(again.stored_key, cred.stored_key, 32);
+		assert_memory_not_equal(again.server_key, cred.server_key, 32);
+	}
+}
+
+/* The salt key is drawn per passdb: another process (here another
+   passdb) gives an unknown user another salt. */
+static void test_scram_salt_key_per_db(void **state)
+{
+	struct fixture *fx = *state;
+	struct password_scram a, b;
+	struct passdb *db2;
+	const char *error;
+	bool usable;
+
+	assert_int_equal(passdb_open(fx->path, &db2, &error), 0);
+	assert_int_equal(passdb_scram_lookup(fx->db, "nobody", &a, &usable),
+			 PASSDB_OK);
+	assert_int_equal(passdb_scram_lookup(db2, "nobody", &b, &usable),
+			 PASSDB_OK);
+	assert_memory_not_equal(a.salt, b.salt, a.salt_len);
+	passdb_close(&db2);
+}
+
+static void test_user_lookup(void **state)
+{
+	struct fixture *fx = *state;
+	struct passdb_user u;
+
+	assert_int_equal(passdb_user_lookup(fx->db, "bob", &u), PASSDB_OK);
+	assert_string_equal(u.name, "bob");
+	assert_string_equal(u.home, "/home/bob");
+	assert_string_equal(u.mail, "/srv/mail/bob");
+	assert_int_equal(u.uid, 1002);
+	passdb_user_clear(&u);
+	assert_int_equal(passdb_user_lookup(fx->db, "sam", &u), PASSDB_OK);
+	assert_string_equal(u.home, "/home/sam");
+	passdb_user_clear(&u);
+	assert_int_equal(passdb_user_lookup(fx->db, "nobody", &u), PASSDB_FAIL);
+	assert_null(u.name);
+	assert_int_equal(passdb_user_lookup(fx->db, "../bob", &u), PASSDB_FAIL);
+	/* Gone from the file since: FAIL. */
+	write_file(fx->path, "frank:{PLAIN}abc\n");
+	assert_int_equal(passdb_user_lookup(fx->db, "bob", &u), PASSDB_FAIL);
+	assert_null(u.name);
+	assert_int_equal(passdb_user_lookup(fx->db, "frank", &u), PASSDB_OK);
+	passdb_user_clear(&u);
+}
+
 static const struct username_case {
 	const char *name;
 	bool valid;
@@ -444,7 +588,13 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_lines_warned, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_verify_plain, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_one_crypt_per_attempt, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_one_slow_hash_per_attempt, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_scram_only_file_dummy, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_scram_lookup_stored, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_scram_lookup_plain, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_scram_lookup_fake, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_scram_salt_key_per_db, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_user_lookup, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_password_too_long, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_verify_apop, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_apop_plain_user, setup, teardown),

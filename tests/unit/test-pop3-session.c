@@ -650,6 +650,214 @@ static void test_cleartext_refused_until_tls(void **state)
 	fixture_free(f);
 }
 
+#define ALL_MECHS ((1u << SASL_MECH_PLAIN) | (1u << SASL_MECH_LOGIN) | \
+		   (1u << SASL_MECH_SCRAM_SHA_256))
+
+static struct fixture *sasl_fixture(bool cleartext_ok, unsigned int mechs)
+{
+	struct fixture *f = fixture_new(false);
+	f->cfg.cleartext_ok = cleartext_ok;
+	f->cfg.stls = true;
+	f->cfg.sasl_mechs = mechs;
+	pop3_session_free(&f->s);
+	f->out.len = 0;
+	f->s = pop3_session_new(&f->cfg, capture_output, &f->out);
+	expect(f, "+OK popbox ready\r\n");
+	return f;
+}
+
+static const struct pop3_action *expect_step(struct fixture *f, bool first,
+					     const void *data, size_t len)
+{
+	const struct pop3_action *a = pop3_session_action(f->s);
+	assert_int_equal(a->type, POP3_ACTION_AUTH_STEP);
+	assert_int_equal(a->sasl_first, first);
+	if (data == NULL) {
+		assert_null(a->sasl_data);
+	} else {
+		assert_non_null(a->sasl_data);
+		assert_int_equal(a->sasl_len, len);
+		assert_memory_equal(a->sasl_data, data, len);
+	}
+	assert_true(pop3_session_in_auth(f->s));
+	return a;
+}
+
+static void test_auth_mechanism_lists(void **state)
+{
+	(void)state;
+	struct fixture *f = sasl_fixture(true, ALL_MECHS);
+	feed_str(f, "CAPA\r\n");
+	expect(f, "+OK capability list follows\r\nTOP\r\nUSER\r\n"
+		  "SASL PLAIN LOGIN SCRAM-SHA-256\r\nUIDL\r\n"
+		  "RESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\nSTLS\r\n"
+		  "EXPIRE NEVER\r\nIMPLEMENTATION popbox\r\n.\r\n");
+	feed_str(f, "AUTH\r\n");
+	expect(f, "+OK supported mechanisms follow\r\nPLAIN\r\nLOGIN\r\n"
+		  "SCRAM-SHA-256\r\n.\r\n");
+	/* After login there is nothing to authenticate. */
+	feed_str(f, "USER a\r\nPASS b\r\n");
+	pop3_session_login_done(f->s, POP3_LOGIN_OK, three_msgs, 3);
+	f->out.len = 0;
+	feed_str(f, "CAPA\r\n");
+	assert_null(strstr(f->out.buf, "SASL"));
+	f->out.len = 0;
+	feed_str(f, "AUTH\r\n");
+	expect(f, "-ERR command not valid after login\r\n");
+	fixture_free(f);
+
+	/* Before TLS off a trusted network: only the mechanism that never
+	   sends the password. */
+	f = sasl_fixture(false, ALL_MECHS);
+	feed_str(f, "AUTH\r\n");
+	expect(f, "+OK supported mechanisms follow\r\nSCRAM-SHA-256\r\n.\r\n");
+	feed_str(f, "AUTH PLAIN AGEAYg==\r\nAUTH login\r\n");
+	expect(f, "-ERR [AUTH] plaintext authentication refused here: use STLS first\r\n"
+		  "-ERR [AUTH] plaintext authentication refused here: use STLS first\r\n");
+	assert_int_equal(pop3_session_action(f->s)->type, POP3_ACTION_NONE);
+	feed_str(f, "STLS\r\n");
+	expect(f, "+OK begin TLS negotiation\r\n");
+	pop3_session_tls_started(f->s);
+	feed_str(f, "AUTH\r\n");
+	expect(f, "+OK supported mechanisms follow\r\nPLAIN\r\nLOGIN\r\n"
+		  "SCRAM-SHA-256\r\n.\r\n");
+	fixture_free(f);
+
+	/* Only what the configuration offers; none at all: no SASL line. */
+	f = sasl_fixture(true, 1u << SASL_MECH_SCRAM_SHA_256);
+	feed_str(f, "AUTH PLAIN AGEAYg==\r\n");
+	expect(f, "-ERR unsupported authentication mechanism\r\n");
+	fixture_free(f);
+	f = sasl_fixture(true, 0);
+	feed_str(f, "CAPA\r\n");
+	assert_null(strstr(f->out.buf, "SASL"));
+	f->out.len = 0;
+	feed_str(f, "AUTH\r\nAUTH X-UNKNOWN\r\n");
+	expect(f, "+OK supported mechanisms follow\r\n.\r\n"
+		  "-ERR unsupported authentication mechanism\r\n");
+	fixture_free(f);
+}
+
+static void test_auth_plain_initial_response(void **state)
+{
+	(void)state;
+	struct fixture *f = sasl_fixture(true, ALL_MECHS);
+	feed_str(f, "AUTH plain AGFsaWNlAHNlY3JldA==\r\nSTAT\r\n");
+	const struct pop3_action *a = expect_step(f, true, "\0alice\0secret", 13);
+	assert_int_equal(a->sasl_mech, SASL_MECH_PLAIN);
+	expect(f, "");
+	/* Pipelined STAT waits for the end of the exchange. */
+	pop3_session_auth_done(f->s, POP3_LOGIN_OK, "alice", three_msgs, 3);
+	expect(f, "+OK maildrop has 3 messages (2155 octets)\r\n");
+	assert_false(pop3_session_in_auth(f->s));
+	assert_string_equal(pop3_session_user(f->s), "alice");
+	feed_str(f, "STAT\r\n");
+	expect(f, "+OK 3 2155\r\n");
+	fixture_free(f);
+
+	/* "=" is an empty initial response, not an absent one. */
+	f = sasl_fixture(true, ALL_MECHS);
+	feed_str(f, "AUTH PLAIN =\r\n");
+	expect_step(f, true, "", 0);
+	pop3_session_auth_done(f->s, POP3_LOGIN_MALFORMED, NULL, NULL, 0);
+	expect(f, "-ERR [AUTH] authentication exchange failed\r\n");
+	assert_false(pop3_session_in_auth(f->s));
+	fixture_free(f);
+}
+
+static void test_auth_challenges(void **state)
+{
+	(void)state;
+	struct fixture *f = sasl_fixture(true, ALL_MECHS);
+	feed_str(f, "AUTH SCRAM-SHA-256\r\n");
+	const struct pop3_action *a = expect_step(f, true, NULL, 0);
+	assert_int_equal(a->sasl_mech, SASL_MECH_SCRAM_SHA_256);
+	pop3_session_auth_challenge(f->s, "", 0);
+	expect(f, "+ \r\n");
+	assert_int_equal(pop3_session_action(f->s)->type, POP3_ACTION_NONE);
+	/* A line is an answer now, even one that looks like a command. */
+	feed_str(f, "QUIT\r\n");
+	a = expect_step(f, false, "AB\x13", 3);
+	assert_int_equal(a->sasl_mech, SASL_MECH_SCRAM_SHA_256);
+	pop3_session_auth_challenge(f->s, "v=xyz", 5);
+	expect(f, "+ dj14eXo=\r\n");
+	feed_str(f, "\r\n");
+	expect_step(f, false, "", 0);
+	pop3_session_auth_done(f->s, POP3_LOGIN_OK, "bob", three_msgs, 1);
+	expect(f, "+OK maildrop has 1 messages (120 octets)\r\n");
+	assert_string_equal(pop3_session_user(f->s), "bob");
+	fixture_free(f);
+}
+
+static void test_auth_cancel_and_bad_answers(void **state)
+{
+	(void)state;
+	struct fixture *f = sasl_fixture(true, ALL_MECHS);
+	feed_str(f, "AUTH LOGIN\r\n");
+	expect_step(f, true, NULL, 0);
+	pop3_session_auth_challenge(f->s, "Username:", 9);
+	expect(f, "+ VXNlcm5hbWU6\r\n");
+	feed_str(f, "*\r\n");
+	expect(f, "-ERR authentication cancelled\r\n");
+	assert_false(pop3_session_in_auth(f->s));
+	assert_int_equal(pop3_session_state(f->s), POP3_STATE_AUTHORIZATION);
+	feed_str(f, "USER alice\r\n");
+	expect(f, "+OK send PASS\r\n");
+
+	/* Not canonical base64: the exchange ends with -ERR. */
+	feed_str(f, "AUTH PLAIN AGE!Yg==\r\n");
+	expect(f, "-ERR invalid base64 in authentication exchange\r\n");
+	assert_false(pop3_session_in_auth(f->s));
+	feed_str(f, "AUTH LOGIN\r\n");
+	pop3_session_auth_challenge(f->s, "Username:", 9);
+	f->out.len = 0;
+	feed_str(f, "YWxpY2U\r\n");
+	expect(f, "-ERR invalid base64 in authentication exchange\r\n");
+	assert_false(pop3_session_in_auth(f->s));
+
+	/* An answer longer than any mechanism accepts is dropped as it
+	   comes, and the command after it is read normally. */
+	feed_str(f, "AUTH LOGIN\r\n");
+	pop3_session_auth_challenge(f->s, "Username:", 9);
+	f->out.len = 0;
+	size_t big = POP3_SASL_LINE_MAX + 100;
+	char *line = malloc(big + 8);
+	memset(line, 'A', big);
+	memcpy(line + big, "\r\nNOOP\r\n", 8);
+	feed(f, line, big + 8);
+	free(line);
+	expect(f, "-ERR authentication answer too long\r\n"
+		  "-ERR command not valid before login\r\n");
+	assert_false(pop3_session_in_auth(f->s));
+	fixture_free(f);
+}
+
+static void test_auth_failures_count(void **state)
+{
+	(void)state;
+	struct fixture *f = sasl_fixture(true, ALL_MECHS);
+	for (int i = 0; i < 3; i++) {
+		feed_str(f, "AUTH PLAIN AGFsaWNlAHdyb25n\r\n");
+		expect_step(f, true, "\0alice\0wrong", 12);
+		pop3_session_auth_done(f->s, POP3_LOGIN_AUTH_FAILED, NULL, NULL, 0);
+		expect(f, "-ERR [AUTH] invalid user name or password\r\n");
+	}
+	/* max_auth_failures (3) reached: closed. */
+	assert_int_equal(pop3_session_state(f->s), POP3_STATE_CLOSED);
+	assert_int_equal(pop3_session_action(f->s)->type, POP3_ACTION_CLOSE);
+	fixture_free(f);
+
+	/* Aborted mid-exchange (timeout): closed, nothing pending. */
+	f = sasl_fixture(true, ALL_MECHS);
+	feed_str(f, "AUTH LOGIN\r\n");
+	pop3_session_auth_challenge(f->s, "Username:", 9);
+	f->out.len = 0;
+	pop3_session_abort(f->s, "login took too long, closing");
+	expect(f, "-ERR login took too long, closing\r\n");
+	assert_false(pop3_session_in_auth(f->s));
+	fixture_free(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -678,6 +886,11 @@ int main(void)
 		cmocka_unit_test(test_stls),
 		cmocka_unit_test(test_stls_refused),
 		cmocka_unit_test(test_cleartext_refused_until_tls),
+		cmocka_unit_test(test_auth_mechanism_lists),
+		cmocka_unit_test(test_auth_plain_initial_response),
+		cmocka_unit_test(test_auth_challenges),
+		cmocka_unit_test(test_auth_cancel_and_bad_answers),
+		cmocka_unit_test(test_auth_failures_count),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -58,6 +58,8 @@ static void test_defaults(void **state)
 	assert_int_equal(set.idle_timeout, 600);
 	assert_int_equal(set.auth_failure_delay_ms, 2000);
 	assert_int_equal(set.max_auth_failures, 3);
+	assert_int_equal(set.auth_penalty_max_ms, 15000);
+	assert_string_equal(set.auth_mechanisms, "PLAIN LOGIN SCRAM-SHA-256");
 	assert_int_equal(set.max_bad_commands, 10);
 	assert_int_equal(set.workers, 0);
 	assert_int_equal(set.auth_workers, 4);
@@ -88,6 +90,10 @@ static const struct good_case good_cases[] = {
 	{ "trusted_networks = 192.168.0.0/16  ::1",
 	  "trusted_networks = 192.168.0.0/16  ::1\n" },
 	{ "allow_cleartext = on", "allow_cleartext = yes\n" },
+	{ "auth_mechanisms = scram-sha-256  PLAIN", "auth_mechanisms = scram-sha-256  PLAIN\n" },
+	{ "auth_mechanisms = none", "auth_mechanisms = none\n" },
+	{ "auth_penalty_max_ms = 0", "auth_penalty_max_ms = 0\n" },
+	{ "auth_penalty_max_ms = 60000", "auth_penalty_max_ms = 60000\n" },
 	{ "idle_timeout=600", "idle_timeout = 600\n" },
 	{ "  idle_timeout\t=\t86400  ", "idle_timeout = 86400\n" },
 	{ "idle_timeout = 0900 # ten+5 minutes", "idle_timeout = 900\n" },
@@ -267,6 +273,12 @@ static const struct bad_case bad_cases[] = {
 	  "line 1: tls_min_version: expected TLSv1.2 or TLSv1.3" },
 	{ "trusted_networks = 10.0.0.1/8",
 	  "line 1: trusted_networks: host bits set below the prefix length" },
+	{ "auth_mechanisms = PLAIN CRAM-MD5",
+	  "line 1: auth_mechanisms: unknown SASL mechanism: PLAIN, LOGIN, SCRAM-SHA-256 or none" },
+	{ "auth_mechanisms = PLAIN none",
+	  "line 1: auth_mechanisms: unknown SASL mechanism: PLAIN, LOGIN, SCRAM-SHA-256 or none" },
+	{ "auth_penalty_max_ms = 60001",
+	  "line 1: auth_penalty_max_ms: expected a number 0..60000" },
 	{ "trusted_networks = lan",
 	  "line 1: trusted_networks: not a numeric IPv4 or IPv6 address" },
 	{ "allow_cleartext = sometimes",
@@ -367,6 +379,40 @@ static void test_listen_override(void **state)
 	assert_int_equal(parse_str(&set, "apop = yes", &error), 0);
 	assert_int_equal(parse_str(&set, "apop = no", &error), 0);
 	assert_false(set.apop);
+	settings_free(&set);
+}
+
+/* "listen = none" makes a POP3S-only server; without a tls_listen it
+   would serve nothing, which the check refuses. */
+static void test_listen_none(void **state)
+{
+	struct popboxd_settings set;
+	const char *error;
+	char *printed;
+
+	(void)state;
+	settings_init(&set);
+	assert_int_equal(parse_str(&set, "passdb_file = /p\nlisten = none\n"
+				   "tls_listen = *:995\ntls_cert_file = /c\n"
+				   "tls_key_file = /k\n", &error), 0);
+	assert_int_equal(settings_check(&set, &error), 0);
+	assert_int_equal(set.listen_count, 0);
+	assert_int_equal(set.tls_listen_count, 1);
+	printed = print_to_string(&set);
+	assert_non_null(strstr(printed, "listen = none\n"));
+	assert_null(strstr(printed, "# listen is not set"));
+	free(printed);
+	settings_free(&set);
+
+	settings_init(&set);
+	assert_int_equal(parse_str(&set, "passdb_file = /p\nlisten = none\n",
+				   &error), 0);
+	assert_int_equal(settings_check(&set, &error), -1);
+	assert_string_equal(error, "listen = none needs a tls_listen: no address to serve");
+	/* A later address undoes "none". */
+	assert_int_equal(parse_str(&set, "listen = 127.0.0.1:110\n", &error), 0);
+	assert_int_equal(settings_check(&set, &error), 0);
+	assert_int_equal(set.listen_count, 1);
 	settings_free(&set);
 }
 
@@ -487,6 +533,8 @@ static const char full_config[] =
 	"login_timeout = 30\n"
 	"idle_timeout = 1800\n"
 	"auth_failure_delay_ms = 500\n"
+	"auth_penalty_max_ms = 5000\n"
+	"auth_mechanisms = SCRAM-SHA-256 PLAIN\n"
 	"max_auth_failures = 5\n"
 	"max_bad_commands = 20\n"
 	"workers = 2\n"
@@ -682,6 +730,7 @@ int main(void)
 		cmocka_unit_test(test_bad),
 		cmocka_unit_test(test_line_length),
 		cmocka_unit_test(test_listen_override),
+		cmocka_unit_test(test_listen_none),
 		cmocka_unit_test(test_listen_both_full),
 		cmocka_unit_test(test_check),
 		cmocka_unit_test(test_round_trip),
