@@ -14,6 +14,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <event2/event.h>
 #include <inttypes.h>
@@ -27,7 +28,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "auth-penalty.h"
+#include "auth-client.h"
+#include "auth-proto.h"
+#include "handover.h"
+#include "ipc.h"
+#include "relay.h"
 #include "jobs.h"
 #include "log.h"
 #include "pop3-parse.h"
@@ -47,15 +52,8 @@
 
 enum conn_job_kind {
 	CONN_JOB_NONE,
-	CONN_JOB_LOGIN,       /* USER/PASS or APOP: verify, open the maildrop */
-	CONN_JOB_AUTH,        /* one SASL step; the last opens the maildrop */
-	CONN_JOB_COMMIT,
-};
-
-/* What c->delay is waiting for. */
-enum conn_delay_kind {
-	CONN_DELAY_PENALTY,   /* an address with failed logins waits to try */
-	CONN_DELAY_ANSWER,    /* a failed login's answer waits */
+	CONN_JOB_OPEN,        /* mail process: open the maildrop */
+	CONN_JOB_COMMIT,      /* mail process: UPDATE */
 };
 
 struct conn {
@@ -65,53 +63,46 @@ struct conn {
 	struct pop3_session *session;
 	struct pop3_config pop3;
 	struct event *timer;            /* pre-auth deadline, then idle */
-	struct event *delay;            /* penalty or failed-login delay */
-	enum conn_delay_kind delay_kind;
 	enum conn_job_kind job_kind;
-	bool job_running;
-	bool dead;                      /* peer gone: free when the job returns */
+	bool job_running;               /* a job or an auth request in flight */
+	bool dead;                      /* peer gone: free when it returns */
 	bool closing;
 	bool peer_eof;                  /* client half-closed: finish, then close */
 	bool stls_pending;              /* STLS's +OK is being sent */
 	bool handshaking;               /* TLS handshake not finished yet */
 	bool streaming;
 	bool logged_in;
+	bool in_exchange;               /* auth holds a SASL exchange for us */
+	bool limited;                   /* counted in the connection limits */
 	int msg_fd;
 	struct wire_encoder enc;
 	struct maildrop *md;
 	struct passdb_user user;
-	struct sasl_server *sasl;       /* the AUTH exchange in progress */
-	enum sasl_status sasl_status;   /* the last step's, from the job */
-	const uint8_t *sasl_out;        /* its challenge */
-	size_t sasl_out_len;
-	struct auth_penalty_key penalty_key;
+	uint32_t auth_handle;           /* pending auth request, 0 if none */
+	uint32_t serial;                /* names our SASL exchange in auth */
+	const char *auth_mech;          /* for the log line of a failure */
+	uint8_t token[AUTH_TOKEN_LEN];  /* mail process: from the hand-over */
 	uint64_t bytes_out;
-	struct timespec job_start;
 	/* Results handed from a job thread to the loop. */
 	enum pop3_login_result login_result;
 	const char *job_error;
 	bool commit_ok;
 	size_t removed;
-	char id[20];
-	char peer[INET6_ADDRSTRLEN + 8];
+	struct sockaddr_storage addr;   /* the client's, for the limits */
+	char id[32];
+	char peer[64];                  /* the client address, as text */
 	char apop_timestamp[128];
 };
 
 static void conn_process(struct conn *c);
 static void conn_free(struct conn *c, const char *reason);
+static void conn_detach(struct conn *c);
+static void conn_start_job(struct conn *c, enum conn_job_kind kind);
 static int conn_start_tls(struct conn *c);
 static void conn_bev_setup(struct conn *c, bool tls);
 static const char *conn_error_reason(struct conn *c);
 
 static atomic_uint_fast64_t conn_counter;
-
-static long ms_since(const struct timespec *start)
-{
-	struct timespec now;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (now.tv_sec - start->tv_sec) * 1000 +
-	       (now.tv_nsec - start->tv_nsec) / 1000000;
-}
 
 static void timer_arm(struct event *ev, long ms)
 {
@@ -191,140 +182,61 @@ static void conn_start_send(struct conn *c, const struct pop3_action *a)
 	conn_stream(c);
 }
 
-/* ---- login ---- */
+/* ---- login: the login process asks auth; the mail process redeems ---- */
 
-static enum pop3_login_result login_open_maildrop(struct conn *c)
-{
-	const struct popboxd_settings *set = c->loop->ctx->set;
-	enum maildrop_status status;
-	char *path = NULL;
-
-	if (c->user.mail != NULL && c->user.mail[0] != '\0')
-		path = strdup(c->user.mail);
-	else if (settings_expand_mail_location(set->mail_location,
-					       c->user.name, c->user.home,
-					       &path, &c->job_error) < 0)
-		return POP3_LOGIN_SYS_PERM;
-	if (path == NULL) {
-		c->job_error = "out of memory";
-		return POP3_LOGIN_SYS_TEMP;
-	}
-	int ret = maildrop_open(path, &c->loop->ctx->maildrop, &c->md,
-				&status, &c->job_error);
-	free(path);
-	if (ret == 0)
-		return POP3_LOGIN_OK;
-	switch (status) {
-	case MAILDROP_IN_USE:
-		return POP3_LOGIN_IN_USE;
-	case MAILDROP_LOGIN_DELAY:
-		return POP3_LOGIN_DELAYED;
-	case MAILDROP_PERMFAIL:
-		return POP3_LOGIN_SYS_PERM;
-	default:
-		return POP3_LOGIN_SYS_TEMP;
-	}
-}
-
-/* On a pool thread: the session is parked on the LOGIN action, so its
-   user and secret strings stay put until login_done. */
-static void login_run(struct job *job)
-{
-	struct conn *c = (struct conn *)job;
-	const struct pop3_action *a = pop3_session_action(c->session);
-	struct passdb *db = c->loop->ctx->passdb;
-	enum passdb_result result;
-
-	c->job_error = NULL;
-	if (a->apop_digest != NULL)
-		result = passdb_verify_apop(db, a->user, c->apop_timestamp,
-					    a->apop_digest, &c->user);
-	else
-		result = passdb_verify_plain(db, a->user, a->password, &c->user);
-	if (result == PASSDB_FAIL) {
-		c->login_result = POP3_LOGIN_AUTH_FAILED;
-		return;
-	}
-	if (result != PASSDB_OK) {
-		c->job_error = "password database unavailable";
-		c->login_result = POP3_LOGIN_SYS_TEMP;
-		return;
-	}
-	c->login_result = login_open_maildrop(c);
-	if (c->login_result != POP3_LOGIN_OK)
-		passdb_user_clear(&c->user);
-}
-
-/* On a pool thread: one step of the SASL exchange; the session is parked
-   on AUTH_STEP, so its data stays put until the answer. */
-static void auth_run(struct job *job)
-{
-	struct conn *c = (struct conn *)job;
-	const struct pop3_action *a = pop3_session_action(c->session);
-
-	c->job_error = NULL;
-	c->login_result = POP3_LOGIN_SYS_TEMP;
-	if (a->sasl_first) {
-		sasl_server_free(&c->sasl);
-		c->sasl = sasl_server_new(a->sasl_mech);
-		if (c->sasl == NULL) {
-			c->sasl_status = SASL_TEMPFAIL;
-			c->job_error = "out of memory";
-			return;
-		}
-	}
-	c->sasl_status = sasl_server_step(c->sasl, c->loop->ctx->passdb,
-					  a->sasl_data, a->sasl_len,
-					  &c->sasl_out, &c->sasl_out_len,
-					  &c->user);
-	switch (c->sasl_status) {
-	case SASL_CONTINUE:
-		return;
-	case SASL_OK:
-		c->login_result = login_open_maildrop(c);
-		if (c->login_result != POP3_LOGIN_OK)
-			passdb_user_clear(&c->user);
-		return;
-	case SASL_FAIL:
-		c->login_result = POP3_LOGIN_AUTH_FAILED;
-		return;
-	case SASL_MALFORMED:
-		c->login_result = POP3_LOGIN_MALFORMED;
-		return;
-	case SASL_TEMPFAIL:
-		c->job_error = "password database unavailable";
-		return;
-	}
-}
+static struct ipc_writer conn_writer;   /* loops are single-threaded */
 
 static bool login_failed(enum pop3_login_result result)
 {
 	return result == POP3_LOGIN_AUTH_FAILED || result == POP3_LOGIN_MALFORMED;
 }
 
-static time_t monotonic_seconds(void)
+/* On a pool thread (mail process): open the maildrop of c->user. */
+static void open_run(struct job *job)
 {
-	struct timespec now;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return now.tv_sec;
+	struct conn *c = (struct conn *)job;
+	const struct popboxd_settings *set = c->loop->ctx->set;
+	enum maildrop_status status;
+	char *path = NULL;
+
+	c->job_error = NULL;
+	if (c->user.mail != NULL && c->user.mail[0] != '\0')
+		path = strdup(c->user.mail);
+	else if (settings_expand_mail_location(set->mail_location,
+					       c->user.name, c->user.home,
+					       &path, &c->job_error) < 0) {
+		c->login_result = POP3_LOGIN_SYS_PERM;
+		return;
+	}
+	if (path == NULL) {
+		c->job_error = "out of memory";
+		c->login_result = POP3_LOGIN_SYS_TEMP;
+		return;
+	}
+	int ret = maildrop_open(path, &c->loop->ctx->maildrop, &c->md,
+				&status, &c->job_error);
+	free(path);
+	if (ret == 0)
+		c->login_result = POP3_LOGIN_OK;
+	else if (status == MAILDROP_IN_USE)
+		c->login_result = POP3_LOGIN_IN_USE;
+	else if (status == MAILDROP_LOGIN_DELAY)
+		c->login_result = POP3_LOGIN_DELAYED;
+	else if (status == MAILDROP_PERMFAIL)
+		c->login_result = POP3_LOGIN_SYS_PERM;
+	else
+		c->login_result = POP3_LOGIN_SYS_TEMP;
 }
 
-static void login_finish(struct conn *c)
+/* The end of a login attempt, in either process: log it, tell the core. */
+static void login_finish(struct conn *c, const char *name)
 {
 	char user[LOG_ESCAPE_MAX + 1];
-	const struct pop3_action *a = pop3_session_action(c->session);
 	const struct mailmsg *msgs = NULL;
 	size_t count = 0;
-	const char *name = a->user;
+	bool mail_role = c->loop->ctx->role == CONN_ROLE_MAIL;
 
-	if (c->job_kind == CONN_JOB_AUTH)
-		name = c->sasl != NULL ? sasl_server_user(c->sasl) : NULL;
-	if (name == NULL)
-		name = "";
-	log_escape(user, name, strlen(name));
-	if (login_failed(c->login_result))
-		auth_penalty_failed(c->loop->ctx->penalty, &c->penalty_key,
-				    monotonic_seconds());
+	log_escape(user, name != NULL ? name : "", name != NULL ? strlen(name) : 0);
 	if (c->login_result == POP3_LOGIN_OK) {
 		msgs = maildrop_list(c->md, &count);
 		log_info("event=login session=%s user=%s rip=%s messages=%zu",
@@ -332,60 +244,252 @@ static void login_finish(struct conn *c)
 	} else if (login_failed(c->login_result)) {
 		log_info("event=auth-failed session=%s user=%s rip=%s%s%s",
 			 c->id, user, c->peer,
-			 c->job_kind == CONN_JOB_AUTH ? " mech=" : "",
-			 c->job_kind == CONN_JOB_AUTH ?
-			 sasl_mech_name(a->sasl_mech) : "");
+			 c->auth_mech != NULL ? " mech=" : "",
+			 c->auth_mech != NULL ? c->auth_mech : "");
 	} else {
 		log_warn("event=login-refused session=%s user=%s rip=%s reason=\"%s\"",
 			 c->id, user, c->peer,
 			 c->job_error != NULL ? c->job_error : "?");
 	}
-	if (c->job_kind == CONN_JOB_AUTH) {
-		pop3_session_auth_done(c->session, c->login_result,
-				       c->login_result == POP3_LOGIN_OK ?
-				       c->user.name : NULL, msgs, count);
-		sasl_server_free(&c->sasl);
-	} else {
-		pop3_session_login_done(c->session, c->login_result, msgs,
-					count);
-	}
+	c->auth_mech = NULL;
+	pop3_session_auth_done(c->session, c->login_result,
+			       c->login_result == POP3_LOGIN_OK ? c->user.name : NULL,
+			       msgs, count);
 	if (pop3_session_state(c->session) == POP3_STATE_TRANSACTION) {
 		long idle_ms = (long)c->loop->ctx->set->idle_timeout * 1000;
 		c->logged_in = true;
 		timer_arm(c->timer, idle_ms);
-	} else if (c->md != NULL) {
+	} else {
 		maildrop_close(&c->md);
 		passdb_user_clear(&c->user);
+		/* A handed-over session cannot log in again here: its -ERR
+		   (IN-USE, LOGIN-DELAY, SYS/...) is said, then it closes. */
+		if (mail_role)
+			pop3_session_abort(c->session, NULL);
 	}
 	conn_process(c);
 }
 
-static void conn_run_job(struct conn *c);
 
-static void delay_callback(evutil_socket_t fd, short what, void *arg)
+/* Login process: auth said yes.  The connection goes to a mail process;
+   false if it could not (the client then gets [SYS/TEMP]). */
+static bool conn_hand_over(struct conn *c, const struct ipc_msg *reply)
 {
-	struct conn *c = arg;
-	(void)fd;
-	(void)what;
-	c->job_running = false;
-	if (c->delay_kind == CONN_DELAY_PENALTY)
-		conn_run_job(c);
-	else
-		login_finish(c);
+	const struct server_context *ctx = c->loop->ctx;
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct handover h;
+	bool tls = c->pop3.tls || bufferevent_openssl_get_ssl(c->bev) != NULL;
+
+	memset(&h, 0, sizeof(h));
+	if (!ipc_get_fixed(reply, AUTH_TAG_TOKEN, h.token, sizeof(h.token)))
+		return false;
+	snprintf(h.rip, sizeof(h.rip), "%s", c->peer);
+	snprintf(h.session, sizeof(h.session), "%s", c->id);
+	h.tls = tls;
+	h.input_len = evbuffer_get_length(in);
+	h.input = evbuffer_pullup(in, -1);
+	if (h.input_len > 0 && h.input == NULL)
+		return false;
+	int fd = handover_send(ctx->mail_socket, tls ? -1 : bufferevent_getfd(c->bev),
+			       &h);
+	OPENSSL_cleanse(h.token, sizeof(h.token));
+	if (fd < 0)
+		return false;
+	evbuffer_drain(in, h.input_len);
+	log_debug("event=handover session=%s tls=%d", c->id, tls);
+	if (tls) {
+		struct bufferevent *client = c->bev;
+		struct event_base *base = c->loop->base;
+		c->bev = NULL;
+		bufferevent_setcb(client, NULL, NULL, NULL, NULL);
+		conn_detach(c);
+		c = NULL;
+		/* The relay counts as an open connection of this process.  On
+		   failure relay_start() closes both sides: the client sees the
+		   connection end, as if the mail process had failed. */
+		ctx->conn_started(ctx->conn_context);
+		if (relay_start(base, client, fd, ctx->set->idle_timeout,
+				ctx->conn_ended, ctx->conn_context) < 0)
+			ctx->conn_ended(ctx->conn_context);
+		return true;
+	}
+	conn_detach(c);
+	return true;
 }
 
-/* Parks the connection on c->delay for ms; false if no timer could be
-   made (then the caller goes on at once). */
-static bool conn_delay(struct conn *c, enum conn_delay_kind kind, long ms)
+/* Login process: the auth process answered (reply NULL: it could not). */
+static void conn_auth_reply(const struct ipc_msg *reply, void *context)
 {
-	if (c->delay == NULL)
-		c->delay = evtimer_new(c->loop->base, delay_callback, c);
-	if (c->delay == NULL)
-		return false;
-	c->delay_kind = kind;
-	c->job_running = true; /* the session stays parked until it fires */
-	timer_arm(c->delay, ms);
-	return true;
+	struct conn *c = context;
+	uint32_t status = AUTH_STATUS_TEMPFAIL;
+	char name[USERNAME_MAX * 4 + 1] = "";
+
+	c->auth_handle = 0;
+	c->job_running = false;
+	if (reply != NULL && !ipc_get_u32(reply, AUTH_TAG_STATUS, &status))
+		status = AUTH_STATUS_TEMPFAIL;
+	if (reply != NULL)
+		(void)ipc_get_str(reply, AUTH_TAG_USER, name, sizeof(name));
+	if (c->dead) {
+		conn_free(c, "disconnected");
+		return;
+	}
+	if (status == AUTH_STATUS_CONTINUE) {
+		const struct ipc_field *ch = &reply->fields[AUTH_TAG_CHALLENGE];
+		pop3_session_auth_challenge(c->session, ch->present ? ch->data : NULL,
+					    ch->present ? ch->len : 0);
+		conn_process(c);
+		return;
+	}
+	c->in_exchange = false;
+	const struct pop3_action *a = pop3_session_action(c->session);
+	if (name[0] == '\0' && a->user != NULL)
+		snprintf(name, sizeof(name), "%s", a->user);
+	switch (status) {
+	case AUTH_STATUS_OK:
+		if (conn_hand_over(c, reply))
+			return;
+		c->job_error = "no mail process took the connection";
+		c->login_result = POP3_LOGIN_SYS_TEMP;
+		break;
+	case AUTH_STATUS_FAIL:
+		c->login_result = POP3_LOGIN_AUTH_FAILED;
+		break;
+	case AUTH_STATUS_MALFORMED:
+		c->login_result = POP3_LOGIN_MALFORMED;
+		break;
+	default:
+		c->job_error = reply == NULL ? "auth process unavailable" :
+			       "password database unavailable";
+		c->login_result = POP3_LOGIN_SYS_TEMP;
+		break;
+	}
+	login_finish(c, name);
+}
+
+static void conn_auth_send(struct conn *c, struct ipc_writer *w)
+{
+	ipc_put_str(w, AUTH_TAG_RIP, c->peer);
+	c->auth_handle = auth_client_request(c->loop->ctx->auth, w,
+					     conn_auth_reply, c);
+	if (c->auth_handle == 0) {
+		c->job_error = "auth process unavailable";
+		c->login_result = POP3_LOGIN_SYS_TEMP;
+		c->in_exchange = false;
+		login_finish(c, pop3_session_action(c->session)->user);
+		return;
+	}
+	c->job_running = true;
+}
+
+/* USER/PASS or APOP (login process). */
+static void conn_auth_login(struct conn *c, const struct pop3_action *a)
+{
+	struct ipc_writer *w = &conn_writer;
+
+	c->auth_mech = NULL;
+	ipc_writer_init(w, a->apop_digest != NULL ? AUTH_MSG_APOP : AUTH_MSG_PASS, 0);
+	ipc_put_str(w, AUTH_TAG_USER, a->user);
+	if (a->apop_digest != NULL) {
+		ipc_put_str(w, AUTH_TAG_TIMESTAMP, c->apop_timestamp);
+		ipc_put_str(w, AUTH_TAG_DIGEST, a->apop_digest);
+	} else {
+		ipc_put_str(w, AUTH_TAG_PASSWORD, a->password);
+	}
+	conn_auth_send(c, w);
+	OPENSSL_cleanse(w->buf, w->len);
+}
+
+/* One SASL step (login process); the exchange itself lives in auth. */
+static void conn_auth_sasl(struct conn *c, const struct pop3_action *a)
+{
+	struct ipc_writer *w = &conn_writer;
+
+	ipc_writer_init(w, AUTH_MSG_SASL, 0);
+	ipc_put_u32(w, AUTH_TAG_CONN, c->serial);
+	if (a->sasl_first) {
+		ipc_put_u32(w, AUTH_TAG_MECH, (uint32_t)a->sasl_mech);
+		ipc_put(w, AUTH_TAG_FIRST, "", 0);
+		c->auth_mech = sasl_mech_name(a->sasl_mech);
+	}
+	if (a->sasl_data != NULL)
+		ipc_put(w, AUTH_TAG_DATA, a->sasl_data, a->sasl_len);
+	c->in_exchange = true;
+	conn_auth_send(c, w);
+	OPENSSL_cleanse(w->buf, w->len);
+}
+
+/* Tells auth to drop an exchange the client abandoned. */
+static void conn_auth_forget(struct conn *c)
+{
+	struct ipc_writer *w = &conn_writer;
+
+	c->in_exchange = false;
+	ipc_writer_init(w, AUTH_MSG_FORGET, 0);
+	ipc_put_u32(w, AUTH_TAG_CONN, c->serial);
+	auth_client_notify(c->loop->ctx->auth, w);
+}
+
+/* Mail process: the token came back as a user record, or not. */
+static void conn_token_reply(const struct ipc_msg *reply, void *context)
+{
+	struct conn *c = context;
+	uint32_t status = AUTH_STATUS_TEMPFAIL, uid = 0, gid = 0;
+	char name[USERNAME_MAX + 1], home[4096], mail[4096];
+
+	c->auth_handle = 0;
+	c->job_running = false;
+	if (c->dead) {
+		conn_free(c, "disconnected");
+		return;
+	}
+	if (reply == NULL || !ipc_get_u32(reply, AUTH_TAG_STATUS, &status) ||
+	    status != AUTH_STATUS_OK ||
+	    !ipc_get_str(reply, AUTH_TAG_USER, name, sizeof(name)) ||
+	    !username_valid(name, strlen(name)) ||
+	    !ipc_get_u32(reply, AUTH_TAG_UID, &uid) ||
+	    !ipc_get_u32(reply, AUTH_TAG_GID, &gid) ||
+	    !ipc_get_str(reply, AUTH_TAG_HOME, home, sizeof(home))) {
+		c->job_error = reply == NULL ? "auth process unavailable" :
+			       "login token refused";
+		c->login_result = POP3_LOGIN_SYS_TEMP;
+		login_finish(c, NULL);
+		return;
+	}
+	bool has_mail = ipc_get_str(reply, AUTH_TAG_MAIL, mail, sizeof(mail));
+	c->user.name = strdup(name);
+	c->user.home = strdup(home);
+	c->user.mail = has_mail ? strdup(mail) : NULL;
+	c->user.uid = (uid_t)uid;
+	c->user.gid = (gid_t)gid;
+	if (c->user.name == NULL || c->user.home == NULL ||
+	    (has_mail && c->user.mail == NULL)) {
+		passdb_user_clear(&c->user);
+		c->job_error = "out of memory";
+		c->login_result = POP3_LOGIN_SYS_TEMP;
+		login_finish(c, name);
+		return;
+	}
+	conn_start_job(c, CONN_JOB_OPEN);
+}
+
+/* Mail process: redeem the hand-over's token with auth. */
+static void conn_token_check(struct conn *c)
+{
+	struct ipc_writer *w = &conn_writer;
+
+	ipc_writer_init(w, AUTH_MSG_TOKEN_CHECK, 0);
+	ipc_put(w, AUTH_TAG_TOKEN, c->token, sizeof(c->token));
+	OPENSSL_cleanse(c->token, sizeof(c->token));
+	c->auth_handle = auth_client_request(c->loop->ctx->auth, w,
+					     conn_token_reply, c);
+	if (c->auth_handle == 0) {
+		c->job_error = "auth process unavailable";
+		c->login_result = POP3_LOGIN_SYS_TEMP;
+		login_finish(c, NULL);
+		return;
+	}
+	c->job_running = true;
 }
 
 static void job_done(struct job *job)
@@ -405,20 +509,9 @@ static void job_done(struct job *job)
 		conn_process(c);
 		return;
 	}
-	if (c->job_kind == CONN_JOB_AUTH && c->sasl_status == SASL_CONTINUE) {
-		pop3_session_auth_challenge(c->session, c->sasl_out,
-					    c->sasl_out_len);
-		conn_process(c);
-		return;
-	}
-	/* A failed login is answered after the same delay whatever the
-	   reason, measured from when the request came in. */
-	long wait = 0;
-	if (login_failed(c->login_result))
-		wait = (long)c->loop->ctx->set->auth_failure_delay_ms -
-		       ms_since(&c->job_start);
-	if (wait <= 0 || !conn_delay(c, CONN_DELAY_ANSWER, wait))
-		login_finish(c);
+	if (c->login_result != POP3_LOGIN_OK)
+		passdb_user_clear(&c->user);
+	login_finish(c, c->user.name);
 }
 
 static void commit_run(struct job *job)
@@ -432,41 +525,12 @@ static void commit_run(struct job *job)
 				       &c->job_error) == 0;
 }
 
-static void conn_run_job(struct conn *c)
-{
-	static void (*const runs[])(struct job *) = {
-		[CONN_JOB_LOGIN] = login_run,
-		[CONN_JOB_AUTH] = auth_run,
-		[CONN_JOB_COMMIT] = commit_run,
-	};
-
-	c->job_running = true;
-	c->job.run = runs[c->job_kind];
-	clock_gettime(CLOCK_MONOTONIC, &c->job_start);
-	jobs_submit(c->loop->ctx->jobs, &c->job);
-}
-
-/* A login attempt (PASS, APOP, or the start of an AUTH exchange) from an
-   address with recent failures waits first, before any verification. */
 static void conn_start_job(struct conn *c, enum conn_job_kind kind)
 {
-	const struct pop3_action *a = pop3_session_action(c->session);
-	bool attempt = kind == CONN_JOB_LOGIN ||
-		       (kind == CONN_JOB_AUTH && a->sasl_first);
-
 	c->job_kind = kind;
-	if (attempt) {
-		unsigned int ms = auth_penalty_delay_ms(c->loop->ctx->penalty,
-							&c->penalty_key,
-							monotonic_seconds());
-		if (ms > 0) {
-			log_info("event=auth-penalty session=%s rip=%s delay_ms=%u",
-				 c->id, c->peer, ms);
-			if (conn_delay(c, CONN_DELAY_PENALTY, ms))
-				return;
-		}
-	}
-	conn_run_job(c);
+	c->job_running = true;
+	c->job.run = kind == CONN_JOB_OPEN ? open_run : commit_run;
+	jobs_submit(c->loop->ctx->jobs, &c->job);
 }
 
 /* ---- closing ---- */
@@ -491,18 +555,33 @@ static void conn_start_close(struct conn *c)
 		conn_free(c, conn_close_reason(c));
 }
 
+/* Frees everything but the bufferevent and the count of open
+   connections: the common end of conn_free() and conn_detach(). */
+static void conn_teardown(struct conn *c)
+{
+	if (c->auth_handle != 0)
+		auth_client_cancel(c->loop->ctx->auth, c->auth_handle);
+	if (c->in_exchange)
+		conn_auth_forget(c);
+	if (c->msg_fd >= 0)
+		close(c->msg_fd);
+	maildrop_close(&c->md);
+	passdb_user_clear(&c->user);
+	pop3_session_free(&c->session);
+	event_free(c->timer);
+	job_deinit(&c->job);
+	OPENSSL_cleanse(c->token, sizeof(c->token));
+	c->loop->ctx->conn_ended(c->loop->ctx->conn_context);
+	free(c);
+}
+
 static void conn_free(struct conn *c, const char *reason)
 {
-	if (c->job_running) {
-		/* The job (or the failed-login delay) still uses c. */
-		if (c->delay != NULL && evtimer_pending(c->delay, NULL)) {
-			evtimer_del(c->delay);
-			c->job_running = false;
-		} else {
-			c->dead = true;
-			bufferevent_disable(c->bev, EV_READ | EV_WRITE);
-			return;
-		}
+	if (c->job_running && c->auth_handle == 0) {
+		/* A pool thread still uses c: free when it returns. */
+		c->dead = true;
+		bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+		return;
 	}
 	if (c->logged_in) {
 		const struct pop3_session_stats *st = pop3_session_stats(c->session);
@@ -512,13 +591,10 @@ static void conn_free(struct conn *c, const char *reason)
 			 "deleted=%zu bytes=%" PRIu64 " reason=%s",
 			 c->id, user, c->peer, st->retrieved, st->removed,
 			 c->bytes_out, reason);
+	} else {
+		log_debug("event=disconnect session=%s rip=%s reason=%s", c->id,
+			  c->peer, reason);
 	}
-	if (c->msg_fd >= 0)
-		close(c->msg_fd);
-	maildrop_close(&c->md);
-	passdb_user_clear(&c->user);
-	sasl_server_free(&c->sasl);
-	pop3_session_free(&c->session);
 	/* NULL only when STLS failed half-way and the socket is closed. */
 	if (c->bev != NULL) {
 		SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
@@ -528,11 +604,17 @@ static void conn_free(struct conn *c, const char *reason)
 			SSL_shutdown(ssl);
 		bufferevent_free(c->bev);
 	}
-	event_free(c->timer);
-	if (c->delay != NULL)
-		event_free(c->delay);
-	job_deinit(&c->job);
-	free(c);
+	conn_teardown(c);
+}
+
+/* Login process: the connection now belongs to a mail process (and, for
+   TLS, to a relay, which took c->bev): forget it here. */
+static void conn_detach(struct conn *c)
+{
+	if (c->bev != NULL)
+		bufferevent_free(c->bev); /* closes our copy of the socket */
+	c->bev = NULL;
+	conn_teardown(c);
 }
 
 /* ---- the driver ---- */
@@ -545,13 +627,20 @@ static void conn_process(struct conn *c)
 		case POP3_ACTION_NONE:
 			break;
 		case POP3_ACTION_LOGIN:
-			conn_start_job(c, CONN_JOB_LOGIN);
+			if (c->loop->ctx->role == CONN_ROLE_MAIL)
+				conn_token_check(c);
+			else
+				conn_auth_login(c, a);
+			return;
+		case POP3_ACTION_AUTH_STEP:
+			if (c->loop->ctx->role == CONN_ROLE_MAIL) {
+				pop3_session_abort(c->session, "not here");
+				continue;
+			}
+			conn_auth_sasl(c, a);
 			return;
 		case POP3_ACTION_COMMIT:
 			conn_start_job(c, CONN_JOB_COMMIT);
-			return;
-		case POP3_ACTION_AUTH_STEP:
-			conn_start_job(c, CONN_JOB_AUTH);
 			return;
 		case POP3_ACTION_SEND_MESSAGE:
 			conn_start_send(c, a);
@@ -575,9 +664,9 @@ static void conn_process(struct conn *c)
 			used = pop3_session_input(c->session, p, n);
 			evbuffer_drain(in, used);
 		}
-		/* An exchange the client cancelled or broke: forget it now. */
-		if (c->sasl != NULL && !pop3_session_in_auth(c->session))
-			sasl_server_free(&c->sasl);
+		/* An exchange the client cancelled or broke: auth forgets it. */
+		if (c->in_exchange && !pop3_session_in_auth(c->session))
+			conn_auth_forget(c);
 		if (used > 0 ||
 		    pop3_session_action(c->session)->type != POP3_ACTION_NONE)
 			continue;
@@ -661,6 +750,19 @@ static void timer_callback(evutil_socket_t fd, short what, void *arg)
 	struct conn *c = arg;
 	(void)fd;
 	(void)what;
+	if (c->auth_handle != 0) {
+		/* The auth process has not answered in all this time (it may
+		   be failing to start): stop waiting for it. */
+		log_error("event=auth-timeout session=%s rip=%s", c->id, c->peer);
+		auth_client_cancel(c->loop->ctx->auth, c->auth_handle);
+		c->auth_handle = 0;
+		c->job_running = false;
+		c->in_exchange = false;
+		pop3_session_abort(c->session, "[SYS/TEMP] authentication unavailable, try later");
+		timer_arm(c->timer, CONN_RETRY_MS * 10);
+		conn_process(c);
+		return;
+	}
 	if (c->job_running || c->streaming) {
 		timer_arm(c->timer, CONN_RETRY_MS);
 		return;
@@ -764,13 +866,40 @@ static void peer_name(const struct sockaddr *addr, char *buf, size_t size)
 		snprintf(buf, size, "unknown");
 }
 
+/* The parts of a new connection both roles share: c->bev is set. */
+static int conn_init(struct conn *c, struct loop *loop)
+{
+	c->timer = evtimer_new(loop->base, timer_callback, c);
+	if (c->timer == NULL || job_init(&c->job, loop->base) < 0)
+		return -1;
+	c->job.done = job_done;
+	return 0;
+}
+
+/* Frees a connection that never got going. */
+static void conn_abandon(struct conn *c, int fd)
+{
+	log_error("event=accept-failed error=\"out of memory\"");
+	if (c->bev == NULL && fd >= 0)
+		close(fd);
+	if (c->session != NULL)
+		pop3_session_free(&c->session);
+	if (c->bev != NULL)
+		bufferevent_free(c->bev);
+	if (c->timer != NULL)
+		event_free(c->timer);
+	job_deinit(&c->job);
+	free(c);
+}
+
 static int conn_setup(struct conn *c, struct loop *loop, int fd, bool tls,
 		      const struct sockaddr *addr)
 {
 	const struct server_context *ctx = loop->ctx;
 	uint64_t serial = atomic_fetch_add(&conn_counter, 1);
 
-	snprintf(c->id, sizeof(c->id), "%x-%" PRIx64, loop->index, serial);
+	c->serial = (uint32_t)serial;
+	snprintf(c->id, sizeof(c->id), "%x-%" PRIx64, (unsigned)getpid(), serial);
 	c->pop3 = ctx->pop3;
 	if (ctx->pop3.apop) {
 		/* RFC 1939 section 7: unique per greeting. */
@@ -799,10 +928,8 @@ static int conn_setup(struct conn *c, struct loop *loop, int fd, bool tls,
 		if (c->bev == NULL)
 			return -1;
 	}
-	c->timer = evtimer_new(loop->base, timer_callback, c);
-	if (c->timer == NULL || job_init(&c->job, loop->base) < 0)
+	if (conn_init(c, loop) < 0)
 		return -1;
-	c->job.done = job_done;
 	c->session = pop3_session_new(&c->pop3, conn_output, c);
 	if (c->session == NULL)
 		return -1;
@@ -816,7 +943,6 @@ void conn_accept(struct loop *loop, int fd, const struct sockaddr *addr,
 {
 	struct conn *c = calloc(1, sizeof(*c));
 	int one = 1;
-	(void)addrlen;
 
 	if (c == NULL) {
 		close(fd);
@@ -824,22 +950,63 @@ void conn_accept(struct loop *loop, int fd, const struct sockaddr *addr,
 	}
 	c->loop = loop;
 	c->msg_fd = -1;
+	if (addrlen <= sizeof(c->addr))
+		memcpy(&c->addr, addr, addrlen);
 	peer_name(addr, c->peer, sizeof(c->peer));
-	auth_penalty_key_from(addr, &c->penalty_key);
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (conn_setup(c, loop, fd, tls, addr) < 0) {
-		log_error("event=accept-failed error=\"out of memory\"");
-		if (c->bev == NULL)
-			close(fd);
-		if (c->session != NULL)
-			pop3_session_free(&c->session);
-		if (c->bev != NULL)
-			bufferevent_free(c->bev);
-		if (c->timer != NULL)
-			event_free(c->timer);
-		job_deinit(&c->job);
-		free(c);
+		conn_abandon(c, fd);
 		return;
 	}
+	loop->ctx->conn_started(loop->ctx->conn_context);
 	log_debug("event=connect session=%s rip=%s", c->id, c->peer);
+}
+
+/* Puts bytes the client sent to the login process in front of what the
+   socket will bring.  (libevent keeps a socket bufferevent's input frozen
+   at its end, for itself; it is thawed for this.) */
+static int conn_preload(struct bufferevent *bev, const uint8_t *data, size_t len)
+{
+	struct evbuffer *in = bufferevent_get_input(bev);
+
+	if (len == 0)
+		return 0;
+	evbuffer_unfreeze(in, 0);
+	int ret = evbuffer_add(in, data, len);
+	evbuffer_freeze(in, 0);
+	return ret;
+}
+
+void conn_adopt(struct loop *loop, int fd, struct handover *h)
+{
+	const struct server_context *ctx = loop->ctx;
+	struct conn *c = calloc(1, sizeof(*c));
+
+	if (c == NULL) {
+		close(fd);
+		free(h->input);
+		return;
+	}
+	c->loop = loop;
+	c->msg_fd = -1;
+	snprintf(c->id, sizeof(c->id), "%s", h->session);
+	snprintf(c->peer, sizeof(c->peer), "%s", h->rip);
+	memcpy(c->token, h->token, sizeof(c->token));
+	OPENSSL_cleanse(h->token, sizeof(h->token));
+	c->pop3 = ctx->pop3;
+	c->pop3.tls = h->tls;
+	c->bev = bufferevent_socket_new(loop->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (c->bev == NULL || conn_init(c, loop) < 0 ||
+	    conn_preload(c->bev, h->input, h->input_len) < 0 ||
+	    (c->session = pop3_session_new_authenticated(&c->pop3, conn_output,
+							 c)) == NULL) {
+		free(h->input);
+		conn_abandon(c, fd);
+		return;
+	}
+	free(h->input);
+	conn_bev_setup(c, false);
+	timer_arm(c->timer, (long)ctx->set->login_timeout * 1000);
+	ctx->conn_started(ctx->conn_context);
+	conn_process(c);
 }

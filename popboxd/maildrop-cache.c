@@ -7,10 +7,14 @@
  * from a count already bounded by len / MAILDROP_CACHE_ENTRY_MIN and by
  * MAILDROP_CACHE_ENTRIES_MAX.  A cache that passes describes distinct base
  * names with valid Maildir file names; sizes are trusted as written.
+ *
+ * The reader only reads a file that could be our own: a regular file (not
+ * a symlink, FIFO, device, socket or directory: looked at with fstatat
+ * before the open, and with fstat after it), of the effective user, with
+ * one link, within MAILDROP_CACHE_FILE_MAX.  The writer never opens the
+ * cache itself, only a fresh temp file that it renames over it.
  */
 #include "maildrop-cache.h"
-
-#include "file-read.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -345,20 +349,110 @@ int maildrop_cache_format(const struct maildrop_cache_header *hdr,
 	return 0;
 }
 
+/*
+ * Checks what st says about a cache file: only a regular file that we
+ * could have written ourselves counts.  We always create the cache afresh
+ * (O_EXCL temp file, then rename), so it is ours and has one link; another
+ * owner or a second link means someone else put it there.
+ */
+static int cache_check_stat(const struct stat *st, const char **error_r)
+{
+	if (!S_ISREG(st->st_mode)) {
+		*error_r = "cache is not a regular file";
+		return -1;
+	}
+	if (st->st_uid != geteuid()) {
+		*error_r = "cache is owned by another user";
+		return -1;
+	}
+	if (st->st_nlink != 1) {
+		*error_r = "cache has more than one link";
+		return -1;
+	}
+	if (st->st_size < 0 ||
+	    (uint64_t)st->st_size > MAILDROP_CACHE_FILE_MAX) {
+		*error_r = "cache is larger than the limit";
+		return -1;
+	}
+	return 0;
+}
+
+/* Reads exactly size bytes (fewer if the file shrank: the parser then
+   finds it truncated).  size <= MAILDROP_CACHE_FILE_MAX, so size + 1 does
+   not wrap. */
+static int cache_read_fd(int fd, size_t size, uint8_t **buf_r, size_t *len_r)
+{
+	uint8_t *buf = malloc(size + 1);
+	size_t len = 0;
+
+	if (buf == NULL)
+		return -1;
+	while (len < size) {
+		ssize_t n = read(fd, buf + len, size - len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			int err = errno;
+
+			free(buf);
+			errno = err;
+			return -1;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	*buf_r = buf;
+	*len_r = len;
+	return 0;
+}
+
 int maildrop_cache_read(int dir_fd, uint8_t **buf_r, size_t *len_r,
 			const char **error_r)
 {
-	char *text;
+	struct stat st;
+	int fd, ret, err;
 
-	if (file_read_all(dir_fd, MAILDROP_CACHE_FILE, O_NOFOLLOW,
-			  MAILDROP_CACHE_FILE_MAX, &text, len_r, NULL,
-			  error_r) < 0) {
-		*error_r = errno == ENOENT ? "no cache" :
-			   "cache is not a readable regular file of sane size";
+	/* Looked at before it is opened, so a device node or a FIFO is
+	   never even opened; checked again on the descriptor below, which
+	   is what counts (the name may change in between). */
+	if (fstatat(dir_fd, MAILDROP_CACHE_FILE, &st,
+		    AT_SYMLINK_NOFOLLOW) < 0) {
+		*error_r = errno == ENOENT ? "no cache" : "cannot stat cache";
 		return -1;
 	}
-	*buf_r = (uint8_t *)text;
-	return 0;
+	if (S_ISLNK(st.st_mode)) {
+		*error_r = "cache is a symlink";
+		errno = ELOOP;
+		return -1;
+	}
+	if (cache_check_stat(&st, error_r) < 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	/* O_NONBLOCK: if a FIFO slipped in since, open and read never wait. */
+	fd = openat(dir_fd, MAILDROP_CACHE_FILE,
+		    O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0) {
+		*error_r = errno == ELOOP ? "cache is a symlink" :
+					    "cannot open cache";
+		return -1;
+	}
+	if (fstat(fd, &st) < 0) {
+		*error_r = "cannot stat cache";
+		ret = -1;
+	} else if (cache_check_stat(&st, error_r) < 0) {
+		errno = EINVAL;
+		ret = -1;
+	} else if ((ret = cache_read_fd(fd, (size_t)st.st_size, buf_r,
+					len_r)) < 0) {
+		*error_r = "cannot read cache";
+	}
+	err = errno;
+	close(fd);
+	errno = err;
+	return ret;
 }
 
 static int cache_write_full(int fd, const uint8_t *buf, size_t len)
@@ -377,6 +471,20 @@ static int cache_write_full(int fd, const uint8_t *buf, size_t len)
 	return 0;
 }
 
+/*
+ * Removes dir_fd/name if it is anything but a non-empty directory: a
+ * leftover temp file, a planted symlink or FIFO, or an empty directory in
+ * the way.  A non-empty directory is never emptied: it is not ours.
+ */
+static int cache_remove(int dir_fd, const char *name)
+{
+	if (unlinkat(dir_fd, name, 0) == 0 || errno == ENOENT)
+		return 0;
+	if (errno == EISDIR && unlinkat(dir_fd, name, AT_REMOVEDIR) == 0)
+		return 0;
+	return -1;
+}
+
 int maildrop_cache_write(int dir_fd, const uint8_t *buf, size_t len,
 			 const char **error_r)
 {
@@ -384,7 +492,7 @@ int maildrop_cache_write(int dir_fd, const uint8_t *buf, size_t len,
 
 	/* A leftover (or planted) temp file is removed, then created
 	   exclusively, so we never write through a symlink. */
-	if (unlinkat(dir_fd, MAILDROP_CACHE_TMP_FILE, 0) < 0 && errno != ENOENT) {
+	if (cache_remove(dir_fd, MAILDROP_CACHE_TMP_FILE) < 0) {
 		*error_r = "cannot remove old popbox.cache.tmp";
 		return -1;
 	}
@@ -401,11 +509,23 @@ int maildrop_cache_write(int dir_fd, const uint8_t *buf, size_t len,
 		*error_r = "cannot write popbox.cache.tmp";
 		return -1;
 	}
-	if (close(fd) < 0 ||
-	    renameat(dir_fd, MAILDROP_CACHE_TMP_FILE, dir_fd,
-		     MAILDROP_CACHE_FILE) < 0) {
+	if (close(fd) < 0) {
 		(void)unlinkat(dir_fd, MAILDROP_CACHE_TMP_FILE, 0);
-		*error_r = "cannot replace popbox.cache";
+		*error_r = "cannot write popbox.cache.tmp";
+		return -1;
+	}
+	/* rename() replaces a symlink, FIFO or file at the target without
+	   following it; only a directory stands in its way. */
+	if (renameat(dir_fd, MAILDROP_CACHE_TMP_FILE, dir_fd,
+		     MAILDROP_CACHE_FILE) < 0 &&
+	    (errno != EISDIR ||
+	     unlinkat(dir_fd, MAILDROP_CACHE_FILE, AT_REMOVEDIR) < 0 ||
+	     renameat(dir_fd, MAILDROP_CACHE_TMP_FILE, dir_fd,
+		      MAILDROP_CACHE_FILE) < 0)) {
+		*error_r = errno == ENOTEMPTY || errno == EEXIST ?
+			   "popbox.cache is a non-empty directory" :
+			   "cannot replace popbox.cache";
+		(void)unlinkat(dir_fd, MAILDROP_CACHE_TMP_FILE, 0);
 		return -1;
 	}
 	return 0;

@@ -110,18 +110,23 @@ int maildrop_cache_format(const struct maildrop_cache_header *hdr,
 			  uint8_t **buf_r, size_t *len_r, const char **error_r);
 
 /*
- * Reads dir_fd/popbox.cache if it is a regular file (not a symlink) of at
- * most MAILDROP_CACHE_FILE_MAX bytes.  Returns 0 with a malloc'd *buf_r, or
- * -1 with *error_r set (a missing file is an error like any other: the
- * caller rebuilds).
+ * Reads dir_fd/popbox.cache if it is a regular file (never a symlink, a
+ * FIFO, a device or a directory: those are not even opened, and the open
+ * descriptor is checked again), owned by the effective user, with a single
+ * link, of at most MAILDROP_CACHE_FILE_MAX bytes.  Returns 0 with a
+ * malloc'd *buf_r of *len_r bytes, or -1 with *error_r set and errno ENOENT
+ * if there is no cache (anything else is worth a log line).  Never blocks.
  */
 int maildrop_cache_read(int dir_fd, uint8_t **buf_r, size_t *len_r,
 			const char **error_r);
 
 /*
  * Replaces dir_fd/popbox.cache with buf[0..len) through popbox.cache.tmp
- * and rename().  No fsync: losing it in a crash only costs a rescan.  The
- * caller must hold the maildrop lock (the temp file name is fixed).
+ * (created exclusively, never written through a link) and rename(), which
+ * also replaces a symlink, FIFO or empty directory in the cache's place; a
+ * non-empty directory is left alone (-1).  No fsync: losing it in a crash
+ * only costs a rescan.  The caller must hold the maildrop lock (the temp
+ * file name is fixed).
  */
 int maildrop_cache_write(int dir_fd, const uint8_t *buf, size_t len,
 			 const char **error_r);

@@ -22,7 +22,19 @@
  *   - a cache written after commit records unknown mtimes: our own unlinks
  *     changed the directories and a delivery may have raced with them.
  *   - names and UIDLs live in two blocks (no malloc per message) except a
- *     name found again after a rename, which is malloc'd (name_owned).
+ *     name found again after a rename, which is malloc'd (name_owned);
+ *   - only regular files count, for messages (scan and re-find), the lock
+ *     and the cache; every open of a file in the Maildir is O_NOFOLLOW |
+ *     O_NONBLOCK | O_NOCTTY and checked with fstat, so nothing is read
+ *     through a symlink and no FIFO or device can make a session wait.
+ *
+ * UPDATE and crashes: commit unlinks the marked messages one by one (each
+ * unlink is atomic: a message is there whole or gone), fsyncs new/ and cur/,
+ * then writes the cache (temp file, rename).  A SIGKILL between any two of
+ * these steps leaves every unmarked message untouched, and a cache that is
+ * either still true (nothing removed yet) or not trusted by the next open
+ * (the directory mtimes moved, or it records unknown ones), which rescans
+ * and rewrites it; tests/integration/test_faults.py kills at each step.
  */
 #include "maildrop.h"
 
@@ -38,6 +50,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "maildir-name.h"
 #include "maildrop-cache.h"
 #include "wire.h"
@@ -73,6 +86,7 @@ struct maildrop {
 	struct maildrop_msg *m;
 	char *names;         /* block holding the names */
 	char *uidls;         /* block holding the UIDLs */
+	char log_path[LOG_ESCAPE_MAX + 1]; /* the Maildir, escaped for logs */
 };
 
 static _Thread_local char md_errbuf[MD_ERROR_MAX];
@@ -96,6 +110,7 @@ static enum maildrop_status md_errno_status(int err)
 	case EACCES:
 	case EPERM:
 	case ELOOP:
+	case EISDIR:
 	case EROFS:
 		return MAILDROP_PERMFAIL;
 	default:
@@ -161,11 +176,17 @@ static int md_open_dirs(struct maildrop *md, const char *path,
 	return 0;
 }
 
-/* Opens popbox.lock; a new one gets mtime 0 ("no login yet"). */
+/*
+ * Opens popbox.lock; a new one gets mtime 0 ("no login yet").  Never
+ * through a symlink (ELOOP: refused, the target is not touched); O_NONBLOCK
+ * and O_NOCTTY so a FIFO or device in its place cannot hang or adopt us
+ * before md_lock() refuses it.
+ */
 static int md_open_lock_file(struct maildrop *md, const char **what_r)
 {
 	static const struct timespec never[2] = { { 0, 0 }, { 0, 0 } };
-	const int flags = O_RDWR | O_NOFOLLOW | O_CLOEXEC;
+	const int flags = O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY |
+			  O_CLOEXEC;
 
 	*what_r = "open " MD_LOCK_FILE;
 	md->lock_fd = openat(md->dir_fd, MD_LOCK_FILE, flags);
@@ -190,13 +211,6 @@ static int md_lock(struct maildrop *md, const struct maildrop_settings *set,
 
 	if (md_open_lock_file(md, &what) < 0)
 		return md_fail(errno, what, status_r, error_r);
-	if (flock(md->lock_fd, LOCK_EX | LOCK_NB) < 0) {
-		if (errno != EWOULDBLOCK)
-			return md_fail(errno, "flock", status_r, error_r);
-		*status_r = MAILDROP_IN_USE;
-		*error_r = "maildrop is locked by another session";
-		return -1;
-	}
 	if (fstat(md->lock_fd, &st) < 0)
 		return md_fail(errno, "fstat " MD_LOCK_FILE, status_r, error_r);
 	if (!S_ISREG(st.st_mode)) {
@@ -204,6 +218,16 @@ static int md_lock(struct maildrop *md, const struct maildrop_settings *set,
 		*error_r = MD_LOCK_FILE " is not a regular file";
 		return -1;
 	}
+	if (flock(md->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno != EWOULDBLOCK)
+			return md_fail(errno, "flock", status_r, error_r);
+		*status_r = MAILDROP_IN_USE;
+		*error_r = "maildrop is locked by another session";
+		return -1;
+	}
+	/* Its mtime, read after the lock: the last login's time. */
+	if (fstat(md->lock_fd, &st) < 0)
+		return md_fail(errno, "fstat " MD_LOCK_FILE, status_r, error_r);
 	if (set != NULL && set->login_delay > 0) {
 		int64_t last = md_ns(&st.st_mtim), now = md_now_ns();
 		int64_t delay = (int64_t)set->login_delay * 1000000000LL;
@@ -234,7 +258,7 @@ static int md_read_wire_size(int dir_fd, const char *name, uint8_t *buf,
 	int fd, err;
 
 	fd = openat(dir_fd, name,
-		    O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+		    O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 	if (fd < 0)
 		return errno == ENOENT || errno == ELOOP ? 1 : -1;
 	if (fstat(fd, &st) < 0) {
@@ -382,6 +406,18 @@ static int md_write_cache(struct maildrop *md,
 	return ret;
 }
 
+/* The cache was not written: the next open rescans; worth a line if it
+   keeps happening (a directory in its place, a full disk). */
+static void md_write_cache_logged(struct maildrop *md,
+				  const struct maildrop_cache_header *hdr)
+{
+	const char *error;
+
+	if (md_write_cache(md, hdr, &error) < 0)
+		log_warn("event=cache-not-written maildrop=%s error=\"%s\"",
+			 md->log_path, error);
+}
+
 /* True if a cache with this header may be listed without readdir. */
 static bool md_cache_fast_ok(const struct maildrop_cache_header *h)
 {
@@ -396,6 +432,14 @@ static int md_list_by_scan(struct maildrop *md,
 			   const struct maildrop_cache_header *now_hdr,
 			   enum maildrop_status *status_r,
 			   const char **error_r);
+
+/* A cache that exists but cannot be used: damaged, hostile, or from
+   another version.  Rebuilt; logged because it should not happen twice. */
+static void md_log_cache_rejected(const struct maildrop *md, const char *why)
+{
+	log_warn("event=cache-rejected maildrop=%s error=\"%s\" "
+		 "action=rebuild", md->log_path, why);
+}
 
 /* Takes the directory mtimes, then lists by the fast or the slow path. */
 static int md_list(struct maildrop *md, enum maildrop_status *status_r,
@@ -417,9 +461,12 @@ static int md_list(struct maildrop *md, enum maildrop_status *status_r,
 			md_ns(&st.st_mtim);
 	}
 	memset(&cache, 0, sizeof(cache));
-	if (maildrop_cache_read(md->dir_fd, &buf, &len, &cache_error) < 0 ||
-	    maildrop_cache_parse(buf, len, &cache, &cache_error) < 0) {
-		/* Unusable cache: rebuilt below, never trusted. */
+	/* An unusable cache is never trusted: rebuilt by the scan below. */
+	if (maildrop_cache_read(md->dir_fd, &buf, &len, &cache_error) < 0) {
+		if (errno != ENOENT)
+			md_log_cache_rejected(md, cache_error);
+	} else if (maildrop_cache_parse(buf, len, &cache, &cache_error) < 0) {
+		md_log_cache_rejected(md, cache_error);
 		free(buf);
 		buf = NULL;
 	} else if (md_cache_fast_ok(&cache.hdr) &&
@@ -458,6 +505,7 @@ int maildrop_open(const char *path, const struct maildrop_settings *set,
 		*error_r = "out of memory";
 		return -1;
 	}
+	log_escape(md->log_path, path, strlen(path));
 	if (md_open_dirs(md, path, status_r, error_r) < 0 ||
 	    md_lock(md, set, status_r, error_r) < 0 ||
 	    md_list(md, status_r, error_r) < 0) {
@@ -834,7 +882,7 @@ static int md_list_by_scan(struct maildrop *md,
 {
 	struct md_scan s = { 0 };
 	bool changed = cache->entries == NULL;
-	const char *what = "scan", *cache_error;
+	const char *what = "scan";
 	uint32_t *order = NULL;
 	size_t n = 0, skipped = 0;
 	ssize_t fresh;
@@ -861,7 +909,7 @@ static int md_list_by_scan(struct maildrop *md,
 		goto out;
 	}
 	if (md_cache_stale(cache, now_hdr, changed || skipped > 0))
-		(void)md_write_cache(md, now_hdr, &cache_error);
+		md_write_cache_logged(md, now_hdr);
 	ret = 0;
 out:
 	free(order);
@@ -881,8 +929,11 @@ static bool md_name_has_base(const char *name, const char *base, size_t len)
 
 /*
  * Looks for message i under another name (new/ -> cur/, flags changed):
- * cur/ first, then new/.  Returns 1 with the message's name and directory
- * updated, 0 if no file has its base name, -1 with errno on error.
+ * cur/ first, then new/.  Only regular files count, as in the scan: a
+ * symlink, FIFO or directory that carries the base name is passed over, so
+ * it can neither hide the message nor be removed in its place.  Returns 1
+ * with the message's name and directory updated, 0 if no file has its base
+ * name, -1 with errno on error.
  * Cost: one readdir per call; only taken when another agent moved mail.
  */
 static int md_refind(struct maildrop *md, size_t i)
@@ -891,6 +942,7 @@ static int md_refind(struct maildrop *md, size_t i)
 					 MAILDROP_CACHE_DIR_NEW };
 	struct maildrop_msg *m = &md->m[i];
 	struct dirent *de;
+	int64_t st_size;
 	char *name;
 	DIR *d;
 
@@ -898,7 +950,10 @@ static int md_refind(struct maildrop *md, size_t i)
 		if ((d = md_opendir(md->sub_fd[dirs[k]])) == NULL)
 			return -1;
 		while ((de = readdir(d)) != NULL) {
-			if (!md_name_has_base(de->d_name, m->name, m->base_len))
+			if (!md_name_has_base(de->d_name, m->name,
+					      m->base_len) ||
+			    !md_dirent_is_msg(md->sub_fd[dirs[k]], de,
+					      &st_size))
 				continue;
 			if ((name = strdup(de->d_name)) == NULL) {
 				closedir(d);
@@ -933,7 +988,8 @@ int maildrop_open_message(struct maildrop *md, size_t index, int *fd_r,
 	m = &md->m[index];
 	for (int tries = 0; tries < MD_REFIND_TRIES && fd < 0; tries++) {
 		fd = openat(md->sub_fd[m->dir], m->name,
-			    O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+			    O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK |
+				    O_NOCTTY);
 		if (fd >= 0 || errno != ENOENT)
 			break;
 		if ((r = md_refind(md, index)) < 0)
@@ -983,7 +1039,6 @@ int maildrop_commit(struct maildrop *md, const uint8_t *deleted,
 		    size_t *removed_r, const char **error_r)
 {
 	struct maildrop_cache_header hdr = { 0, 0, 0 };
-	const char *cache_error;
 	size_t removed = 0;
 	int ret = 0;
 
@@ -1011,6 +1066,6 @@ int maildrop_commit(struct maildrop *md, const uint8_t *deleted,
 	/* Unknown mtimes: the next open rescans (our unlinks changed the
 	   directories, and a delivery may have raced with them). */
 	hdr.scan_ns = md_now_ns();
-	(void)md_write_cache(md, &hdr, &cache_error);
+	md_write_cache_logged(md, &hdr);
 	return ret;
 }

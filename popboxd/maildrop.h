@@ -9,12 +9,19 @@
  *
  * While open, the maildrop holds an exclusive lock (flock on a lock file in
  * the Maildir) that works across processes and dies with its holder; a
- * second open gets MAILDROP_IN_USE.
+ * second open gets MAILDROP_IN_USE.  A lock file that is not a regular file
+ * (a symlink, FIFO, directory, device) refuses the open (MAILDROP_PERMFAIL)
+ * without touching what it points to.
+ *
+ * Only regular files are messages: symlinks, FIFOs, directories, sockets
+ * and devices in new/ and cur/ are never listed, opened through, waited on
+ * or removed in a message's place.
  *
  * Sizes and UIDLs come from a small per-maildrop cache file (popbox.cache in
  * the Maildir) when it is current, so that a 100,000-message maildrop opens
  * without opening every message.  The cache is only a cache: a missing,
- * truncated, hostile or stale one is detected and rebuilt.
+ * truncated, hostile or stale one is detected and rebuilt (and, unless
+ * merely missing or stale, logged as event=cache-rejected).
  *
  * All functions block (directory scans, fsync): call them off the event loop.
  * A struct maildrop is used by one thread at a time.

@@ -652,8 +652,8 @@ static void handle_line(struct pop3_session *s, const char *line, size_t len)
 
 /* ---- public ---- */
 
-struct pop3_session *pop3_session_new(const struct pop3_config *cfg,
-				      pop3_output_fn *output, void *context)
+static struct pop3_session *session_alloc(const struct pop3_config *cfg,
+					   pop3_output_fn *output, void *context)
 {
 	struct pop3_session *s = calloc(1, sizeof(*s));
 
@@ -664,11 +664,34 @@ struct pop3_session *pop3_session_new(const struct pop3_config *cfg,
 	s->context = context;
 	s->state = POP3_STATE_AUTHORIZATION;
 	s->tls_active = cfg->tls;
+	return s;
+}
+
+struct pop3_session *pop3_session_new(const struct pop3_config *cfg,
+				      pop3_output_fn *output, void *context)
+{
+	struct pop3_session *s = session_alloc(cfg, output, context);
+
+	if (s == NULL)
+		return NULL;
 	s->user_allowed = cfg->tls || cfg->cleartext_ok;
 	if (cfg->apop && cfg->apop_timestamp != NULL)
 		out_printf(s, "+OK popbox ready %s", cfg->apop_timestamp);
 	else
 		out_printf(s, "+OK popbox ready");
+	return s;
+}
+
+struct pop3_session *pop3_session_new_authenticated(const struct pop3_config *cfg,
+						   pop3_output_fn *output,
+						   void *context)
+{
+	struct pop3_session *s = session_alloc(cfg, output, context);
+
+	if (s == NULL)
+		return NULL;
+	s->user_allowed = true;
+	s->action.type = POP3_ACTION_LOGIN;
 	return s;
 }
 
@@ -883,7 +906,8 @@ void pop3_session_abort(struct pop3_session *s, const char *reason)
 		return;
 	session_wipe_secret(s);
 	auth_end(s);
-	out_printf(s, "-ERR %s", reason);
+	if (reason != NULL)
+		out_printf(s, "-ERR %s", reason);
 	session_close(s);
 }
 

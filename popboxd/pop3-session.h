@@ -93,7 +93,8 @@ struct pop3_action {
 	enum pop3_action_type type;
 	/* LOGIN: user is NUL-terminated; exactly one of password (USER/PASS)
 	   and apop_digest (APOP, 32 hex digits) is set.  Valid until
-	   login_done, and wiped then. */
+	   login_done, and wiped then.  All three are NULL for a session made
+	   by pop3_session_new_authenticated(). */
 	const char *user;
 	const char *password;
 	const char *apop_digest;
@@ -145,6 +146,14 @@ struct pop3_session;
    outlive the session. */
 struct pop3_session *pop3_session_new(const struct pop3_config *cfg,
 				      pop3_output_fn *output, void *context);
+/* A session whose client has authenticated in another process (a login
+   process handed the connection over): no greeting; its first action is
+   LOGIN with user and secrets NULL, which the caller answers, after
+   checking the hand-over and opening the maildrop, with
+   pop3_session_auth_done(). */
+struct pop3_session *pop3_session_new_authenticated(const struct pop3_config *cfg,
+						   pop3_output_fn *output,
+						   void *context);
 void pop3_session_free(struct pop3_session **session);
 
 /*
@@ -190,7 +199,8 @@ void pop3_session_commit_done(struct pop3_session *session, bool ok,
    any USER given before (RFC 2595 section 4). */
 void pop3_session_tls_started(struct pop3_session *session);
 /* Ends the session from outside (idle timeout, shutdown): writes
-   "-ERR <reason>" and closes.  Deletes nothing. */
+   "-ERR <reason>" (nothing if reason is NULL) and closes.  Deletes
+   nothing. */
 void pop3_session_abort(struct pop3_session *session, const char *reason);
 
 enum pop3_state pop3_session_state(const struct pop3_session *session);

@@ -1,10 +1,9 @@
 /*
- * server.c — listeners and loop threads (see server.h).
+ * server.c — the loop of a login or a mail process (see server.h).
  *
- * Each loop thread owns one event_base and, for every configured address,
- * a descriptor of the one listening socket; a new connection goes to the
- * loop that accepts it first.  No SO_REUSEPORT: a second popboxd on the
- * same port must fail to start, not share the port.
+ * Every login process watches the same listening sockets; a new
+ * connection goes to the process that accepts it first.  No SO_REUSEPORT:
+ * a second popboxd on the same port must fail to start, not share it.
  */
 #include "server.h"
 
@@ -23,16 +22,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "auth-penalty.h"
+#include "auth-client.h"
 #include "conn.h"
+#include "handover.h"
 #include "jobs.h"
 #include "listen-addr.h"
 #include "log.h"
 
 /* Pending connections per listening socket. */
 #define SERVER_BACKLOG 1024
-/* Upper bound on loop threads (settings allow up to this many). */
-#define SERVER_MAX_LOOPS 256
 /* After EMFILE, accepting pauses this long instead of spinning. */
 #define SERVER_EMFILE_PAUSE_MS 100
 
@@ -45,13 +43,13 @@ struct listener {
 
 struct server {
 	struct server_context ctx;
-	unsigned int loop_count;
-	struct loop *loops[SERVER_MAX_LOOPS];
-	/* fds[loop][address] until the loops take them over: the plain
-	   addresses first, then the implicit-TLS ones */
-	int fds[SERVER_MAX_LOOPS][2 * SETTINGS_MAX_LISTEN];
+	int fds[2 * SETTINGS_MAX_LISTEN];   /* plain addresses first, then TLS */
 	bool fd_tls[2 * SETTINGS_MAX_LISTEN];
 	size_t fd_count;
+	struct listener *listeners[2 * SETTINGS_MAX_LISTEN];
+	unsigned int open;            /* connections and relays */
+	bool retiring;                /* SIGUSR1: exit when open reaches 0 */
+	struct event *sigusr1;
 	char hostname[256];
 };
 
@@ -100,8 +98,8 @@ static void log_bound(int fd)
 	}
 }
 
-/* Binds one address on every loop; port 0 becomes the kernel's choice. */
-static int bind_address(struct server *server, size_t index, const char *spec,
+/* Binds one address; port 0 becomes the kernel's choice. */
+static int bind_address(struct server *server, const char *spec, bool tls,
 			const char **error_r)
 {
 	struct sockaddr_storage ss;
@@ -113,16 +111,8 @@ static int bind_address(struct server *server, size_t index, const char *spec,
 	if (fd < 0)
 		return -1;
 	log_bound(fd);
-	/* Every loop accepts on the same socket, each through its own
-	   descriptor; whichever loop wakes first takes the connection. */
-	server->fds[0][index] = fd;
-	for (unsigned int i = 1; i < server->loop_count; i++) {
-		server->fds[i][index] = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-		if (server->fds[i][index] < 0) {
-			*error_r = strerror(errno);
-			return -1;
-		}
-	}
+	server->fds[server->fd_count] = fd;
+	server->fd_tls[server->fd_count++] = tls;
 	return 0;
 }
 
@@ -130,29 +120,29 @@ int server_bind(const struct popboxd_settings *set, struct server **server_r,
 		const char **error_r)
 {
 	struct server *server = calloc(1, sizeof(*server));
-	long cores = sysconf(_SC_NPROCESSORS_ONLN);
 
 	if (server == NULL) {
 		*error_r = "out of memory";
 		return -1;
 	}
-	server->loop_count = set->workers > 0 ? set->workers :
-			     (unsigned int)(cores > 0 ? cores : 1);
-	if (server->loop_count > SERVER_MAX_LOOPS)
-		server->loop_count = SERVER_MAX_LOOPS;
 	server->ctx.set = set;
 	for (size_t i = 0; i < set->listen_count; i++) {
-		if (bind_address(server, server->fd_count, set->listen[i], error_r) < 0)
+		if (bind_address(server, set->listen[i], false, error_r) < 0)
 			return -1;
-		server->fd_tls[server->fd_count++] = false;
 	}
 	for (size_t i = 0; i < set->tls_listen_count; i++) {
-		if (bind_address(server, server->fd_count, set->tls_listen[i], error_r) < 0)
+		if (bind_address(server, set->tls_listen[i], true, error_r) < 0)
 			return -1;
-		server->fd_tls[server->fd_count++] = true;
 	}
 	*server_r = server;
 	return 0;
+}
+
+void server_close_listeners(struct server *server)
+{
+	for (size_t i = 0; i < server->fd_count; i++)
+		close(server->fds[i]);
+	server->fd_count = 0;
 }
 
 static void accept_callback(struct evconnlistener *ev, evutil_socket_t fd,
@@ -186,21 +176,65 @@ static void accept_error_callback(struct evconnlistener *ev, void *arg)
 	evtimer_add(l->resume, &tv);
 }
 
-static void *loop_thread(void *arg)
+/* ---- the process's count of open connections ---- */
+
+static void server_check_retired(struct server *server)
 {
-	struct loop *loop = arg;
-	event_base_dispatch(loop->base);
-	return NULL;
+	if (server->retiring && server->open == 0) {
+		log_info("event=stopped role=login reason=retired");
+		_exit(0);
+	}
 }
 
-static struct loop *loop_create(struct server *server, unsigned int index)
+static void server_conn_started(void *context)
+{
+	struct server *server = context;
+	server->open++;
+}
+
+static void server_conn_ended(void *context)
+{
+	struct server *server = context;
+	server->open--;
+	server_check_retired(server);
+}
+
+/* SIGUSR1 (login): stop accepting; the master has started a replacement
+   (new certificate); go when the last connection has. */
+static void sigusr1_callback(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *server = arg;
+	(void)fd;
+	(void)what;
+	if (server->retiring)
+		return;
+	server->retiring = true;
+	for (size_t i = 0; i < server->fd_count; i++) {
+		if (server->listeners[i] != NULL) {
+			evconnlistener_free(server->listeners[i]->ev);
+			event_free(server->listeners[i]->resume);
+			free(server->listeners[i]);
+			server->listeners[i] = NULL;
+		}
+	}
+	server->fd_count = 0;
+	log_info("event=retiring role=login open=%u", server->open);
+	server_check_retired(server);
+}
+
+static struct loop *loop_create(struct server *server)
 {
 	struct loop *loop = calloc(1, sizeof(*loop));
 
 	if (loop == NULL || (loop->base = event_base_new()) == NULL)
 		fatal("event=startup error=\"cannot create event loop\"");
 	loop->ctx = &server->ctx;
-	loop->index = index;
+	loop->index = 0;
+	return loop;
+}
+
+static void listeners_create(struct server *server, struct loop *loop)
+{
 	for (size_t i = 0; i < server->fd_count; i++) {
 		struct listener *l = calloc(1, sizeof(*l));
 		if (l == NULL)
@@ -210,24 +244,30 @@ static struct loop *loop_create(struct server *server, unsigned int index)
 		l->resume = evtimer_new(loop->base, resume_callback, l);
 		l->ev = evconnlistener_new(loop->base, accept_callback, l,
 					   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
-					   0, server->fds[index][i]);
+					   0, server->fds[i]);
 		if (l->ev == NULL || l->resume == NULL)
 			fatal("event=startup error=\"cannot create listener\"");
 		evconnlistener_set_error_cb(l->ev, accept_error_callback);
+		server->listeners[i] = l;
 	}
-	return loop;
 }
 
-static void context_init(struct server *server, struct passdb *passdb,
-			 struct tls_server *tls)
+static void context_init(struct server *server, const struct server_params *p,
+			 struct loop *loop, enum conn_role role)
 {
-	const struct popboxd_settings *set = server->ctx.set;
+	const struct popboxd_settings *set = p->set;
 	const char *error;
 
-	server->ctx.passdb = passdb;
-	server->ctx.tls = tls;
-	if (jobs_start(set->auth_workers, &server->ctx.jobs, &error) < 0)
-		fatal("event=startup error=\"%s\"", error);
+	server->ctx.set = set;
+	server->ctx.role = role;
+	server->ctx.tls = p->tls;
+	server->ctx.mail_socket = p->mail_socket;
+	server->ctx.conn_started = server_conn_started;
+	server->ctx.conn_ended = server_conn_ended;
+	server->ctx.conn_context = server;
+	server->ctx.auth = auth_client_new(loop->base, p->auth_socket);
+	if (server->ctx.auth == NULL)
+		fatal("event=startup error=\"out of memory\"");
 	if (set->hostname != NULL && set->hostname[0] != '\0')
 		snprintf(server->hostname, sizeof(server->hostname), "%s", set->hostname);
 	else if (gethostname(server->hostname, sizeof(server->hostname) - 1) < 0)
@@ -245,71 +285,49 @@ static void context_init(struct server *server, struct passdb *passdb,
 	if (settings_sasl_mechs(set->auth_mechanisms,
 				&server->ctx.pop3.sasl_mechs) < 0)
 		fatal("event=startup error=\"auth_mechanisms\"");
-	server->ctx.penalty = auth_penalty_new(set->auth_penalty_max_ms);
-	if (server->ctx.penalty == NULL)
-		fatal("event=startup error=\"out of memory\"");
 	server->ctx.maildrop.login_delay = set->login_delay;
-	/* Checked when the config was loaded: cannot fail here. */
 	if (netmask_list_parse(set->trusted_networks, strlen(set->trusted_networks),
 			       &server->ctx.trusted, &error) < 0)
 		fatal("event=startup error=\"trusted_networks: %s\"", error);
 }
 
-/* SIGHUP: new certificate and key for new connections; open sessions keep
-   theirs.  The passwd-file needs no signal: it reloads when it changes. */
-static void server_reload(struct server *server)
+void server_run_login(struct server *server, const struct server_params *p)
+{
+	struct loop *loop = loop_create(server);
+
+	signal(SIGPIPE, SIG_IGN);
+	context_init(server, p, loop, CONN_ROLE_LOGIN);
+	listeners_create(server, loop);
+	server->sigusr1 = evsignal_new(loop->base, SIGUSR1, sigusr1_callback, server);
+	if (server->sigusr1 == NULL || event_add(server->sigusr1, NULL) < 0)
+		fatal("event=startup error=\"cannot watch signals\"");
+	log_info("event=started role=login");
+	event_base_dispatch(loop->base);
+	fatal("event=stopped role=login error=\"event loop ended\"");
+}
+
+static struct loop *mail_loop;
+
+static void handover_arrived(int fd, struct handover *h, void *context)
+{
+	(void)context;
+	conn_adopt(mail_loop, fd, h);
+}
+
+void server_run_mail(struct server *server, const struct server_params *p)
 {
 	const char *error;
 
-	if (server->ctx.tls == NULL) {
-		log_info("event=reload note=\"no TLS configured; the passwd-file "
-			 "reloads by itself\"");
-		return;
-	}
-	if (tls_server_reload(server->ctx.tls, &error) < 0)
-		log_error("event=reload-failed error=\"TLS: %s\" "
-			  "note=\"the old certificate stays in use\"", error);
-	else
-		log_info("event=reload tls=reloaded");
-}
-
-void server_run(struct server *server, struct passdb *passdb,
-		struct tls_server *tls)
-{
-	sigset_t stop;
-	int sig;
-
-	evthread_use_pthreads();
-	context_init(server, passdb, tls);
-	/* Signals go to this thread only, via sigwait below. */
-	sigemptyset(&stop);
-	sigaddset(&stop, SIGTERM);
-	sigaddset(&stop, SIGINT);
-	sigaddset(&stop, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &stop, NULL);
 	signal(SIGPIPE, SIG_IGN);
-
-	for (unsigned int i = 0; i < server->loop_count; i++) {
-		pthread_t tid;
-		server->loops[i] = loop_create(server, i);
-		if (pthread_create(&tid, NULL, loop_thread, server->loops[i]) != 0)
-			fatal("event=startup error=\"cannot start thread\"");
-		pthread_detach(tid);
-	}
-	log_info("event=started loops=%u auth_workers=%u", server->loop_count,
-		 server->ctx.set->auth_workers);
-	for (;;) {
-		if (sigwait(&stop, &sig) != 0)
-			continue;
-		if (sig == SIGHUP) {
-			server_reload(server);
-			continue;
-		}
-		break;
-	}
-	/* Sessions that did not QUIT end without UPDATE: nothing is deleted,
-	   and the kernel drops every maildrop lock with the process. */
-	log_info("event=stopping signal=%d", sig);
-	fflush(stderr);
-	_exit(0);
+	evthread_use_pthreads();
+	mail_loop = loop_create(server);
+	context_init(server, p, mail_loop, CONN_ROLE_MAIL);
+	if (jobs_start(p->set->auth_workers, &server->ctx.jobs, &error) < 0)
+		fatal("event=startup role=mail error=\"%s\"", error);
+	if (handover_listen(mail_loop->base, p->mail_listen_fd, p->uid_checks,
+			    p->login_uid, handover_arrived, NULL) == NULL)
+		fatal("event=startup role=mail error=\"cannot listen\"");
+	log_info("event=started role=mail workers=%u", p->set->auth_workers);
+	event_base_dispatch(mail_loop->base);
+	fatal("event=stopped role=mail error=\"event loop ended\"");
 }

@@ -1,32 +1,47 @@
 /*
- * server.h — popboxd's network side: listeners, one libevent loop per
- * thread, and the connection that joins a socket to a pop3_session.
+ * server.h — the event loop of a login or a mail process.
  *
- * server_bind() runs before privileges are dropped (it may bind port 110);
- * server_run() runs after, starts the loops and never returns.
+ * server_bind() runs in the master, as root (it may bind port 110): one
+ * listening socket per address.  A login process then accepts on all of
+ * them (every login process on the same sockets: whichever wakes first
+ * takes a connection); a mail process accepts hand-overs from login
+ * processes instead.  Each process runs one loop; a mail process also has
+ * a pool of threads for maildrop scans and fsync.
  */
 #ifndef POPBOX_SERVER_H
 #define POPBOX_SERVER_H
 
-#include "tls.h"
+#include <stdbool.h>
+#include <sys/types.h>
 
-#include "passdb.h"
 #include "settings.h"
+#include "tls.h"
 
 struct server;
 
-/* Creates one listening socket per address, shared by all loop threads.
-   A port of 0 is chosen by the kernel; the chosen address is logged as
-   "event=listening addr=HOST:PORT". */
+/* Creates one listening socket per address.  A port of 0 is chosen by the
+   kernel; the chosen address is logged as "event=listening addr=HOST:PORT". */
 int server_bind(const struct popboxd_settings *set, struct server **server_r,
 		const char **error_r);
+/* Closes the listening sockets (in processes that do not accept). */
+void server_close_listeners(struct server *server);
 
-/* Starts the job pool and the loop threads, then waits for SIGTERM or
-   SIGINT and exits the process.  Open sessions end without UPDATE, so
-   nothing is deleted.  tls (may be NULL) serves the implicit-TLS
-   listeners and STLS on the plain ones; SIGHUP reloads its files. */
-void server_run(struct server *server, struct passdb *passdb,
-		struct tls_server *tls)
+struct server_params {
+	const struct popboxd_settings *set;
+	struct tls_server *tls;        /* login: NULL if no TLS configured */
+	const char *auth_socket;       /* abstract names of the auth and */
+	const char *mail_socket;       /* mail processes' sockets */
+	int mail_listen_fd;            /* mail: where hand-overs arrive */
+	bool uid_checks;               /* mail: accept hand-overs from ... */
+	uid_t login_uid;               /* ... this uid only */
+};
+
+/* A login process: accepts until SIGUSR1 (then finishes its open
+   connections and exits) or SIGTERM. */
+void server_run_login(struct server *server, const struct server_params *params)
+	__attribute__((noreturn));
+/* A mail process: serves hand-overs until SIGTERM. */
+void server_run_mail(struct server *server, const struct server_params *params)
 	__attribute__((noreturn));
 
 #endif

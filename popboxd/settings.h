@@ -35,7 +35,9 @@ struct popboxd_settings {
 	char *passdb_file;                 /* required */
 	char *mail_location;   /* Maildir path template: %u user, %h home, %d domain,
 				  %n local part, %% percent; default "%h/Maildir" */
-	char *mail_user;       /* drop to this user when started as root; default "popbox" */
+	char *mail_user;       /* mail processes' user when started as root; default "popbox" */
+	char *login_user;      /* login processes' user; default "popbox-login" */
+	char *auth_user;       /* the auth process's user; default "popbox-auth" */
 	char *auth_mechanisms; /* SASL mechanisms offered; "none" for none */
 	bool apop;             /* offer APOP; default off (needs {PLAIN} secrets) */
 	unsigned int login_delay;   /* RFC 2449 LOGIN-DELAY, seconds; 0 = off */

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # install-deps.sh — installs the Debian 12 packages popbox needs to build,
-# run and test, if any is missing.  Quiet when everything is there.
+# run and test, if any is missing, and (as root) creates the system users
+# popboxd's processes run as.  Quiet when everything is there.
 set -euo pipefail
 
 packages=(
@@ -19,14 +20,27 @@ for p in "${packages[@]}"; do
 		missing+=("$p")
 	fi
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
-
-echo "install-deps: installing ${missing[*]}"
-sudo=()
-if [ "$(id -u)" -ne 0 ]; then
-	command -v sudo >/dev/null || { echo "install-deps: need root or sudo for apt-get" >&2; exit 1; }
-	sudo=(sudo)
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "install-deps: installing ${missing[*]}"
+	sudo=()
+	if [ "$(id -u)" -ne 0 ]; then
+		command -v sudo >/dev/null || { echo "install-deps: need root or sudo for apt-get" >&2; exit 1; }
+		sudo=(sudo)
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	"${sudo[@]}" apt-get update -q
+	"${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-export DEBIAN_FRONTEND=noninteractive
-"${sudo[@]}" apt-get update -q
-"${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+
+# One user per kind of process (the defaults of mail_user, login_user and
+# auth_user): a bug in one cannot read what another may.  Only root can
+# make them; popboxd started by another user runs without separation.
+if [ "$(id -u)" -eq 0 ]; then
+	for u in popbox popbox-login popbox-auth; do
+		if ! id -u "$u" >/dev/null 2>&1; then
+			echo "install-deps: creating system user $u"
+			useradd --system --user-group --no-create-home \
+				--home-dir /nonexistent --shell /usr/sbin/nologin "$u"
+		fi
+	done
+fi

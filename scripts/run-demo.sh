@@ -86,8 +86,8 @@ if [ ! -f "$run/popboxd.conf" ]; then
 		echo "passdb_file = $run/passwd"
 		echo "mail_location = $run/mail/%u/Maildir"
 		if [ "$(id -u)" -eq 0 ]; then
-			echo "# Started as root, popboxd drops to this user after binding."
-			echo "mail_user = nobody"
+			echo "# Started as root, popboxd runs its processes as the users"
+			echo "# popbox (mail), popbox-login and popbox-auth (the defaults)."
 		fi
 	} > "$run/popboxd.conf"
 	echo "run-demo: created $run (config, passwd-file, demo user)"
@@ -105,11 +105,17 @@ if [ -z "$(ls -A "$maildir/new" "$maildir/cur" 2>/dev/null)" ]; then
 fi
 
 if [ "$(id -u)" -eq 0 ]; then
-	# popboxd will run as nobody: give it the mail and the passwd-file.
-	chown -R nobody:nogroup "$run/mail" "$run/passwd"
-	if ! setpriv --reuid=nobody --regid=nogroup --clear-groups test -r "$run/passwd"; then
-		echo "run-demo: user 'nobody' cannot reach $run (a parent directory is not" >&2
-		echo "run-demo: searchable by others); run make run as a normal user instead." >&2
+	# The mail processes run as mail_user, the auth process (the only
+	# reader of the passwd-file) as popbox-auth.
+	mail_user=$(sed -n 's/^mail_user = //p' "$run/popboxd.conf" | tail -n 1)
+	mail_user=${mail_user:-popbox}
+	chown -R "$mail_user:" "$run/mail"
+	chown popbox-auth: "$run/passwd"
+	chmod 600 "$run/passwd"
+	if ! setpriv --reuid=popbox-auth --regid=popbox-auth --clear-groups test -r "$run/passwd" ||
+	   ! setpriv --reuid="$mail_user" --regid="$(id -g "$mail_user")" --clear-groups test -w "$run/mail"; then
+		echo "run-demo: the users popbox-auth and $mail_user cannot reach $run (a parent" >&2
+		echo "run-demo: directory is not searchable by others); run make run as a normal user instead." >&2
 		exit 1
 	fi
 fi

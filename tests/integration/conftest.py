@@ -71,6 +71,14 @@ def own(path):
         os.chown(path, *ids)
 
 
+def own_auth(path):
+    """Gives the passwd-file to popbox-auth when we run as root: the auth
+    process, and no other, reads it."""
+    if IS_ROOT:
+        os.chown(path, pwd.getpwnam("popbox-auth").pw_uid,
+                 grp.getgrnam("popbox-auth").gr_gid)
+
+
 def own_tree(path):
     ids = _ids()
     if ids is None:
@@ -163,7 +171,7 @@ class Env:
         tmp = self.passwd.with_suffix(".tmp")
         tmp.write_text("\n".join(lines) + "\n")
         os.chmod(tmp, 0o600)
-        own(tmp)
+        own_auth(tmp)
         os.rename(tmp, self.passwd)
 
     def maildir(self, user) -> Path:

@@ -245,25 +245,6 @@ def test_no_password_in_log(env, server, debug):
         assert "debug:" in text, "-d produced no debug records"
 
 
-@pytest.mark.skipif(not IS_ROOT, reason="needs root to drop privileges")
-def test_runs_as_mail_user(env, server):
-    s = server()
-    nobody = pwd.getpwnam("nobody")
-    status = open(f"/proc/{s.pid}/status").read()
-    uids = re.search(r"^Uid:\s+(.*)$", status, re.M).group(1).split()
-    gids = re.search(r"^Gid:\s+(.*)$", status, re.M).group(1).split()
-    groups = re.search(r"^Groups:\s*(.*)$", status, re.M).group(1).split()
-    assert uids == [str(nobody.pw_uid)] * 4, f"Uid: {uids}"
-    assert gids == [str(nobody.pw_gid)] * 4, f"Gid: {gids}"
-    assert groups in ([], [str(nobody.pw_gid)]), f"Groups: {groups}"
-    # Every thread, too.
-    for tid in os.listdir(f"/proc/{s.pid}/task"):
-        st = open(f"/proc/{s.pid}/task/{tid}/status").read()
-        assert re.search(r"^Uid:\s+(.*)$", st, re.M).group(1).split() == \
-            [str(nobody.pw_uid)] * 4, f"thread {tid} not dropped"
-    assert re.search(r"event=privileges-dropped user=nobody", s.log())
-
-
 @pytest.mark.skipif(not IS_ROOT, reason="needs root")
 def test_mail_user_root_refused(env):
     conf = env.root / "root.conf"

@@ -461,8 +461,6 @@ def test_sighup_reloads_certificate(env, server, pki, conns):
         if IS_ROOT:
             os.chown(key, key_owner_uid, -1)
 
-    # popboxd runs as nobody after start-up: a reload can only read a key
-    # nobody may read (until a root master does it: issue 3).
     nobody = 65534
     install(first_cert, first_key, nobody)
     fill(env)
@@ -489,20 +487,20 @@ def test_sighup_reloads_certificate(env, server, pki, conns):
     assert old.cmd("STAT").startswith(b"+OK 3 ")
     assert old.cmd("QUIT").startswith(b"+OK")
 
-    # A broken reload (unreadable key, then a garbage certificate) keeps
-    # the certificate in use and says so.
+    # The master reads the files as root: a root-only key reloads too.
     install(first_cert, first_key, 0)
     mark = len(s.log())
     os.kill(s.pid, signal.SIGHUP)
-    if IS_ROOT:
-        s.wait_log(r"event=reload-failed", start=mark)
-    else:
-        s.wait_log(r"event=reload", start=mark)
+    s.wait_log(r"event=reload tls=reloaded", start=mark)
+    c = TLSPOP3(s.host, tls_port, ctx)
+    conns.append(c)
+    assert peer_org(c) == "first"
+    # A broken reload (a garbage certificate) keeps the one in use and says so.
     cert.write_text("-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n")
     mark = len(s.log())
     os.kill(s.pid, signal.SIGHUP)
     s.wait_log(r"event=reload-failed", start=mark)
     after = TLSPOP3(s.host, tls_port, ctx)
     conns.append(after)
-    assert peer_org(after) == ("second" if IS_ROOT else "first")
+    assert peer_org(after) == "first"
     assert after.cmd("CAPA").startswith(b"+OK")

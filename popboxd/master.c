@@ -1,0 +1,429 @@
+/*
+ * master.c — popboxd's master process (see master.h).
+ */
+#include "master.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "auth-server.h"
+#include "ipc.h"
+#include "log.h"
+#include "server.h"
+#include "tls.h"
+
+#define MASTER_MAX_CHILDREN 512
+#define MASTER_MAX_WORKERS 64
+/* A child that dies sooner than this after its start is restarted only
+   after the same pause, so a crash loop does not spin. */
+#define MASTER_RESPAWN_PAUSE_S 1
+/* On SIGTERM, children get this long before SIGKILL. */
+#define MASTER_STOP_WAIT_MS 5000
+
+enum role { ROLE_AUTH, ROLE_LOGIN, ROLE_MAIL };
+
+static const char *const role_names[] = { "auth", "login", "mail" };
+
+struct role_user {
+	const char *name;
+	uid_t uid;
+	gid_t gid;
+};
+
+struct child {
+	pid_t pid;                 /* 0: slot free */
+	enum role role;
+	bool retiring;             /* a login process told to finish (SIGHUP) */
+	time_t started;
+};
+
+struct pending {
+	enum role role;
+	time_t when;
+};
+
+struct master {
+	const struct popboxd_settings *set;
+	struct server *server;
+	struct tls_server *tls;
+	pid_t pid;
+	bool privileged;
+	struct role_user users[3];
+	int auth_fd;               /* listening SOCK_SEQPACKET */
+	int mail_fd;               /* listening SOCK_STREAM */
+	char auth_name[64];
+	char mail_name[64];
+	char empty_dir[64];
+	unsigned int workers;
+	struct child children[MASTER_MAX_CHILDREN];
+	struct pending pending[MASTER_MAX_CHILDREN];
+	size_t pending_count;
+};
+
+/* ---- set-up, in the master ---- */
+
+static void resolve_user(struct master *m, enum role role, const char *name)
+{
+	struct passwd *pw = getpwnam(name);
+
+	m->users[role].name = name;
+	if (!m->privileged)
+		return;
+	if (pw == NULL)
+		fatal("event=startup error=\"%s_user '%s' does not exist\"",
+		      role_names[role], name);
+	if (pw->pw_uid == 0 || pw->pw_gid == 0)
+		fatal("event=startup error=\"%s_user may not be root\"",
+		      role_names[role]);
+	m->users[role].uid = pw->pw_uid;
+	m->users[role].gid = pw->pw_gid;
+}
+
+static void resolve_users(struct master *m)
+{
+	resolve_user(m, ROLE_AUTH, m->set->auth_user);
+	resolve_user(m, ROLE_LOGIN, m->set->login_user);
+	resolve_user(m, ROLE_MAIL, m->set->mail_user);
+	if (!m->privileged)
+		return;
+	/* Each role its own uid, or one could reach another's secrets. */
+	for (int a = 0; a < 3; a++) {
+		for (int b = a + 1; b < 3; b++) {
+			if (m->users[a].uid == m->users[b].uid)
+				fatal("event=startup error=\"%s_user and %s_user must be "
+				      "different users\"", role_names[a], role_names[b]);
+		}
+	}
+}
+
+/* A listening AF_UNIX socket in the abstract namespace under a random
+   name: nothing on disk to clean up, reachable from the login chroot.
+   Peers are checked by uid (SO_PEERCRED) on accept. */
+static int listen_abstract(char *name, size_t size, const char *what, int type)
+{
+	uint8_t rnd[8];
+
+	if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
+		fatal("event=startup error=\"getrandom failed\"");
+	snprintf(name, size, "popboxd-%d-%02x%02x%02x%02x%02x%02x%02x%02x-%s",
+		 (int)getpid(), rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5],
+		 rnd[6], rnd[7], what);
+	int fd = ipc_listen_abstract(name, type);
+	if (fd < 0)
+		fatal("event=startup error=\"%s socket: %s\"", what, strerror(errno));
+	return fd;
+}
+
+/* ---- in a new child ---- */
+
+/* The one place a child's privileges change.  Login processes are also
+   locked into an empty directory. */
+static void child_drop_privileges(struct master *m, enum role role)
+{
+	const struct role_user *u = &m->users[role];
+
+	if (m->privileged) {
+		if (role == ROLE_LOGIN &&
+		    (chroot(m->empty_dir) < 0 || chdir("/") < 0))
+			fatal("event=startup role=login error=\"chroot: %s\"",
+			      strerror(errno));
+		if (setgroups(1, &u->gid) < 0 || setgid(u->gid) < 0 ||
+		    setuid(u->uid) < 0)
+			fatal("event=startup role=%s error=\"cannot drop privileges: %s\"",
+			      role_names[role], strerror(errno));
+		if (setuid(0) == 0 || getuid() != u->uid || geteuid() != u->uid ||
+		    getgid() != u->gid || getegid() != u->gid)
+			fatal("event=startup role=%s error=\"privileges were not dropped\"",
+			      role_names[role]);
+	}
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		fatal("event=startup role=%s error=\"no_new_privs: %s\"",
+		      role_names[role], strerror(errno));
+	prctl(PR_SET_DUMPABLE, 0);
+}
+
+static void child_main(struct master *m, enum role role)
+{
+	sigset_t none;
+
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	signal(SIGCHLD, SIG_DFL);
+	signal(SIGHUP, SIG_IGN);
+	if (role != ROLE_LOGIN)
+		server_close_listeners(m->server);
+	if (role != ROLE_AUTH)
+		close(m->auth_fd);
+	if (role != ROLE_MAIL)
+		close(m->mail_fd);
+	child_drop_privileges(m, role);
+	/* No orphans: a child dies with the master.  (Set after the uid
+	   change, which clears it; the master may already be gone.) */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != m->pid)
+		_exit(0);
+
+	struct server_params p = {
+		.set = m->set,
+		.tls = m->tls,
+		.auth_socket = m->auth_name,
+		.mail_socket = m->mail_name,
+		.mail_listen_fd = m->mail_fd,
+		.uid_checks = m->privileged,
+		.login_uid = m->users[ROLE_LOGIN].uid,
+	};
+	struct auth_server_params ap = {
+		.set = m->set,
+		.listen_fd = m->auth_fd,
+		.uid_checks = m->privileged,
+		.login_uid = m->users[ROLE_LOGIN].uid,
+		.mail_uid = m->users[ROLE_MAIL].uid,
+	};
+	switch (role) {
+	case ROLE_AUTH:
+		auth_server_run(&ap);
+	case ROLE_LOGIN:
+		server_run_login(m->server, &p);
+	case ROLE_MAIL:
+		server_run_mail(m->server, &p);
+	}
+	_exit(1);
+}
+
+/* ---- children, from the master ---- */
+
+static void spawn(struct master *m, enum role role)
+{
+	size_t slot = 0;
+
+	while (slot < MASTER_MAX_CHILDREN && m->children[slot].pid != 0)
+		slot++;
+	if (slot == MASTER_MAX_CHILDREN) {
+		log_error("event=spawn-failed role=%s error=\"too many children\"",
+			  role_names[role]);
+		return;
+	}
+	fflush(stderr);
+	pid_t pid = fork();
+	if (pid < 0) {
+		log_error("event=spawn-failed role=%s error=\"%s\"", role_names[role],
+			  strerror(errno));
+		if (m->pending_count < MASTER_MAX_CHILDREN)
+			m->pending[m->pending_count++] = (struct pending){
+				role, time(NULL) + MASTER_RESPAWN_PAUSE_S };
+		return;
+	}
+	if (pid == 0)
+		child_main(m, role);
+	m->children[slot] = (struct child){ pid, role, false, time(NULL) };
+	log_info("event=spawned role=%s pid=%d", role_names[role], (int)pid);
+}
+
+static void describe_status(int status, char *buf, size_t size)
+{
+	if (WIFEXITED(status))
+		snprintf(buf, size, "exit:%d", WEXITSTATUS(status));
+	else if (WIFSIGNALED(status))
+		snprintf(buf, size, "signal:%d", WTERMSIG(status));
+	else
+		snprintf(buf, size, "unknown");
+}
+
+static void reap(struct master *m, bool stopping)
+{
+	int status;
+	pid_t pid;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		struct child *c = NULL;
+		for (size_t i = 0; i < MASTER_MAX_CHILDREN; i++) {
+			if (m->children[i].pid == pid)
+				c = &m->children[i];
+		}
+		if (c == NULL)
+			continue;
+		char how[32];
+		describe_status(status, how, sizeof(how));
+		bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+		bool expected = stopping || (c->retiring && clean);
+		if (expected)
+			log_info("event=child-exited role=%s pid=%d status=%s",
+				 role_names[c->role], (int)pid, how);
+		else
+			log_error("event=child-died role=%s pid=%d status=%s",
+				  role_names[c->role], (int)pid, how);
+		if (!stopping && !c->retiring) {
+			time_t now = time(NULL);
+			time_t when = now - c->started < MASTER_RESPAWN_PAUSE_S ?
+				      now + MASTER_RESPAWN_PAUSE_S : now;
+			if (m->pending_count < MASTER_MAX_CHILDREN)
+				m->pending[m->pending_count++] =
+					(struct pending){ c->role, when };
+		}
+		c->pid = 0;
+	}
+}
+
+static void respawn_due(struct master *m)
+{
+	struct pending due[MASTER_MAX_CHILDREN];
+	time_t now = time(NULL);
+	size_t ndue = 0, kept = 0;
+
+	for (size_t i = 0; i < m->pending_count; i++) {
+		if (m->pending[i].when <= now)
+			due[ndue++] = m->pending[i];
+		else
+			m->pending[kept++] = m->pending[i];
+	}
+	m->pending_count = kept;
+	for (size_t i = 0; i < ndue; i++)
+		spawn(m, due[i].role);
+}
+
+/* SIGHUP: a new certificate for new login processes; the old ones
+   finish what they hold. */
+static void reload(struct master *m)
+{
+	const char *error;
+
+	if (m->tls == NULL) {
+		log_info("event=reload note=\"no TLS configured; the passwd-file "
+			 "reloads by itself\"");
+		return;
+	}
+	if (tls_server_reload(m->tls, &error) < 0) {
+		log_error("event=reload-failed error=\"TLS: %s\" "
+			  "note=\"the old certificate stays in use\"", error);
+		return;
+	}
+	unsigned int replaced = 0;
+	for (size_t i = 0; i < MASTER_MAX_CHILDREN; i++) {
+		struct child *c = &m->children[i];
+		if (c->pid != 0 && c->role == ROLE_LOGIN && !c->retiring) {
+			c->retiring = true;
+			kill(c->pid, SIGUSR1);
+			replaced++;
+		}
+	}
+	for (unsigned int i = 0; i < m->workers; i++)
+		spawn(m, ROLE_LOGIN);
+	log_info("event=reload tls=reloaded login_processes_replaced=%u", replaced);
+}
+
+static bool any_child(const struct master *m)
+{
+	for (size_t i = 0; i < MASTER_MAX_CHILDREN; i++) {
+		if (m->children[i].pid != 0)
+			return true;
+	}
+	return false;
+}
+
+static void signal_children(struct master *m, int sig)
+{
+	for (size_t i = 0; i < MASTER_MAX_CHILDREN; i++) {
+		if (m->children[i].pid != 0)
+			kill(m->children[i].pid, sig);
+	}
+}
+
+/* Sessions that did not QUIT end without UPDATE: nothing is deleted, and
+   the kernel drops every maildrop lock with its process. */
+static void stop(struct master *m, int sig)
+{
+	struct timespec pause = { 0, 50 * 1000000 };
+
+	log_info("event=stopping signal=%d", sig);
+	signal_children(m, SIGTERM);
+	for (int waited = 0; any_child(m) && waited < MASTER_STOP_WAIT_MS; waited += 50) {
+		nanosleep(&pause, NULL);
+		reap(m, true);
+	}
+	if (any_child(m)) {
+		signal_children(m, SIGKILL);
+		while (any_child(m) && waitpid(-1, NULL, 0) > 0)
+			reap(m, true);
+	}
+	if (m->empty_dir[0] != '\0')
+		rmdir(m->empty_dir);
+	fflush(stderr);
+	_exit(0);
+}
+
+void master_run(const struct popboxd_settings *set)
+{
+	static struct master m;
+	const char *error;
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	sigset_t sigs;
+
+	m.set = set;
+	m.pid = getpid();
+	m.privileged = geteuid() == 0;
+	m.workers = set->workers > 0 ? set->workers : (unsigned int)(cores > 0 ? cores : 1);
+	if (m.workers > MASTER_MAX_WORKERS)
+		m.workers = MASTER_MAX_WORKERS;
+	resolve_users(&m);
+	/* The key is read here, as root; children inherit the context. */
+	if (set->tls_cert_file != NULL &&
+	    tls_server_create(set->tls_cert_file, set->tls_key_file,
+			      set->tls_min_version, &m.tls, &error) < 0)
+		fatal("event=startup error=\"TLS: %s\"", error);
+	if (server_bind(set, &m.server, &error) < 0)
+		fatal("event=startup error=\"cannot listen: %s\"", error);
+	m.auth_fd = listen_abstract(m.auth_name, sizeof(m.auth_name), "auth",
+				    SOCK_SEQPACKET);
+	m.mail_fd = listen_abstract(m.mail_name, sizeof(m.mail_name), "mail",
+				    SOCK_STREAM);
+	if (m.privileged) {
+		snprintf(m.empty_dir, sizeof(m.empty_dir), "/run/popboxd-empty.XXXXXX");
+		if (mkdtemp(m.empty_dir) == NULL || chmod(m.empty_dir, 0555) < 0)
+			fatal("event=startup error=\"empty directory: %s\"",
+			      strerror(errno));
+	}
+	if (!m.privileged)
+		log_warn("event=startup note=\"not started as root: every process "
+			 "runs as this user, without privilege separation\"");
+
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGCHLD);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP);
+	sigprocmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	spawn(&m, ROLE_AUTH);
+	for (unsigned int i = 0; i < m.workers; i++)
+		spawn(&m, ROLE_MAIL);
+	for (unsigned int i = 0; i < m.workers; i++)
+		spawn(&m, ROLE_LOGIN);
+	log_info("event=started role=master workers=%u privileged=%s", m.workers,
+		 m.privileged ? "yes" : "no");
+	for (;;) {
+		struct timespec tick = { 0, 200 * 1000000 };
+		int sig = sigtimedwait(&sigs, NULL, &tick);
+		if (sig == SIGTERM || sig == SIGINT)
+			stop(&m, sig);
+		if (sig == SIGHUP)
+			reload(&m);
+		reap(&m, false);
+		respawn_due(&m);
+	}
+}
