@@ -2,7 +2,8 @@
 #
 #   make            release build (hardened) into build/release/
 #   make run        build, create ./run/ (demo config, user, maildrop), start popboxd
-#   make test       ASan+UBSan build into build/asan/, unit tests, fuzz smoke, integration
+#   make test       lint, hardening check of the release build, then an ASan+UBSan
+#                   build into build/asan/: unit tests, fuzz smoke, integration
 #   make fuzz       run every libFuzzer harness for FUZZ_SECONDS each
 #   make bench      benchmarks under bench/
 #
@@ -47,7 +48,7 @@ BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all run test unit integration fuzz fuzz-smoke fuzz-build bench deps clean \
-        test-build
+        test-build lint check-hardening
 all: $(PROGRAMS)
 
 $(BUILD)/obj/%.o: %.c
@@ -90,7 +91,18 @@ unit: test-build
 integration: test-build
 	@POPBOX_BUILD=build/asan /usr/bin/python3 -m pytest -q tests/integration
 
+# Static analysis: clang-tidy (checks in .clang-tidy) and cppcheck; any finding fails.
+lint:
+	@scripts/lint.sh
+
+# The release binaries really are PIE, full RELRO, NX stack, SSP and FORTIFY.
+check-hardening:
+	@$(MAKE) --no-print-directory BUILD=build/release SANITIZE= all
+	@scripts/check-hardening.sh build/release
+
 test: deps
+	@$(MAKE) --no-print-directory lint
+	@$(MAKE) --no-print-directory check-hardening
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory integration

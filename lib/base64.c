@@ -54,7 +54,7 @@ void base64_encode(const void *in, size_t n, char *out)
 
 		out[o++] = base64_alphabet[v >> 18];
 		out[o++] = base64_alphabet[(v >> 12) & 63];
-		out[o++] = n == 2 ? base64_alphabet[(v >> 6) & 63] : '=';
+		out[o++] = (char)(n == 2 ? base64_alphabet[(v >> 6) & 63] : '=');
 		out[o++] = '=';
 	}
 	out[o] = '\0';

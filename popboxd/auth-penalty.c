@@ -72,23 +72,29 @@ void auth_penalty_key_from(const struct sockaddr *addr,
 	}
 }
 
-static size_t penalty_bucket(const struct auth_penalty *p,
-			     const struct auth_penalty_key *key)
+uint64_t auth_penalty_hash(uint64_t seed, const uint64_t words[2])
 {
-	uint64_t h = p->seed, word;
+	uint64_t h = seed;
 
-	/* Each word through a full 64-bit finaliser (MurmurHash3's
-	   fmix64 constants), so every input bit reaches the low bits. */
-	for (size_t i = 0; i < sizeof(key->bytes); i += 8) {
-		memcpy(&word, key->bytes + i, 8);
-		h ^= word;
+	for (size_t i = 0; i < 2; i++) {
+		h ^= words[i];
 		h ^= h >> 33;
 		h *= 0xff51afd7ed558ccdull;
 		h ^= h >> 33;
 		h *= 0xc4ceb9fe1a85ec53ull;
 		h ^= h >> 33;
 	}
-	return (size_t)(h % AUTH_PENALTY_BUCKETS) * AUTH_PENALTY_WAYS;
+	return h;
+}
+
+static size_t penalty_bucket(const struct auth_penalty *p,
+			     const struct auth_penalty_key *key)
+{
+	uint64_t words[2];
+
+	memcpy(words, key->bytes, sizeof(words));
+	return (size_t)(auth_penalty_hash(p->seed, words) % AUTH_PENALTY_BUCKETS) *
+	       AUTH_PENALTY_WAYS;
 }
 
 /* The live slot for key, or NULL.  A slot past its time is freed here. */

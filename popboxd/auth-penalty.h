@@ -39,6 +39,11 @@ struct auth_penalty;
 struct auth_penalty *auth_penalty_new(unsigned int max_delay_ms);
 void auth_penalty_free(struct auth_penalty **penalty);
 
+/* A keyed hash of an address key given as two 64-bit words (memcpy of
+   the 16 bytes): each word through MurmurHash3's fmix64 finaliser, so every
+   input bit reaches the low bits.  Shared with conn-limits.c. */
+uint64_t auth_penalty_hash(uint64_t seed, const uint64_t words[2]);
+
 /* The key for a peer address (AF_INET or AF_INET6; others all share one). */
 void auth_penalty_key_from(const struct sockaddr *addr,
 			   struct auth_penalty_key *key_r);

@@ -30,6 +30,7 @@
 
 #include "auth-client.h"
 #include "auth-proto.h"
+#include "conn-limits.h"
 #include "handover.h"
 #include "ipc.h"
 #include "relay.h"
@@ -89,12 +90,15 @@ struct conn {
 	bool commit_ok;
 	size_t removed;
 	struct sockaddr_storage addr;   /* the client's, for the limits */
+	struct conn *pool_prev, *pool_next;  /* login: the pre-auth pool */
+	bool in_pool;
 	char id[32];
 	char peer[64];                  /* the client address, as text */
 	char apop_timestamp[128];
 };
 
 static void conn_process(struct conn *c);
+static void peer_name(const struct sockaddr *addr, char *buf, size_t size);
 static void conn_free(struct conn *c, const char *reason);
 static void conn_detach(struct conn *c);
 static void conn_start_job(struct conn *c, enum conn_job_kind kind);
@@ -103,6 +107,43 @@ static void conn_bev_setup(struct conn *c, bool tls);
 static const char *conn_error_reason(struct conn *c);
 
 static atomic_uint_fast64_t conn_counter;
+
+/*
+ * Login process: the pre-auth pool, every connection not yet handed over,
+ * in accept order (the oldest at the head).  When it is full, the oldest
+ * goes, so a flood of idle strangers cannot keep new clients out.
+ */
+static struct conn *pool_head, *pool_tail;
+static unsigned int pool_count;
+
+static void pool_add(struct conn *c)
+{
+	c->pool_prev = pool_tail;
+	c->pool_next = NULL;
+	if (pool_tail != NULL)
+		pool_tail->pool_next = c;
+	else
+		pool_head = c;
+	pool_tail = c;
+	c->in_pool = true;
+	pool_count++;
+}
+
+static void pool_remove(struct conn *c)
+{
+	if (!c->in_pool)
+		return;
+	if (c->pool_prev != NULL)
+		c->pool_prev->pool_next = c->pool_next;
+	else
+		pool_head = c->pool_next;
+	if (c->pool_next != NULL)
+		c->pool_next->pool_prev = c->pool_prev;
+	else
+		pool_tail = c->pool_prev;
+	c->in_pool = false;
+	pool_count--;
+}
 
 static void timer_arm(struct event *ev, long ms)
 {
@@ -228,8 +269,9 @@ static void open_run(struct job *job)
 		c->login_result = POP3_LOGIN_SYS_TEMP;
 }
 
-/* The end of a login attempt, in either process: log it, tell the core. */
-static void login_finish(struct conn *c, const char *name)
+/* The end of a login attempt, in either process: log it, tell the core.
+   The caller goes on with conn_process() (login_finish() does). */
+static void login_report(struct conn *c, const char *name)
 {
 	char user[LOG_ESCAPE_MAX + 1];
 	const struct mailmsg *msgs = NULL;
@@ -267,6 +309,12 @@ static void login_finish(struct conn *c, const char *name)
 		if (mail_role)
 			pop3_session_abort(c->session, NULL);
 	}
+}
+
+/* login_report() from a callback (auth answered, a job ended). */
+static void login_finish(struct conn *c, const char *name)
+{
+	login_report(c, name);
 	conn_process(c);
 }
 
@@ -290,11 +338,22 @@ static bool conn_hand_over(struct conn *c, const struct ipc_msg *reply)
 	h.input = evbuffer_pullup(in, -1);
 	if (h.input_len > 0 && h.input == NULL)
 		return false;
+	/* The mail process counts the connection from now on: stop counting
+	   it here first, or it would briefly count twice against the caps. */
+	if (c->limited) {
+		conn_limits_release(ctx->limits, ctx->limits_index,
+				    (struct sockaddr *)&c->addr);
+		c->limited = false;
+	}
 	int fd = handover_send(ctx->mail_socket, tls ? -1 : bufferevent_getfd(c->bev),
 			       &h);
 	OPENSSL_cleanse(h.token, sizeof(h.token));
-	if (fd < 0)
+	if (fd < 0) {
+		c->limited = ctx->limits != NULL &&
+			conn_limits_acquire(ctx->limits, ctx->limits_index,
+					    (struct sockaddr *)&c->addr) == CONN_LIMIT_OK;
 		return false;
+	}
 	evbuffer_drain(in, h.input_len);
 	log_debug("event=handover session=%s tls=%d", c->id, tls);
 	if (tls) {
@@ -308,7 +367,7 @@ static bool conn_hand_over(struct conn *c, const struct ipc_msg *reply)
 		   failure relay_start() closes both sides: the client sees the
 		   connection end, as if the mail process had failed. */
 		ctx->conn_started(ctx->conn_context);
-		if (relay_start(base, client, fd, ctx->set->idle_timeout,
+		if (relay_start(base, client, fd, ctx->set->output_timeout,
 				ctx->conn_ended, ctx->conn_context) < 0)
 			ctx->conn_ended(ctx->conn_context);
 		return true;
@@ -376,7 +435,7 @@ static void conn_auth_send(struct conn *c, struct ipc_writer *w)
 		c->job_error = "auth process unavailable";
 		c->login_result = POP3_LOGIN_SYS_TEMP;
 		c->in_exchange = false;
-		login_finish(c, pop3_session_action(c->session)->user);
+		login_report(c, pop3_session_action(c->session)->user);
 		return;
 	}
 	c->job_running = true;
@@ -486,7 +545,7 @@ static void conn_token_check(struct conn *c)
 	if (c->auth_handle == 0) {
 		c->job_error = "auth process unavailable";
 		c->login_result = POP3_LOGIN_SYS_TEMP;
-		login_finish(c, NULL);
+		login_report(c, NULL);
 		return;
 	}
 	c->job_running = true;
@@ -559,6 +618,10 @@ static void conn_start_close(struct conn *c)
    connections: the common end of conn_free() and conn_detach(). */
 static void conn_teardown(struct conn *c)
 {
+	pool_remove(c);
+	if (c->limited)
+		conn_limits_release(c->loop->ctx->limits, c->loop->ctx->limits_index,
+				    (struct sockaddr *)&c->addr);
 	if (c->auth_handle != 0)
 		auth_client_cancel(c->loop->ctx->auth, c->auth_handle);
 	if (c->in_exchange)
@@ -626,19 +689,22 @@ static void conn_process(struct conn *c)
 		switch (a->type) {
 		case POP3_ACTION_NONE:
 			break;
+		/* These park the connection until auth answers (the loop
+		   then stops on job_running), or fail at once and the loop
+		   goes on: no recursion through login_report(). */
 		case POP3_ACTION_LOGIN:
 			if (c->loop->ctx->role == CONN_ROLE_MAIL)
 				conn_token_check(c);
 			else
 				conn_auth_login(c, a);
-			return;
+			continue;
 		case POP3_ACTION_AUTH_STEP:
 			if (c->loop->ctx->role == CONN_ROLE_MAIL) {
 				pop3_session_abort(c->session, "not here");
 				continue;
 			}
 			conn_auth_sasl(c, a);
-			return;
+			continue;
 		case POP3_ACTION_COMMIT:
 			conn_start_job(c, CONN_JOB_COMMIT);
 			return;
@@ -792,7 +858,7 @@ static void timer_callback(evutil_socket_t fd, short what, void *arg)
    filter that STLS puts on top of the plain one). */
 static void conn_bev_setup(struct conn *c, bool tls)
 {
-	struct timeval write_timeout = { c->loop->ctx->set->idle_timeout, 0 };
+	struct timeval write_timeout = { c->loop->ctx->set->output_timeout, 0 };
 
 	c->handshaking = tls;
 	if (tls)
@@ -938,28 +1004,111 @@ static int conn_setup(struct conn *c, struct loop *loop, int fd, bool tls,
 	return 0;
 }
 
+/*
+ * The caps on connections per address and in total (all processes): over
+ * them, a plain client hears why ([SYS/TEMP], RFC 3206) and is closed at
+ * once; a TLS client is just closed (nothing can be said before the
+ * handshake).  True if the connection was refused (fd closed).
+ */
+static bool conn_over_limits(struct loop *loop, int fd,
+			     const struct sockaddr *addr, bool tls)
+{
+	static const char per_address[] =
+		"-ERR [SYS/TEMP] too many connections from your address, try later\r\n";
+	static const char total[] =
+		"-ERR [SYS/TEMP] too many connections, try later\r\n";
+	const struct server_context *ctx = loop->ctx;
+	char rip[64];
+
+	if (ctx->limits == NULL)
+		return false;
+	enum conn_limit_result r = conn_limits_acquire(ctx->limits,
+						       ctx->limits_index, addr);
+	if (r == CONN_LIMIT_OK)
+		return false;
+	if (!tls) {
+		const char *text = r == CONN_LIMIT_ADDRESS ? per_address : total;
+		(void)!send(fd, text, strlen(text), MSG_DONTWAIT | MSG_NOSIGNAL);
+	}
+	peer_name(addr, rip, sizeof(rip));
+	log_info("event=connection-refused rip=%s reason=%s", rip,
+		 r == CONN_LIMIT_ADDRESS ? "per-address-cap" : "total-cap");
+	close(fd);
+	return true;
+}
+
+/* The pool is full: the oldest connection not yet logged in goes. */
+static void pool_evict_oldest(void)
+{
+	struct conn *old = pool_head;
+
+	pool_remove(old);
+	log_info("event=preauth-evicted session=%s rip=%s", old->id, old->peer);
+	if (old->job_running || old->handshaking || old->closing) {
+		conn_free(old, "evicted");
+		return;
+	}
+	pop3_session_abort(old->session, "[SYS/TEMP] too many clients, try again later");
+	conn_process(old);
+}
+
 void conn_accept(struct loop *loop, int fd, const struct sockaddr *addr,
 		 socklen_t addrlen, bool tls)
 {
-	struct conn *c = calloc(1, sizeof(*c));
+	struct conn *c;
 	int one = 1;
 
+	if (conn_over_limits(loop, fd, addr, tls))
+		return;
+	if (pool_count >= loop->ctx->preauth_limit && pool_head != NULL)
+		pool_evict_oldest();
+	c = calloc(1, sizeof(*c));
 	if (c == NULL) {
+		if (loop->ctx->limits != NULL)
+			conn_limits_release(loop->ctx->limits, loop->ctx->limits_index,
+					    addr);
 		close(fd);
 		return;
 	}
 	c->loop = loop;
 	c->msg_fd = -1;
+	c->limited = loop->ctx->limits != NULL;
 	if (addrlen <= sizeof(c->addr))
 		memcpy(&c->addr, addr, addrlen);
 	peer_name(addr, c->peer, sizeof(c->peer));
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (conn_setup(c, loop, fd, tls, addr) < 0) {
+		if (c->limited)
+			conn_limits_release(loop->ctx->limits, loop->ctx->limits_index,
+					    addr);
 		conn_abandon(c, fd);
 		return;
 	}
 	loop->ctx->conn_started(loop->ctx->conn_context);
+	pool_add(c);
 	log_debug("event=connect session=%s rip=%s", c->id, c->peer);
+}
+
+/* Mail process: a handed-over connection counts here now (the login
+   process stopped counting it).  Over the caps it is served anyway, since
+   the client has logged in, but not counted. */
+static void conn_count_adopted(struct conn *c)
+{
+	struct sockaddr_in *sin = (struct sockaddr_in *)&c->addr;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&c->addr;
+	const struct server_context *ctx = c->loop->ctx;
+
+	if (ctx->limits == NULL)
+		return;
+	memset(&c->addr, 0, sizeof(c->addr));
+	if (inet_pton(AF_INET, c->peer, &sin->sin_addr) == 1)
+		sin->sin_family = AF_INET;
+	else if (inet_pton(AF_INET6, c->peer, &sin6->sin6_addr) == 1)
+		sin6->sin6_family = AF_INET6;
+	else
+		return;
+	c->limited = conn_limits_acquire(ctx->limits, ctx->limits_index,
+					 (struct sockaddr *)&c->addr) == CONN_LIMIT_OK;
 }
 
 /* Puts bytes the client sent to the login process in front of what the
@@ -991,6 +1140,7 @@ void conn_adopt(struct loop *loop, int fd, struct handover *h)
 	c->msg_fd = -1;
 	snprintf(c->id, sizeof(c->id), "%s", h->session);
 	snprintf(c->peer, sizeof(c->peer), "%s", h->rip);
+	conn_count_adopted(c);
 	memcpy(c->token, h->token, sizeof(c->token));
 	OPENSSL_cleanse(h->token, sizeof(h->token));
 	c->pop3 = ctx->pop3;

@@ -34,6 +34,7 @@ struct jobs;
 enum conn_role { CONN_ROLE_LOGIN, CONN_ROLE_MAIL };
 
 struct auth_client;
+struct conn_limits;
 struct handover;
 
 /* What every connection of the process shares, read-only once running. */
@@ -43,6 +44,9 @@ struct server_context {
 	struct auth_client *auth;         /* the line to the auth process */
 	const char *mail_socket;          /* login: where mail processes listen */
 	struct jobs *jobs;                /* mail: the job pool */
+	unsigned int preauth_limit;       /* login: this process's pool size */
+	struct conn_limits *limits;       /* connection caps, or NULL */
+	unsigned int limits_index;        /* this process's column */
 	/* Called as connections (and relays) start and end, for the
 	   process's count (a retiring login process exits at zero). */
 	void (*conn_started)(void *context);

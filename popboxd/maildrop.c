@@ -740,6 +740,8 @@ static ssize_t md_scan_match(struct md_scan *s,
 		matched[idx] = (uint32_t)i + 1;
 		nmatched++;
 		e->cache_idx = (int64_t)idx;
+		/* The lookup found idx, so the cache is not empty.
+		   NOLINTNEXTLINE(clang-analyzer-core.NullDereference) */
 		e->wire_size = c->entries[idx].wire_size;
 		if (c->entries[idx].dir != e->dir ||
 		    c->entries[idx].name_len != e->len ||

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -22,6 +23,7 @@
 #include <unistd.h>
 
 #include "auth-server.h"
+#include "conn-limits.h"
 #include "ipc.h"
 #include "log.h"
 #include "server.h"
@@ -34,6 +36,8 @@
 #define MASTER_RESPAWN_PAUSE_S 1
 /* On SIGTERM, children get this long before SIGKILL. */
 #define MASTER_STOP_WAIT_MS 5000
+/* Descriptor limit set when started as root (see raise_fd_limit). */
+#define MASTER_FD_LIMIT 262144
 
 enum role { ROLE_AUTH, ROLE_LOGIN, ROLE_MAIL };
 
@@ -48,6 +52,7 @@ struct role_user {
 struct child {
 	pid_t pid;                 /* 0: slot free */
 	enum role role;
+	unsigned int limits_index; /* its column in the connection counts */
 	bool retiring;             /* a login process told to finish (SIGHUP) */
 	time_t started;
 };
@@ -70,6 +75,10 @@ struct master {
 	char mail_name[64];
 	char empty_dir[64];
 	unsigned int workers;
+	struct conn_limits *limits;     /* NULL: no connection caps */
+	unsigned int limits_columns;
+	bool limits_used[CONN_LIMITS_MAX_PROCESSES];
+	unsigned int spawning_index;    /* what the next child gets */
 	struct child children[MASTER_MAX_CHILDREN];
 	struct pending pending[MASTER_MAX_CHILDREN];
 	size_t pending_count;
@@ -171,6 +180,8 @@ static void child_main(struct master *m, enum role role)
 		close(m->auth_fd);
 	if (role != ROLE_MAIL)
 		close(m->mail_fd);
+	if (role == ROLE_AUTH)
+		conn_limits_destroy(&m->limits);
 	child_drop_privileges(m, role);
 	/* No orphans: a child dies with the master.  (Set after the uid
 	   change, which clears it; the master may already be gone.) */
@@ -184,6 +195,9 @@ static void child_main(struct master *m, enum role role)
 		.auth_socket = m->auth_name,
 		.mail_socket = m->mail_name,
 		.mail_listen_fd = m->mail_fd,
+		.workers = m->workers,
+		.limits = m->limits,
+		.limits_index = m->spawning_index,
 		.uid_checks = m->privileged,
 		.login_uid = m->users[ROLE_LOGIN].uid,
 	};
@@ -218,6 +232,17 @@ static void spawn(struct master *m, enum role role)
 			  role_names[role]);
 		return;
 	}
+	/* A column in the shared connection counts for login and mail
+	   processes; none left (or no caps): the child counts nothing. */
+	m->spawning_index = CONN_LIMITS_MAX_PROCESSES;
+	if (m->limits != NULL && role != ROLE_AUTH) {
+		for (unsigned int i = 0; i < m->limits_columns; i++) {
+			if (!m->limits_used[i]) {
+				m->spawning_index = i;
+				break;
+			}
+		}
+	}
 	fflush(stderr);
 	pid_t pid = fork();
 	if (pid < 0) {
@@ -230,7 +255,10 @@ static void spawn(struct master *m, enum role role)
 	}
 	if (pid == 0)
 		child_main(m, role);
-	m->children[slot] = (struct child){ pid, role, false, time(NULL) };
+	m->children[slot] = (struct child){ pid, role, m->spawning_index, false,
+					    time(NULL) };
+	if (m->spawning_index < m->limits_columns)
+		m->limits_used[m->spawning_index] = true;
 	log_info("event=spawned role=%s pid=%d", role_names[role], (int)pid);
 }
 
@@ -274,6 +302,11 @@ static void reap(struct master *m, bool stopping)
 			if (m->pending_count < MASTER_MAX_CHILDREN)
 				m->pending[m->pending_count++] =
 					(struct pending){ c->role, when };
+		}
+		/* Whatever the dead process had counted is dropped. */
+		if (m->limits != NULL && c->limits_index < m->limits_columns) {
+			conn_limits_reset_process(m->limits, c->limits_index);
+			m->limits_used[c->limits_index] = false;
 		}
 		c->pid = 0;
 	}
@@ -366,6 +399,29 @@ static void stop(struct master *m, int sig)
 	_exit(0);
 }
 
+/* Descriptors: every connection needs one, a TLS one up to three (client,
+   relay, mail side).  Raise the soft limit to what is allowed (as root,
+   the hard one too), so max_connections is what limits, not EMFILE. */
+static void raise_fd_limit(bool privileged)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	rlim_t hard = rl.rlim_max;
+	if (privileged && rl.rlim_max < MASTER_FD_LIMIT) {
+		/* Needs CAP_SYS_RESOURCE, which a container may not give. */
+		struct rlimit more = { MASTER_FD_LIMIT, MASTER_FD_LIMIT };
+		if (setrlimit(RLIMIT_NOFILE, &more) == 0)
+			return;
+	}
+	rl.rlim_cur = hard;
+	rl.rlim_max = hard;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		log_warn("event=startup note=\"cannot raise the descriptor limit: %s\"",
+			 strerror(errno));
+}
+
 void master_run(const struct popboxd_settings *set)
 {
 	static struct master m;
@@ -380,6 +436,7 @@ void master_run(const struct popboxd_settings *set)
 	if (m.workers > MASTER_MAX_WORKERS)
 		m.workers = MASTER_MAX_WORKERS;
 	resolve_users(&m);
+	raise_fd_limit(m.privileged);
 	/* The key is read here, as root; children inherit the context. */
 	if (set->tls_cert_file != NULL &&
 	    tls_server_create(set->tls_cert_file, set->tls_key_file,
@@ -387,6 +444,18 @@ void master_run(const struct popboxd_settings *set)
 		fatal("event=startup error=\"TLS: %s\"", error);
 	if (server_bind(set, &m.server, &error) < 0)
 		fatal("event=startup error=\"cannot listen: %s\"", error);
+	if (set->max_connections > 0 || set->max_connections_per_address > 0) {
+		/* Login and mail processes, and login processes retiring
+		   after a reload. */
+		m.limits_columns = 3 * m.workers;
+		if (m.limits_columns > CONN_LIMITS_MAX_PROCESSES)
+			m.limits_columns = CONN_LIMITS_MAX_PROCESSES;
+		m.limits = conn_limits_create(set->max_connections_per_address,
+					      set->max_connections,
+					      m.limits_columns, &error);
+		if (m.limits == NULL)
+			fatal("event=startup error=\"connection limits: %s\"", error);
+	}
 	m.auth_fd = listen_abstract(m.auth_name, sizeof(m.auth_name), "auth",
 				    SOCK_SEQPACKET);
 	m.mail_fd = listen_abstract(m.mail_name, sizeof(m.mail_name), "mail",

@@ -206,6 +206,8 @@ static int passdb_table_build(const char *path, const char *text, size_t len,
 	if (t == NULL)
 		goto nomem;
 	t->nbuckets = passdb_bucket_count(len);
+	/* An array of pointers: sizeof(a pointer) is meant.
+	   NOLINTNEXTLINE(bugprone-sizeof-expression) */
 	if ((t->buckets = calloc(t->nbuckets, sizeof(*t->buckets))) == NULL)
 		goto nomem;
 	while (pos < len) {

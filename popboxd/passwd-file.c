@@ -222,6 +222,8 @@ int passwd_file_parse_line(const char *line, size_t len,
 		return -1;
 
 	entry_r->user = strndup(f[PF_USER].p, f[PF_USER].len);
+	/* passwd_file_check refused a missing password field (p == NULL).
+	   NOLINTNEXTLINE(clang-analyzer-core.NonNullParamChecker) */
 	entry_r->password = strndup(f[PF_PASSWORD].p, f[PF_PASSWORD].len);
 	entry_r->home = strndup(f[PF_HOME].len > 0 ? f[PF_HOME].p : "",
 				f[PF_HOME].len);

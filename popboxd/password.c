@@ -141,13 +141,15 @@ static int password_crypt(const char *phrase, const char *setting,
 {
 	struct crypt_data *cd = calloc(1, sizeof(*cd));
 	int ret = -1;
+	size_t len;
 
 	if (cd == NULL)
 		return -1;
 	atomic_fetch_add(&password_crypt_calls, 1);
 	const char *res = crypt_rn(phrase, setting, cd, (int)sizeof(*cd));
-	if (res != NULL && res[0] != '*' && strlen(res) < CRYPT_OUTPUT_SIZE) {
-		strcpy(out, res);
+	if (res != NULL && res[0] != '*' &&
+	    (len = strlen(res)) < CRYPT_OUTPUT_SIZE) {
+		memcpy(out, res, len + 1);
 		ret = 0;
 	}
 	explicit_bzero(cd, sizeof(*cd));

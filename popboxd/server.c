@@ -80,7 +80,9 @@ static void log_bound(int fd)
 {
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
-	char host[INET6_ADDRSTRLEN];
+	char host[INET6_ADDRSTRLEN] = "?";
+
+	memset(&ss, 0, sizeof(ss));
 	unsigned port = 0;
 
 	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
@@ -128,14 +130,18 @@ int server_bind(const struct popboxd_settings *set, struct server **server_r,
 	server->ctx.set = set;
 	for (size_t i = 0; i < set->listen_count; i++) {
 		if (bind_address(server, set->listen[i], false, error_r) < 0)
-			return -1;
+			goto fail;
 	}
 	for (size_t i = 0; i < set->tls_listen_count; i++) {
 		if (bind_address(server, set->tls_listen[i], true, error_r) < 0)
-			return -1;
+			goto fail;
 	}
 	*server_r = server;
 	return 0;
+fail:
+	server_close_listeners(server);
+	free(server);
+	return -1;
 }
 
 void server_close_listeners(struct server *server)
@@ -265,6 +271,13 @@ static void context_init(struct server *server, const struct server_params *p,
 	server->ctx.conn_started = server_conn_started;
 	server->ctx.conn_ended = server_conn_ended;
 	server->ctx.conn_context = server;
+	server->ctx.limits = p->limits;
+	server->ctx.limits_index = p->limits_index;
+	/* The pre-auth pool is shared out among the login processes. */
+	server->ctx.preauth_limit = set->max_preauth_connections /
+				    (p->workers > 0 ? p->workers : 1);
+	if (server->ctx.preauth_limit == 0)
+		server->ctx.preauth_limit = 1;
 	server->ctx.auth = auth_client_new(loop->base, p->auth_socket);
 	if (server->ctx.auth == NULL)
 		fatal("event=startup error=\"out of memory\"");

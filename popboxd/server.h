@@ -18,6 +18,7 @@
 #include "tls.h"
 
 struct server;
+struct conn_limits;
 
 /* Creates one listening socket per address.  A port of 0 is chosen by the
    kernel; the chosen address is logged as "event=listening addr=HOST:PORT". */
@@ -32,6 +33,9 @@ struct server_params {
 	const char *auth_socket;       /* abstract names of the auth and */
 	const char *mail_socket;       /* mail processes' sockets */
 	int mail_listen_fd;            /* mail: where hand-overs arrive */
+	unsigned int workers;          /* login processes (they share the pool) */
+	struct conn_limits *limits;    /* shared connection counts, or NULL */
+	unsigned int limits_index;     /* this process's column in them */
 	bool uid_checks;               /* mail: accept hand-overs from ... */
 	uid_t login_uid;               /* ... this uid only */
 };

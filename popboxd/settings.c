@@ -140,6 +140,19 @@ static const struct settings_def settings_defs[] = {
 	  "failed logins per connection before it is closed", NULL, 0 },
 	{ "max_bad_commands", SET_UINT, OFF(max_bad_commands), 1, 1000, "10",
 	  "bad commands in a row before the connection is closed", NULL, 0 },
+	{ "max_connections", SET_UINT, OFF(max_connections), 0, 1000000, "20000",
+	  "connections at once, all processes together; 0: no cap", NULL, 0 },
+	{ "max_connections_per_address", SET_UINT,
+	  OFF(max_connections_per_address), 0, 1000000, "50",
+	  "connections at once from one address (IPv6: one /64); 0: no cap",
+	  NULL, 0 },
+	{ "max_preauth_connections", SET_UINT, OFF(max_preauth_connections), 1,
+	  1000000, "1000",
+	  "connections not yet logged in; when full the oldest goes first",
+	  NULL, 0 },
+	{ "output_timeout", SET_UINT, OFF(output_timeout), 10, 86400, "600",
+	  "seconds a client may leave replies unread before it is dropped",
+	  NULL, 0 },
 	{ "workers", SET_UINT, OFF(workers), 0, 256, "0",
 	  "event-loop threads; 0 means one per CPU core", NULL, 0 },
 	{ "auth_workers", SET_UINT, OFF(auth_workers), 1, 256, "4",
@@ -373,8 +386,7 @@ static const char *settings_set(struct popboxd_settings *set,
 				const char *value)
 {
 	void *field = (char *)set + def->offset;
-	unsigned int n;
-	const char *err;
+	unsigned int n = 0;
 
 	switch (def->type) {
 	case SET_STRING:
@@ -388,7 +400,7 @@ static const char *settings_set(struct popboxd_settings *set,
 			*(int *)field = -1;
 			return NULL;
 		}
-		if ((err = settings_set_uint(def, value, &n)) != NULL)
+		if (settings_set_uint(def, value, &n) != NULL)
 			return settings_error("expected \"never\" or a number "
 					      "%u..%u", def->min, def->max);
 		*(int *)field = (int)n;

@@ -48,7 +48,11 @@ struct popboxd_settings {
 	unsigned int auth_penalty_max_ms;   /* cap of the per-address wait; default 15000 */
 	unsigned int max_auth_failures;     /* per connection, then close; default 3 */
 	unsigned int max_bad_commands;      /* in a row, then close; default 10 */
-	unsigned int workers;       /* event loop threads; 0 = one per core */
+	unsigned int max_connections;             /* all processes; 0 = no cap */
+	unsigned int max_connections_per_address; /* IPv6 per /64; 0 = no cap */
+	unsigned int max_preauth_connections;     /* not logged in; oldest goes */
+	unsigned int output_timeout;  /* seconds replies may wait unread */
+	unsigned int workers;       /* login and mail processes; 0 = one per core */
 	unsigned int auth_workers;  /* threads for hashing and disk work; default 4 */
 	bool log_syslog;            /* log = syslog | stderr; default stderr */
 	char *hostname;             /* for the APOP timestamp; default gethostname() */

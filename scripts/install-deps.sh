@@ -9,6 +9,7 @@ packages=(
 	libevent-dev libssl-dev libcrypt-dev  # libevent 2.1, OpenSSL 3, libxcrypt
 	libcmocka-dev                       # C unit tests
 	clang libclang-rt-14-dev            # libFuzzer harnesses
+	clang-tidy cppcheck                 # static analysis (make lint)
 	python3 python3-pytest              # integration tests
 	curl mpop                           # real POP3 clients for the tests
 	openssl procps                      # certificates, ps/pgrep

@@ -305,7 +305,7 @@ class Server:
     """One running popboxd.  Unpacks as (host, port, proc, stderr_path)."""
 
     def __init__(self, env: Env, conf_text: str, name: str, extra_env=None,
-                 extra_args=()):
+                 extra_args=(), preexec=None):
         self.env = env
         self.host = "127.0.0.1"
         self.conf_path = env.root / f"{name}.conf"
@@ -317,6 +317,7 @@ class Server:
         self.proc = subprocess.Popen([str(POPBOXD), *extra_args,
                                       "-c", str(self.conf_path)],
                                      env=proc_env,
+                                     preexec_fn=preexec,
                                      stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL,
                                      stderr=self._err)
@@ -402,11 +403,13 @@ class ServerFactory:
         self.env = env
         self.servers = []
 
-    def __call__(self, _env=None, _args=(), **overrides) -> Server:
+    def __call__(self, _env=None, _args=(), _preexec=None, **overrides) -> Server:
         """_env: extra environment variables for the server process;
-        _args: extra command-line arguments (e.g. ["-d"])."""
+        _args: extra command-line arguments (e.g. ["-d"]); _preexec: run in
+        the child before exec (e.g. to lower a resource limit)."""
         conf = self.env.config_text(**overrides)
-        s = Server(self.env, conf, f"popboxd-{len(self.servers)}", _env, _args)
+        s = Server(self.env, conf, f"popboxd-{len(self.servers)}", _env, _args,
+                   _preexec)
         self.servers.append(s)
         return s
 
@@ -553,6 +556,33 @@ def raw():
     yield connect
     for c in conns:
         c.close()
+
+
+def server_pids(srv) -> list:
+    """The master and every live child of it (auth, login, mail)."""
+    pids = [srv.pid]
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == srv.pid and fields[0] != "Z":
+            pids.append(int(name))
+    return pids
+
+
+def server_rss_kb(srv) -> int:
+    """VmRSS summed over all of a server's processes: what it costs."""
+    total = 0
+    for pid in server_pids(srv):
+        try:
+            total += vm_rss_kb(pid)
+        except (OSError, AssertionError):
+            pass
+    return total
 
 
 def vm_rss_kb(pid) -> int:

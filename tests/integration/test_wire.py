@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import USERS, RawPOP3, top_form, unstuff, vm_rss_kb, wire_form
+from conftest import USERS, RawPOP3, server_rss_kb, top_form, unstuff, wire_form
 
 PW = {u: pw for u, (_, pw) in USERS.items()}
 
@@ -188,18 +188,18 @@ def test_garbage_without_newline_bounded_memory(env, server, raw):
                         "quarantine_size_mb=1"}, workers=1)
     c = raw(wsrv)
     c.login("carol", PW["carol"])
-    before = vm_rss_kb(wsrv.pid)
+    before = server_rss_kb(wsrv)
     peak = before
     chunk = b"G" * (1 << 20)
     for i in range(50):
         c.send(chunk)
         if i % 5 == 4:
-            peak = max(peak, vm_rss_kb(wsrv.pid))
+            peak = max(peak, server_rss_kb(wsrv))
     c.send(b"\r\nNOOP\r\n")
     r = c.readline()
     assert r.startswith(b"-ERR"), r
     assert c.readline() == b"+OK"
-    peak = max(peak, vm_rss_kb(wsrv.pid))
+    peak = max(peak, server_rss_kb(wsrv))
     assert peak - before < 20 * 1024, \
         f"server RSS grew from {before} kB to {peak} kB on 50 MB without newline"
     assert c.cmd("STAT").startswith(b"+OK")
@@ -308,10 +308,10 @@ def test_output_backlog_is_bounded(env, server):
     c = RawPOP3(s.host, s.port, rcvbuf=65536)
     try:
         c.login("bob", PW["bob"])
-        before = vm_rss_kb(s.pid)
+        before = server_rss_kb(s)
         c.send(b"RETR 1\r\n" * 100)
         time.sleep(1.0)
-        peak = vm_rss_kb(s.pid)
+        peak = server_rss_kb(s)
         assert peak - before < 20 * 1024, \
             f"RSS grew {before} -> {peak} kB with 100 unread RETRs pending"
         # Another client on the same loop is still served.
