@@ -1,0 +1,588 @@
+#!/usr/bin/env bash
+# tls.sh — the TLS benchmark of issue 4: popboxd beside Dovecot on the same
+# users, Maildirs and certificates (docs/performance.md has the figures).
+#
+#   bash bench/tls.sh            (as root; from anywhere in the tree)
+#
+# 1. Memory per idle connection: each server alone, freshly started, then
+#    BENCH_IDLE_CONNS connections logged in with USER/PASS (implicit TLS,
+#    then plain) held idle by bench/tlsload; PSS summed over all the
+#    server's processes (/proc/PID/smaps_rollup), per connection =
+#    (PSS held - PSS before) / logged-in connections.  Also the growth of
+#    the kernel's stacks and page tables (/proc/meminfo, machine-wide),
+#    which a process per connection costs and PSS does not show.
+# 2. Full TLS handshakes per second (no resumption), ECDSA P-256 and
+#    RSA-2048 certificates, each concurrency in BENCH_CONCURRENCY, for
+#    BENCH_SECONDS, BENCH_ROUNDS rounds with the servers in turn; medians.
+#    Server CPU per handshake from /proc/PID/stat (all its processes,
+#    reaped children included) and the load generator's own CPU.
+#
+# Dovecot (Debian's, installed when missing by bench/dovecot.sh) runs in
+# its default mode (a login process per connection) and its tuned
+# high-performance mode; see bench/dovecot.sh.  Everything listens on
+# 127.0.0.1, on ports free at run time; nothing outside a temp dir is
+# written except bench/results/.  Every wait is bounded; on exit (also on
+# Ctrl-C) only the processes this script started are stopped.
+#
+# Knobs (environment):
+#   BENCH_IDLE_CONNS    connections held per server (10000); capped where
+#                       the open-files hard limit or the PID space cannot
+#                       take it (the table says the count used)
+#   BENCH_DOVECOT_DEFAULT_CONNS  cap for Dovecot's default mode, two
+#                       processes per TLS session (2000)
+#   BENCH_SECONDS       seconds per handshake run (10)
+#   BENCH_ROUNDS        rounds of handshake runs (3)
+#   BENCH_CONCURRENCY   handshake concurrencies ("8 32")
+#   BENCH_DOVECOT_MODES "default tuned" (either or both, or "none")
+#   BENCH_PARTS         "idle handshake" (either or both)
+#   BENCH_BUILD         build dir (build/release)
+#   BENCH_KEEP=1        keep the temp dir (logs, configs) for a look
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+build=${BENCH_BUILD:-build/release}
+N=${BENCH_IDLE_CONNS:-10000}
+DOVECOT_DEFAULT_CAP=${BENCH_DOVECOT_DEFAULT_CONNS:-2000}
+SECS=${BENCH_SECONDS:-10}
+ROUNDS=${BENCH_ROUNDS:-3}
+CONCS=${BENCH_CONCURRENCY:-8 32}
+DMODES=${BENCH_DOVECOT_MODES:-default tuned}
+[ "$DMODES" = none ] && DMODES=
+PARTS=${BENCH_PARTS:-idle handshake}
+PASSWORD=bench-$RANDOM$RANDOM
+TLSLOAD=$top/$build/bench/tlsload
+POPBOXD=$top/$build/popboxd
+CLK_TCK=$(getconf CLK_TCK)
+
+say() { printf 'tls.sh: %s\n' "$*" >&2; }
+die() { say "$*"; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "run as root (Dovecot and popboxd drop to nobody)"
+
+make --no-print-directory "$build/popboxd" "$build/bench/tlsload" >&2
+# shellcheck source=bench/dovecot.sh
+. "$top/bench/dovecot.sh"
+[ -n "$DMODES" ] && dovecot_install
+
+# ---------------------------------------------------------------- limits
+
+# Open files: as many as we may.  Raising the hard limit needs
+# CAP_SYS_RESOURCE, which a container may not give.
+FD_HARD=$(ulimit -Hn)
+[ "$FD_HARD" = unlimited ] && FD_HARD=1048576
+FD_WANT=$((N * 6 + 1000))
+if [ "$FD_HARD" -lt "$FD_WANT" ]; then
+	ulimit -Hn "$FD_WANT" 2>/dev/null || true
+	FD_HARD=$(ulimit -Hn)
+	[ "$FD_HARD" = unlimited ] && FD_HARD=1048576
+fi
+ulimit -Sn "$FD_HARD"
+PID_MAX=$(cat /proc/sys/kernel/pid_max)
+read -r PORT_LO PORT_HI < /proc/sys/net/ipv4/ip_local_port_range
+[ $((PORT_HI - PORT_LO)) -gt $((N + 1000)) ] ||
+	say "warning: only $((PORT_HI - PORT_LO)) local ports for $N connections (net.ipv4.ip_local_port_range)"
+
+# ---------------------------------------------------------------- clean-up
+
+WORK=$(mktemp -d /tmp/popbox-tlsbench.XXXXXX)
+chmod 755 "$WORK"
+STARTED_POPBOXD=()
+STARTED_DOVECOT=()
+STARTED_LOAD=()
+
+# A PID once stopped (and reaped) may soon belong to someone else: this
+# run forks thousands of Dovecot processes, and PIDs wrap.  So a stopped
+# PID leaves the lists at once and is never signalled again.
+forget() { # PID
+	local p keep=()
+	for p in "${STARTED_LOAD[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+	STARTED_LOAD=("${keep[@]}")
+	keep=()
+	for p in "${STARTED_POPBOXD[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+	STARTED_POPBOXD=("${keep[@]}")
+	keep=()
+	for p in "${STARTED_DOVECOT[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+	STARTED_DOVECOT=("${keep[@]}")
+}
+
+stop_pid() { # PID [SECONDS]: SIGTERM, wait (30 s), then SIGKILL
+	local pid=$1 i
+	if kill -0 "$pid" 2>/dev/null; then
+		kill -TERM "$pid" 2>/dev/null || true
+		for i in $(seq 1 $((${2:-30} * 10))); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$pid" 2>/dev/null || true
+	fi
+	wait "$pid" 2>/dev/null || true
+	forget "$pid"
+}
+
+cleanup() {
+	local p
+	trap - EXIT INT TERM
+	for p in "${STARTED_LOAD[@]}"; do stop_pid "$p"; done
+	for p in "${STARTED_POPBOXD[@]}"; do stop_popboxd "$p"; done
+	for p in "${STARTED_DOVECOT[@]}"; do dovecot_stop "$p"; done
+	STARTED_DOVECOT=()
+	if [ "${BENCH_KEEP:-0}" = 1 ]; then
+		say "kept $WORK"
+	else
+		rm -rf "$WORK"
+	fi
+}
+trap cleanup EXIT
+trap 'say interrupted; exit 130' INT TERM
+
+# ---------------------------------------------------------------- the corpus
+
+NUSERS=$N
+say "making $NUSERS users with one message each, and the certificates in $WORK"
+mkdir -p "$WORK/mail" "$WORK/tls"
+{
+	for ((i = 0; i < NUSERS; i++)); do
+		printf 'u%05d:{PLAIN}%s::::::\n' "$i" "$PASSWORD"
+	done
+} > "$WORK/passwd"
+for ((i = 0; i < NUSERS; i++)); do
+	md=$WORK/mail/$(printf 'u%05d' "$i")/Maildir
+	mkdir -p "$md/new" "$md/cur" "$md/tmp"
+	printf 'From: bench@example.org\nTo: u%05d@example.org\nSubject: bench\nMessage-ID: <%d@bench>\n\nOne small message.\n' \
+		"$i" "$i" > "$md/new/1700000000.M${i}P1.bench"
+done
+chown -R nobody:nogroup "$WORK/mail"
+# Each server reads its own copy of the same passwd-file, readable only by
+# the user that reads it: Dovecot's auth process runs as "dovecot";
+# popboxd's reader is found when it starts (start_popboxd).
+cp "$WORK/passwd" "$WORK/passwd.dovecot"
+cp "$WORK/passwd" "$WORK/passwd.popboxd"
+chmod 600 "$WORK/passwd" "$WORK/passwd.dovecot" "$WORK/passwd.popboxd"
+if getent passwd dovecot >/dev/null; then
+	chown dovecot "$WORK/passwd.dovecot"
+fi
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+	-subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+	-keyout "$WORK/tls/ecdsa.key" -out "$WORK/tls/ecdsa.pem" 2>/dev/null
+openssl req -x509 -newkey rsa:2048 -nodes -days 30 \
+	-subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+	-keyout "$WORK/tls/rsa.key" -out "$WORK/tls/rsa.pem" 2>/dev/null
+chmod 644 "$WORK/tls/"*
+
+# ---------------------------------------------------------------- helpers
+
+# FREE_PORT: a free TCP port on 127.0.0.1 below the ephemeral range (so
+# no client connection can be using it), not handed out before in this run.
+USED_PORTS=" "
+FREE_PORT=
+free_port() {
+	local p tries
+	for tries in $(seq 1 200); do
+		p=$((10000 + RANDOM % (PORT_LO - 10000)))
+		case $USED_PORTS in *" $p "*) continue ;; esac
+		if [ -z "$(ss -Htan "( sport = :$p or dport = :$p )" 2>/dev/null)" ]; then
+			USED_PORTS="$USED_PORTS$p "
+			FREE_PORT=$p
+			return 0
+		fi
+	done
+	die "no free port found"
+}
+
+# PSS in KiB summed over the processes given.
+pss_kb() {
+	printf '/proc/%s/smaps_rollup\n' "$@" | xargs cat 2>/dev/null |
+		awk '/^Pss:/ { s += $2 } END { print s + 0 }' || true
+}
+
+# Kernel stacks + page tables, KiB, machine-wide.
+kmem_kb() {
+	awk '/^(KernelStack|PageTables):/ { s += $2 } END { print s + 0 }' /proc/meminfo
+}
+
+# CPU ticks (user+system) of a server: every live process of the tree,
+# each with what it has reaped from its exited children (so an exited
+# process counts once, in the live ancestor that reaped it).
+cpu_ticks() { # ROOT
+	proc_tree "$1" | sed 's|.*|/proc/&/stat|' | xargs cat 2>/dev/null |
+		awk '{ sub(/^.*\) /, ""); t += $12 + $13 + $14 + $15 }
+		     END { print t + 0 }' || true
+}
+
+# "PID descriptors" for every process of the tree.
+fd_counts() { # ROOT
+	local p
+	for p in $(proc_tree "$1"); do
+		echo "$p $(ls "/proc/$p/fd" 2>/dev/null | wc -l)"
+	done
+}
+
+kv() { # KEY LINE...: the value of KEY=value in the text on stdin
+	sed -n "s/.*[ ]$1=\\([^ ]*\\).*/\\1/p" | head -n 1
+}
+
+# Servers: each start sets SRV_PID, SRV_PLAIN, SRV_TLS.
+start_popboxd() { # NAME CERT KEY
+	local name=$1 dir=$WORK/$1 i
+	mkdir -p "$dir"
+	free_port; SRV_PLAIN=$FREE_PORT
+	free_port; SRV_TLS=$FREE_PORT
+	cat > "$dir/popboxd.conf" <<EOF
+# popboxd for bench/tls.sh
+listen = 127.0.0.1:$SRV_PLAIN
+tls_listen = 127.0.0.1:$SRV_TLS
+tls_cert_file = $2
+tls_key_file = $3
+passdb_file = $WORK/passwd.popboxd
+mail_location = $WORK/mail/%u/Maildir
+mail_user = nobody
+login_timeout = 3600
+idle_timeout = 86400
+EOF
+	# The passwd-file's reader: the auth process's user where popboxd has
+	# one (privilege separation), else mail_user, which it drops to.
+	local reader
+	reader=$("$POPBOXD" -t -c "$dir/popboxd.conf" 2>/dev/null | sed -n 's/^auth_user *= *//p' || true)
+	chown "${reader:-nobody}" "$WORK/passwd.popboxd"
+	"$POPBOXD" -c "$dir/popboxd.conf" </dev/null >/dev/null 2>>"$dir/popboxd.log" &
+	SRV_PID=$!
+	STARTED_POPBOXD+=("$SRV_PID")
+	for i in $(seq 1 150); do
+		grep -q 'event=started' "$dir/popboxd.log" 2>/dev/null && return 0
+		kill -0 "$SRV_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	cat "$dir/popboxd.log" >&2
+	die "popboxd did not start"
+}
+
+start_dovecot() { # NAME MODE CONNS CERT KEY
+	local name=$1 dir=$WORK/$1
+	mkdir -p "$dir"
+	free_port; SRV_PLAIN=$FREE_PORT
+	free_port; SRV_TLS=$FREE_PORT
+	dovecot_write_conf "$dir" "$2" "$3" "$WORK/passwd.dovecot" "$WORK/mail" "$4" "$5" \
+		"$SRV_PLAIN" "$SRV_TLS"
+	dovecot_start "$dir" || die "dovecot ($2) did not start"
+	SRV_PID=$DOVECOT_PID
+	STARTED_DOVECOT+=("$SRV_PID")
+}
+
+# Stops a popboxd we started and anything of its tree left behind.
+stop_popboxd() { # PID
+	local kids p
+	kids=$(proc_tree "$1" | tail -n +2)
+	stop_pid "$1"
+	for p in $kids; do
+		if { tr '\0' ' ' < "/proc/$p/cmdline"; } 2>/dev/null | grep -q popboxd; then
+			kill -KILL "$p" 2>/dev/null || true
+		fi
+	done
+}
+
+stop_server() { # NAME PID
+	case $1 in
+	popboxd*) stop_popboxd "$2" ;;
+	*) dovecot_stop "$2"; forget "$2" ;;
+	esac
+}
+
+# Waits until the server's process count and PSS stop moving (Dovecot's
+# process_min_avail forks), at most 10 s.
+settle() { # ROOT
+	local last=-1 now i
+	sleep 1
+	for i in $(seq 1 10); do
+		now=$(proc_tree "$1" | wc -l)
+		[ "$now" = "$last" ] && return 0
+		last=$now
+		sleep 1
+	done
+}
+
+# ---------------------------------------------------------------- machine
+
+CPU_MODEL=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+MACHINE="$(nproc) cores ($CPU_MODEL), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r), $(openssl version | awk '{ print $1, $2 }'), libevent $(pkg-config --modversion libevent 2>/dev/null), Dovecot $(dovecot_version 2>/dev/null || echo none), popbox $(git -C "$top" describe --always --dirty 2>/dev/null || echo '?')"
+say "machine: $MACHINE"
+say "open files hard limit $FD_HARD, pid_max $PID_MAX, ports $PORT_LO-$PORT_HI"
+
+RES=$WORK/results
+mkdir -p "$RES"
+: > "$RES/idle.tsv"
+: > "$RES/hs.tsv"
+
+# ---------------------------------------------------------------- idle memory
+
+# hold_run LABEL ROOT PORT COUNT MODE: MODE is tls, plain or prelogin
+# (implicit TLS, greeting read, nobody logged in).  Appends one
+# line to idle.tsv: label mode count ok pss0 pss1 per_conn_kb procs0
+# procs1 kmem_per_conn_kb load_cpu_s secs failures
+hold_run() {
+	local label=$1 root=$2 port=$3 count=$4 mode=$5
+	local out=$WORK/$label-$mode.hold flags=() i pss0 pss1 k0 k1 np0 np1
+	[ "$mode" = plain ] && flags=(--plain)
+	[ "$mode" = prelogin ] && flags=(--no-login)
+	settle "$root"
+	pss0=$(pss_kb $(proc_tree "$root"))
+	k0=$(kmem_kb)
+	np0=$(proc_tree "$root" | wc -l)
+	say "$label $mode: holding $count connections (PSS before $((pss0 / 1024)) MiB, $np0 processes)"
+	"$TLSLOAD" hold -n "$count" -c 200 -p "$PASSWORD" --timeout 120 "${flags[@]}" \
+		127.0.0.1 "$port" </dev/null >"$out" 2>&1 &
+	local lpid=$!
+	STARTED_LOAD+=("$lpid")
+	# Set-up may take a while (Dovecot forks a process per session).
+	local limit=$((count / 10 + 300))
+	for ((i = 0; i < limit * 2; i++)); do
+		grep -q '^tlsload: ready' "$out" && break
+		kill -0 "$lpid" 2>/dev/null || break
+		sleep 0.5
+	done
+	if ! grep -q '^tlsload: ready' "$out"; then
+		cat "$out" >&2
+		stop_pid "$lpid" 300
+		say "$label $mode: tlsload never got ready"
+		printf '%s\t%s\t%s\t0\t%s\t0\t-\t%s\t0\t-\t-\t-\tnot-ready\n' \
+			"$label" "$mode" "$count" "$pss0" "$np0" >> "$RES/idle.tsv"
+		return 0
+	fi
+	sleep 3
+	pss1=$(pss_kb $(proc_tree "$root"))
+	k1=$(kmem_kb)
+	np1=$(proc_tree "$root" | wc -l)
+	local ready ok secs fails
+	ready=$(grep '^tlsload: ready ' "$out")
+	ok=$(kv ok <<<"$ready")
+	secs=$(kv secs <<<"$ready")
+	fails=$(grep '^tlsload: failures' "$out" | sed 's/^tlsload: failures //; s/ /,/g' || true)
+	stop_pid "$lpid" 300   # SIGTERM: QUIT on every connection
+	local cpu; cpu=$(grep '^tlsload: cpu ' "$out" | kv cpu_s || true)
+	grep '^tlsload: \(done\|failure\)' "$out" | sed "s/^/tls.sh: $label $mode: /" >&2 || true
+	local per="-" kper="-"
+	if [ "${ok:-0}" -gt 0 ]; then
+		per=$(awk -v a="$pss0" -v b="$pss1" -v n="$ok" 'BEGIN { printf "%.1f", (b - a) / n }')
+		kper=$(awk -v a="$k0" -v b="$k1" -v n="$ok" 'BEGIN { printf "%.1f", (b - a) / n }')
+	fi
+	say "$label $mode: $ok logged in, PSS $((pss0 / 1024)) -> $((pss1 / 1024)) MiB, $per KiB per connection, $np1 processes"
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+		"$label" "$mode" "$count" "${ok:-0}" "$pss0" "$pss1" "$per" "$np0" "$np1" \
+		"$kper" "${cpu:--}" "${secs:--}" "${fails:-none}" >> "$RES/idle.tsv"
+}
+
+# FDS: how many descriptors 20 logged-in popboxd sessions add to the one
+# process of its tree that gains most, divided by 20: the sessions one
+# descriptor table must hold, at worst.
+popbox_fds_per_session() {
+	start_popboxd popboxd-probe "$WORK/tls/ecdsa.pem" "$WORK/tls/ecdsa.key"
+	local root=$SRV_PID out=$WORK/probe.hold i most
+	fd_counts "$root" > "$WORK/probe.fd0"
+	"$TLSLOAD" hold -n 20 -p "$PASSWORD" --timeout 20 --plain 127.0.0.1 "$SRV_PLAIN" \
+		</dev/null >"$out" 2>&1 &
+	local lpid=$!
+	STARTED_LOAD+=("$lpid")
+	for i in $(seq 1 100); do
+		grep -q '^tlsload: ready' "$out" && break
+		sleep 0.1
+	done
+	fd_counts "$root" > "$WORK/probe.fd1"
+	stop_pid "$lpid"
+	stop_popboxd "$root"
+	most=$(awk 'NR == FNR { before[$1] = $2; next }
+		    { d = $2 - before[$1]; if (d > m) m = d } END { print m + 0 }' \
+		"$WORK/probe.fd0" "$WORK/probe.fd1")
+	FDS=$(((most + 19) / 20))
+}
+
+if [[ " $PARTS " == *" idle "* ]]; then
+	popbox_fds_per_session
+	[ "$FDS" -ge 1 ] || FDS=1
+	# popboxd is one process: all its sessions share one descriptor table.
+	POPBOX_CAP=$(((FD_HARD - 200) / FDS))
+	COUNT=$N
+	if [ "$COUNT" -gt "$POPBOX_CAP" ]; then
+		say "popboxd holds $FDS descriptors per logged-in session in one process and the open-files hard limit is $FD_HARD: $POPBOX_CAP sessions at most here; all servers are measured at that count"
+		COUNT=$POPBOX_CAP
+	fi
+	# Dovecot: a process per session (two with TLS in the default mode);
+	# stay well inside the PID space, which the machine shares.
+	PROCS_NOW=$(ps -e --no-headers | wc -l)
+	PID_BUDGET=$(((PID_MAX / 2) - PROCS_NOW))
+	echo "$COUNT $FDS $FD_HARD" > "$RES/idle-count"
+
+	start_popboxd popboxd "$WORK/tls/ecdsa.pem" "$WORK/tls/ecdsa.key"
+	hold_run popboxd "$SRV_PID" "$SRV_TLS" "$COUNT" tls
+	stop_server popboxd "$SRV_PID"
+	start_popboxd popboxd "$WORK/tls/ecdsa.pem" "$WORK/tls/ecdsa.key"
+	hold_run popboxd "$SRV_PID" "$SRV_PLAIN" "$COUNT" plain
+	stop_server popboxd "$SRV_PID"
+	if [ "${BENCH_PRELOGIN:-1}" = 1 ]; then
+		# Only TLS, nobody logged in: one descriptor a connection, so the
+		# full count fits in popboxd's one process.
+		start_popboxd popboxd "$WORK/tls/ecdsa.pem" "$WORK/tls/ecdsa.key"
+		hold_run popboxd "$SRV_PID" "$SRV_TLS" "$N" prelogin
+		stop_server popboxd "$SRV_PID"
+	fi
+	for m in $DMODES; do
+		modes="tls plain"
+		# Default mode, before login: a login process per connection.
+		[ "$m" = tuned ] && [ "${BENCH_PRELOGIN:-1}" = 1 ] && modes="$modes prelogin"
+		for mode in $modes; do
+			c=$COUNT
+			per=1
+			[ "$mode" = prelogin ] && c=$N
+			[ "$m" = default ] && [ "$mode" = tls ] && per=2
+			[ "$m" = default ] && [ "$c" -gt "$DOVECOT_DEFAULT_CAP" ] && c=$DOVECOT_DEFAULT_CAP
+			if [ $((c * per)) -gt "$PID_BUDGET" ]; then
+				c=$((PID_BUDGET / per))
+				say "dovecot-$m $mode: capped at $c connections (pid_max $PID_MAX is shared)"
+			fi
+			start_dovecot "dovecot-$m" "$m" "$c" "$WORK/tls/ecdsa.pem" "$WORK/tls/ecdsa.key"
+			if [ "$mode" = plain ]; then port=$SRV_PLAIN; else port=$SRV_TLS; fi
+			hold_run "dovecot-$m" "$SRV_PID" "$port" "$c" "$mode"
+			stop_server dovecot "$SRV_PID"
+		done
+	done
+fi
+
+# ---------------------------------------------------------------- handshakes
+
+# hs_run LABEL ROOT PORT CERT CONC ROUND: appends to hs.tsv: cert conc
+# label round rate server_us_per_hs client_us_per_hs errors p50 p99
+hs_run() {
+	local label=$1 root=$2 port=$3 cert=$4 conc=$5 round=$6
+	local c0 c1 out line
+	out=$WORK/$label-$cert-$conc-$round.hs
+	c0=$(cpu_ticks "$root")
+	timeout $((SECS + 120)) "$TLSLOAD" handshake -c "$conc" -t "$SECS" --timeout 10 \
+		127.0.0.1 "$port" </dev/null >"$out" 2>&1 || true
+	c1=$(cpu_ticks "$root")
+	line=$(grep '^tlsload: handshake ' "$out" || true)
+	if [ -z "$line" ]; then
+		cat "$out" >&2
+		say "$label: no result"
+		return 0
+	fi
+	local ok rate cli errs p50 p99 srv
+	ok=$(kv ok <<<"$line"); rate=$(kv rate <<<"$line")
+	cli=$(kv client_cpu_us_per_hs <<<"$line"); errs=$(kv errors <<<"$line")
+	p50=$(kv p50_ms <<<"$line"); p99=$(kv p99_ms <<<"$line")
+	srv=$(awk -v a="$c0" -v b="$c1" -v n="$ok" -v hz="$CLK_TCK" \
+		'BEGIN { if (n > 0) printf "%.1f", (b - a) * 1e6 / hz / n; else print "-" }')
+	say "$cert c=$conc round $round $label: $rate/s, server ${srv} us/hs, client ${cli} us/hs, errors $errs ($(kv tls <<<"$line") $(kv cert <<<"$line"))"
+	[ "$errs" = 0 ] || grep '^tlsload: failure' "$out" | sed "s/^/tls.sh:   /" >&2 || true
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$cert" "$conc" "$label" \
+		"$round" "$rate" "$srv" "$cli" "$errs" "$p50" "$p99" >> "$RES/hs.tsv"
+}
+
+if [[ " $PARTS " == *" handshake "* ]]; then
+	for cert in ecdsa rsa; do
+		names=() pids=() ports=()
+		start_popboxd "popboxd-$cert" "$WORK/tls/$cert.pem" "$WORK/tls/$cert.key"
+		names+=(popboxd); pids+=("$SRV_PID"); ports+=("$SRV_TLS")
+		for m in $DMODES; do
+			start_dovecot "dovecot-$m-$cert" "$m" 200 "$WORK/tls/$cert.pem" "$WORK/tls/$cert.key"
+			names+=("dovecot-$m"); pids+=("$SRV_PID"); ports+=("$SRV_TLS")
+		done
+		for p in "${pids[@]}"; do settle "$p"; done
+		for conc in $CONCS; do
+			for ((r = 1; r <= ROUNDS; r++)); do
+				# The servers in turn, starting one further each round.
+				for ((k = 0; k < ${#names[@]}; k++)); do
+					j=$(((k + r - 1) % ${#names[@]}))
+					hs_run "${names[$j]}" "${pids[$j]}" "${ports[$j]}" "$cert" "$conc" "$r"
+				done
+			done
+		done
+		for ((j = 0; j < ${#names[@]}; j++)); do
+			stop_server "${names[$j]}" "${pids[$j]}"
+		done
+	done
+fi
+
+# ---------------------------------------------------------------- report
+
+report() {
+	echo "## TLS benchmark: popboxd beside Dovecot ($(date -u +%Y-%m-%d))"
+	echo
+	echo "Machine: $MACHINE."
+	echo
+	if [ -s "$RES/idle.tsv" ]; then
+		read -r count fds fdh < "$RES/idle-count"
+		echo "### Memory per idle connection"
+		echo
+		echo "PSS summed over all the server's processes, (held - before) / logged in."
+		echo "Kernel: growth of kernel stacks + page tables (machine-wide) per connection."
+		echo "popboxd holds $fds descriptors per logged-in session in one process; with"
+		echo "the open-files hard limit of $fdh here, $count logged-in sessions were held."
+		echo
+		echo "| server | connection | held | PSS before (MiB) | PSS held (MiB) | PSS per connection (KiB) | kernel per connection (KiB) | processes | set-up (s) | failures |"
+		echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"
+		awk -F'\t' '{
+			printf "| %s | %s | %s of %s | %.1f | %.1f | %s | %s | %s -> %s | %s | %s |\n",
+				$1, ($2 == "tls" ? "implicit TLS" : $2 == "plain" ? "plain" : "implicit TLS, not logged in"), $4, $3,
+				$5 / 1024, $6 / 1024, $7, $10, $8, $9, $12, $13
+		}' "$RES/idle.tsv"
+		echo
+		awk -F'\t' '
+			$1 == "popboxd" { p[$2] = $7 }
+			$1 != "popboxd" { d[$1 "\t" $2] = $7 }
+			END {
+				for (k in d) {
+					split(k, a, "\t")
+					if (p[a[2]] > 0 && d[k] > 0)
+						printf "- %s, %s: popboxd uses %.3f of %s'"'"'s memory per connection (%.1fx less).\n",
+							a[1], a[2], p[a[2]] / d[k], a[1], d[k] / p[a[2]]
+				}
+			}' "$RES/idle.tsv" | sort
+		echo
+	fi
+	if [ -s "$RES/hs.tsv" ]; then
+		echo "### Full TLS handshakes per second (loopback, no resumption)"
+		echo
+		echo "Each run: $SECS s; median of $ROUNDS rounds, servers in turn.  Server CPU:"
+		echo "user+system of all its processes per handshake.  The load generator"
+		echo "shares the same $(nproc) cores; its own CPU per handshake is shown too."
+		echo
+		echo "| certificate | concurrency | server | handshakes/s | server CPU (us/handshake) | client CPU (us/handshake) | p50 latency (ms) | p99 latency (ms) | errors |"
+		echo "|---|---:|---|---:|---:|---:|---:|---:|---:|"
+		sort -t$'\t' -k1,1 -k2,2n -k3,3 -k5,5n "$RES/hs.tsv" | awk -F'\t' '
+			function flush() {
+				if (n == 0) return
+				m = int((n + 1) / 2)
+				printf "| %s | %s | %s | %s | %s | %s | %s | %s | %d |\n",
+					(c == "ecdsa" ? "ECDSA P-256" : "RSA-2048"), cc, s,
+					rate[m], srv[m], cli[m], p50[m], p99[m], errs
+				n = 0; errs = 0
+			}
+			{
+				key = $1 "\t" $2 "\t" $3
+				if (key != last) { flush(); last = key; c = $1; cc = $2; s = $3 }
+				n++; rate[n] = $5; srv[n] = $6; cli[n] = $7; p50[n] = $9; p99[n] = $10
+				errs += $8
+			}
+			END { flush() }'
+		echo
+		echo "(The CPU and latency columns are those of the median run by rate.)"
+		echo
+		sort -t$'\t' -k1,1 -k2,2n -k3,3 -k5,5n "$RES/hs.tsv" | awk -F'\t' '
+			{ key = $1 "\t" $2 "\t" $3; v[key, ++n[key]] = $5; s[key, n[key]] = $6 }
+			END {
+				for (k in n) { m = int((n[k] + 1) / 2); med[k] = v[k, m]; cpu[k] = s[k, m] }
+				for (k in n) {
+					split(k, a, "\t")
+					if (a[3] == "popboxd") continue
+					pk = a[1] "\t" a[2] "\tpopboxd"
+					if (!(pk in med) || med[k] == 0 || cpu[pk] == 0) continue
+					printf "- %s, concurrency %s: popboxd %.2fx the handshakes/s of %s, at %.2fx its server CPU per handshake.\n",
+						(a[1] == "ecdsa" ? "ECDSA P-256" : "RSA-2048"), a[2], med[pk] / med[k], a[3], cpu[pk] / cpu[k]
+				}
+			}' | sort
+	fi
+}
+
+mkdir -p "$top/bench/results"
+outfile=$top/bench/results/tls-$(date -u +%Y%m%d-%H%M%S).md
+report | tee "$outfile"
+say "written to $outfile"

@@ -1,0 +1,991 @@
+/*
+ * tlsload.c — a POP3 load generator for the benchmarks in bench/ (see
+ * docs/performance.md).  One process, one libevent loop, OpenSSL 3
+ * bufferevents; no thread per connection.
+ *
+ *   tlsload hold      [options] HOST PORT
+ *   tlsload handshake [options] HOST PORT
+ *
+ * hold: opens -n connections (implicit TLS, or --plain), at most -c of them
+ *   being set up at once; each reads the greeting, logs in with USER/PASS as
+ *   its own user (-u pattern with the connection's number, -p password for
+ *   all), checks that every reply is +OK, then stays idle.  When every
+ *   connection is up or has failed it prints one "ready" line (failures
+ *   counted by reason).  It then holds them until SIGTERM/SIGINT, the end
+ *   of standard input (--until-eof) or -t seconds, sends QUIT on each,
+ *   checks the +OK and exits.  A held connection the server closes counts
+ *   as "lost".  With --no-login the connections stay in the AUTHORIZATION
+ *   state after the greeting (TLS set up, nobody logged in).
+ * handshake: for -t seconds, -c workers each repeatedly connect, do a full
+ *   TLS handshake (a fresh SSL every time: no session cache, no tickets, so
+ *   no resumption), read and check the +OK greeting and close (with
+ *   close_notify).  Prints handshakes per second, errors and latency.
+ *
+ * Every step has a timeout (--timeout); every line the server sends is
+ * checked.  At the end the program's own CPU time (getrusage) is printed,
+ * to show that it is not the bottleneck.  Output lines are "tlsload: EVENT
+ * key=value ..." so scripts can pick the figures.  Exit status: 0 when
+ * nothing failed, 1 when some connection failed, 2 on a usage or set-up
+ * error.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+/* Longest reply line accepted (RFC 2449: 512 octets with CRLF). */
+#define TL_MAX_LINE 1024
+
+enum tl_mode { TL_HOLD, TL_HANDSHAKE };
+
+enum tl_state {
+	ST_CONNECT,     /* TCP connect in progress */
+	ST_HANDSHAKE,   /* TLS handshake in progress */
+	ST_GREETING,    /* waiting for the +OK greeting */
+	ST_USER,        /* USER sent, waiting for +OK */
+	ST_PASS,        /* PASS sent, waiting for +OK */
+	ST_IDLE,        /* logged in, held */
+	ST_QUIT,        /* QUIT sent, waiting for +OK */
+};
+
+/* Why a connection failed; each is counted and the first detail kept. */
+enum tl_reason {
+	R_SOCKET,       /* socket() failed here (fd limit?) */
+	R_CONNECT,      /* TCP connect refused or failed */
+	R_TLS,          /* TLS handshake or record error */
+	R_TIMEOUT,      /* a step took longer than --timeout */
+	R_EOF,          /* the server closed during a step */
+	R_GREETING,     /* the greeting was not +OK */
+	R_USER,         /* USER was not answered +OK */
+	R_PASS,         /* PASS was not answered +OK */
+	R_QUIT,         /* QUIT was not answered +OK */
+	R_LOST,         /* a held connection was closed by the server */
+	R_UNEXPECTED,   /* data arrived while idle, or a line was too long */
+	R_COUNT
+};
+
+static const char *const tl_reason_name[R_COUNT] = {
+	"socket", "connect", "tls", "timeout", "eof", "bad-greeting",
+	"bad-user", "bad-pass", "bad-quit", "lost", "unexpected",
+};
+
+static const char *const tl_state_name[] = {
+	"connect", "handshake", "greeting", "user", "pass", "idle", "quit",
+};
+
+struct tl_conn {
+	struct bufferevent *bev;
+	struct event *ev;          /* connect wait, then the step timer */
+	int fd;
+	unsigned idx;              /* user number (hold) or worker (handshake) */
+	enum tl_state state;
+	double t_start;            /* when connect() was called, ms */
+};
+
+/* Everything the program knows: options, counters, the loop. */
+static struct {
+	enum tl_mode mode;
+	bool plain, until_eof, no_login;
+	unsigned n, conc, first;
+	double seconds, timeout;
+	const char *user_prefix, *user_suffix;
+	int user_width;
+	bool user_zero;
+	const char *password;
+	const char *cafile, *sni;
+	int tls_version;           /* 0: 1.2 or 1.3; else the only one */
+	struct sockaddr_in addr;
+
+	struct event_base *base;
+	SSL_CTX *ctx;
+	struct tl_conn **conns;    /* hold: index by user number */
+
+	/* hold */
+	unsigned launched, inflight, held, quit_ok, quit_pending;
+	unsigned long lost;
+	bool ready, stopping, quitting;
+	double t0, t_ready;
+	/* handshake */
+	unsigned long ok;
+	double t_end;
+	double *lat;
+	size_t lat_len, lat_cap;
+	char proto[64], cert[64];
+
+	unsigned long fail[R_COUNT];
+	char fail_detail[R_COUNT][160];
+} g;
+
+static void tl_start(unsigned idx);
+static void tl_hold_stop(void);
+static void tl_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void tl_fail_note(enum tl_reason r, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void tl_send(struct tl_conn *c, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void tl_hold_stop_cb(evutil_socket_t fd, short what, void *arg);
+
+/* ---- small helpers ---- */
+
+static double tl_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static void tl_die(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("tlsload: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(2);
+}
+
+static struct timeval tl_tv(double seconds)
+{
+	struct timeval tv;
+
+	tv.tv_sec = (time_t)seconds;
+	tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
+	return tv;
+}
+
+static void tl_user_name(char *buf, size_t cap, unsigned idx)
+{
+	if (g.user_zero)
+		snprintf(buf, cap, "%s%0*u%s", g.user_prefix, g.user_width,
+			 idx, g.user_suffix);
+	else
+		snprintf(buf, cap, "%s%*u%s", g.user_prefix, g.user_width,
+			 idx, g.user_suffix);
+}
+
+/* Keeps the first detail of each failure reason; printable bytes only. */
+static void tl_fail_note(enum tl_reason r, const char *fmt, ...)
+{
+	va_list ap;
+
+	g.fail[r]++;
+	if (g.fail_detail[r][0] != '\0')
+		return;
+	va_start(ap, fmt);
+	vsnprintf(g.fail_detail[r], sizeof(g.fail_detail[r]), fmt, ap);
+	va_end(ap);
+	for (char *p = g.fail_detail[r]; *p != '\0'; p++)
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e ||
+		    *p == '"')
+			*p = '?';
+}
+
+static unsigned long tl_failed_total(void)
+{
+	unsigned long t = 0;
+
+	for (int r = 0; r < R_COUNT; r++)
+		t += g.fail[r];
+	return t;
+}
+
+static void tl_print_failures(void)
+{
+	if (tl_failed_total() == 0)
+		return;
+	printf("tlsload: failures");
+	for (int r = 0; r < R_COUNT; r++)
+		if (g.fail[r] > 0)
+			printf(" %s=%lu", tl_reason_name[r], g.fail[r]);
+	printf("\n");
+	for (int r = 0; r < R_COUNT; r++)
+		if (g.fail[r] > 0)
+			printf("tlsload: failure reason=%s first=\"%s\"\n",
+			       tl_reason_name[r], g.fail_detail[r]);
+}
+
+static void tl_print_cpu(const char *event)
+{
+	struct rusage ru;
+	double u, s;
+
+	getrusage(RUSAGE_SELF, &ru);
+	u = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6;
+	s = (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+	printf("tlsload: %s cpu_user_s=%.3f cpu_sys_s=%.3f cpu_s=%.3f "
+	       "maxrss_kb=%ld\n", event, u, s, u + s, ru.ru_maxrss);
+}
+
+/* ---- connections ---- */
+
+static void tl_conn_free(struct tl_conn *c)
+{
+	if (c->ev != NULL)
+		event_free(c->ev);
+	if (c->bev != NULL) {
+		SSL *ssl = g.plain ? NULL : bufferevent_openssl_get_ssl(c->bev);
+
+		/* A clean close: close_notify, written straight to the
+		   socket (never blocks: it is a few bytes). */
+		if (ssl != NULL && SSL_is_init_finished(ssl))
+			SSL_shutdown(ssl);
+		bufferevent_free(c->bev);   /* closes the socket, frees the SSL */
+	} else if (c->fd >= 0) {
+		close(c->fd);
+	}
+	if (g.mode == TL_HOLD && g.conns[c->idx - g.first] == c)
+		g.conns[c->idx - g.first] = NULL;
+	free(c);
+}
+
+static void tl_arm(struct tl_conn *c)
+{
+	struct timeval tv = tl_tv(g.timeout);
+
+	event_add(c->ev, &tv);
+}
+
+/* hold: all connections are set up (or failed): say so. */
+static void tl_ready(void)
+{
+	double secs;
+
+	g.ready = true;
+	g.t_ready = tl_now_ms();
+	secs = (g.t_ready - g.t0) / 1e3;
+	printf("tlsload: ready conns=%u ok=%u failed=%lu secs=%.2f rate=%.1f\n",
+	       g.n, g.held, tl_failed_total(), secs,
+	       secs > 0 ? g.held / secs : 0.0);
+	tl_print_failures();
+	tl_print_cpu("ready-cpu");
+	fflush(stdout);
+	if (g.stopping) {
+		tl_hold_stop();
+	} else if (g.seconds > 0) {
+		struct timeval tv = tl_tv(g.seconds);
+
+		event_base_once(g.base, -1, EV_TIMEOUT, tl_hold_stop_cb, NULL, &tv);
+	}
+}
+
+/* hold: starts connections while fewer than -c are being set up.  A start
+   that fails at once comes back here; the guard keeps that from
+   recursing, the outer loop carries on. */
+static void tl_launch(void)
+{
+	static bool busy;
+
+	if (busy)
+		return;
+	busy = true;
+	while (!g.stopping && g.inflight < g.conc && g.launched < g.n) {
+		g.launched++;
+		g.inflight++;
+		tl_start(g.first + g.launched - 1);
+	}
+	busy = false;
+	if (!g.ready && g.inflight == 0 && (g.launched == g.n || g.stopping))
+		tl_ready();
+}
+
+/* hold: one connection finished its set-up, logged in or failed. */
+static void tl_setup_done(void)
+{
+	g.inflight--;
+	tl_launch();
+}
+
+static void tl_restart_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	if (!g.stopping)
+		tl_start((unsigned)(uintptr_t)arg);
+}
+
+/* A connection ended, either way: account for it, start the next one. */
+static void tl_after(struct tl_conn *c, bool success)
+{
+	unsigned idx = c->idx;
+	enum tl_state state = c->state;
+
+	tl_conn_free(c);
+	if (g.mode == TL_HANDSHAKE) {
+		if (g.stopping)
+			return;
+		if (success) {
+			tl_start(idx);
+		} else {
+			/* Not at once: a failure that repeats (no fds, no
+			   server) must not spin or recurse. */
+			struct timeval tv = { 0, 10000 };
+
+			event_base_once(g.base, -1, EV_TIMEOUT, tl_restart_cb,
+					(void *)(uintptr_t)idx, &tv);
+		}
+		return;
+	}
+	switch (state) {
+	case ST_QUIT:
+		if (g.quit_pending > 0 && --g.quit_pending == 0)
+			event_base_loopexit(g.base, NULL);
+		return;
+	case ST_IDLE:          /* lost while held */
+		g.lost++;
+		return;
+	default:               /* failed during set-up */
+		tl_setup_done();
+		return;
+	}
+}
+
+static void tl_fail(struct tl_conn *c, enum tl_reason r, const char *detail)
+{
+	if (!(g.mode == TL_HANDSHAKE && g.stopping))
+		tl_fail_note(r, "state=%s %s", tl_state_name[c->state], detail);
+	tl_after(c, false);
+}
+
+static void tl_send(struct tl_conn *c, const char *fmt, ...)
+{
+	char line[TL_MAX_LINE];
+	va_list ap;
+	int len;
+
+	va_start(ap, fmt);
+	len = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (len < 0 || (size_t)len >= sizeof(line))
+		len = 0;
+	bufferevent_write(c->bev, line, (size_t)len);
+}
+
+static void tl_note_session(struct tl_conn *c)
+{
+	SSL *ssl;
+	X509 *x;
+
+	if (g.plain || g.proto[0] != '\0')
+		return;
+	ssl = bufferevent_openssl_get_ssl(c->bev);
+	if (ssl == NULL)
+		return;
+	snprintf(g.proto, sizeof(g.proto), "%s/%s", SSL_get_version(ssl),
+		 SSL_get_cipher_name(ssl));
+	x = SSL_get1_peer_certificate(ssl);
+	if (x != NULL) {
+		EVP_PKEY *k = X509_get0_pubkey(x);
+
+		if (k != NULL)
+			snprintf(g.cert, sizeof(g.cert), "%s-%d",
+				 EVP_PKEY_get0_type_name(k), EVP_PKEY_get_bits(k));
+		X509_free(x);
+	}
+}
+
+/* One reply line arrived in state c->state.  Returns false when the
+   connection is gone. */
+static bool tl_line(struct tl_conn *c, const char *line)
+{
+	char user[128];
+	bool ok = strncmp(line, "+OK", 3) == 0 &&
+		  (line[3] == '\0' || line[3] == ' ');
+
+	switch (c->state) {
+	case ST_GREETING:
+		if (!ok) {
+			tl_fail(c, R_GREETING, line);
+			return false;
+		}
+		tl_note_session(c);
+		if (g.mode == TL_HANDSHAKE) {
+			SSL *ssl = g.plain ? NULL
+					   : bufferevent_openssl_get_ssl(c->bev);
+
+			if (ssl != NULL && SSL_session_reused(ssl)) {
+				tl_fail(c, R_TLS, "session resumed");
+				return false;
+			}
+			g.ok++;
+			if (g.lat_len == g.lat_cap) {
+				g.lat_cap = g.lat_cap ? g.lat_cap * 2 : 65536;
+				g.lat = realloc(g.lat, g.lat_cap * sizeof(*g.lat));
+				if (g.lat == NULL)
+					tl_die("out of memory");
+			}
+			g.lat[g.lat_len++] = tl_now_ms() - c->t_start;
+			tl_after(c, true);
+			return false;
+		}
+		if (g.no_login) {
+			c->state = ST_IDLE;
+			event_del(c->ev);
+			g.held++;
+			tl_setup_done();
+			return true;
+		}
+		tl_user_name(user, sizeof(user), c->idx);
+		tl_send(c, "USER %s\r\n", user);
+		c->state = ST_USER;
+		tl_arm(c);
+		return true;
+	case ST_USER:
+		if (!ok) {
+			tl_fail(c, R_USER, line);
+			return false;
+		}
+		tl_send(c, "PASS %s\r\n", g.password);
+		c->state = ST_PASS;
+		tl_arm(c);
+		return true;
+	case ST_PASS:
+		if (!ok) {
+			tl_fail(c, R_PASS, line);
+			return false;
+		}
+		c->state = ST_IDLE;
+		event_del(c->ev);      /* no timeout while held */
+		g.held++;
+		tl_setup_done();
+		return true;
+	case ST_QUIT:
+		if (ok) {
+			g.quit_ok++;
+			tl_after(c, true);
+		} else {
+			tl_fail(c, R_QUIT, line);
+		}
+		return false;
+	default:               /* idle, or a line during the handshake */
+		tl_fail(c, R_UNEXPECTED, line);
+		return false;
+	}
+}
+
+static void tl_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct tl_conn *c = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+
+	for (;;) {
+		size_t len;
+		char *line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF_STRICT);
+		bool alive;
+
+		if (line == NULL) {
+			if (evbuffer_get_length(in) > TL_MAX_LINE)
+				tl_fail(c, R_UNEXPECTED, "reply line too long");
+			return;
+		}
+		if (len > TL_MAX_LINE) {
+			free(line);
+			tl_fail(c, R_UNEXPECTED, "reply line too long");
+			return;
+		}
+		alive = tl_line(c, line);
+		free(line);
+		if (!alive || evbuffer_get_length(in) == 0)
+			return;
+	}
+}
+
+static void tl_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct tl_conn *c = arg;
+	char detail[160];
+
+	if (what & BEV_EVENT_CONNECTED) {
+		/* TLS handshake done: now the greeting. */
+		c->state = ST_GREETING;
+		tl_arm(c);
+		return;
+	}
+	if (what & BEV_EVENT_EOF) {
+		tl_fail(c, c->state == ST_IDLE ? R_LOST : R_EOF,
+			"closed by the server");
+		return;
+	}
+	if (what & BEV_EVENT_ERROR) {
+		unsigned long e = g.plain ? 0 : bufferevent_get_openssl_error(bev);
+		int err = EVUTIL_SOCKET_ERROR();
+
+		if (e != 0)
+			ERR_error_string_n(e, detail, sizeof(detail));
+		else
+			snprintf(detail, sizeof(detail), "%s",
+				 err ? strerror(err) : "error");
+		if (c->state == ST_IDLE)
+			tl_fail(c, R_LOST, detail);
+		else
+			tl_fail(c, e != 0 || c->state == ST_HANDSHAKE ? R_TLS
+								      : R_EOF,
+				detail);
+	}
+}
+
+static void tl_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	tl_fail(arg, R_TIMEOUT, "no reply in time");
+}
+
+/* The TCP connect finished (or timed out): set up the bufferevent. */
+static void tl_connected_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct tl_conn *c = arg;
+	int err = 0;
+	socklen_t len = sizeof(err);
+
+	if (what & EV_TIMEOUT) {
+		tl_fail(c, R_TIMEOUT, "connect timed out");
+		return;
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		err = errno;
+	if (err != 0) {
+		tl_fail(c, R_CONNECT, strerror(err));
+		return;
+	}
+	event_free(c->ev);
+	c->ev = evtimer_new(g.base, tl_timeout_cb, c);
+	if (c->ev == NULL)
+		tl_die("out of memory");
+	if (g.plain) {
+		c->bev = bufferevent_socket_new(g.base, fd, BEV_OPT_CLOSE_ON_FREE);
+		c->state = ST_GREETING;
+	} else {
+		SSL *ssl = SSL_new(g.ctx);
+
+		if (ssl == NULL)
+			tl_die("SSL_new failed");
+		if (g.sni != NULL)
+			SSL_set_tlsext_host_name(ssl, g.sni);
+		c->bev = bufferevent_openssl_socket_new(g.base, fd, ssl,
+				BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+		if (c->bev == NULL)
+			SSL_free(ssl);
+		c->state = ST_HANDSHAKE;
+	}
+	if (c->bev == NULL)
+		tl_die("cannot make a bufferevent");
+	c->fd = -1;   /* the bufferevent owns it now */
+	bufferevent_setcb(c->bev, tl_read_cb, NULL, tl_event_cb, c);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	tl_arm(c);
+}
+
+/* Opens one connection; idx is the user number (hold) or the worker. */
+static void tl_start(unsigned idx)
+{
+	struct tl_conn *c = calloc(1, sizeof(*c));
+	int one = 1;
+
+	if (c == NULL)
+		tl_die("out of memory");
+	c->idx = idx;
+	c->state = ST_CONNECT;
+	c->t_start = tl_now_ms();
+	if (g.mode == TL_HOLD)
+		g.conns[idx - g.first] = c;
+	c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (c->fd < 0) {
+		/* Not the server's fault (out of descriptors?), but the
+		   connection failed all the same.  tl_launch's guard and
+		   tl_after's delayed restart keep this from recursing. */
+		char detail[128];
+
+		snprintf(detail, sizeof(detail), "%s", strerror(errno));
+		tl_fail(c, R_SOCKET, detail);
+		return;
+	}
+	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->ev = event_new(g.base, c->fd, EV_WRITE, tl_connected_cb, c);
+	if (c->ev == NULL)
+		tl_die("out of memory");
+	if (connect(c->fd, (struct sockaddr *)&g.addr, sizeof(g.addr)) < 0 &&
+	    errno != EINPROGRESS) {
+		char detail[128];
+
+		snprintf(detail, sizeof(detail), "%s", strerror(errno));
+		tl_fail(c, R_CONNECT, detail);
+		return;
+	}
+	tl_arm(c);
+}
+
+/* ---- hold: stopping ---- */
+
+/* Sends QUIT on every held connection; the loop ends when all are done. */
+static void tl_hold_stop(void)
+{
+	unsigned idle = 0;
+
+	g.stopping = true;
+	if (!g.ready || g.quitting)
+		return;   /* tl_ready calls again once set-up is over */
+	g.quitting = true;
+	for (unsigned i = 0; i < g.n; i++)
+		if (g.conns[i] != NULL && g.conns[i]->state == ST_IDLE)
+			idle++;
+	printf("tlsload: stopping held=%u lost=%lu\n", idle, g.lost);
+	fflush(stdout);
+	g.quit_pending = idle;
+	if (idle == 0) {
+		event_base_loopexit(g.base, NULL);
+		return;
+	}
+	for (unsigned i = 0; i < g.n; i++) {
+		struct tl_conn *c = g.conns[i];
+
+		if (c == NULL || c->state != ST_IDLE)
+			continue;
+		tl_send(c, "QUIT\r\n");
+		c->state = ST_QUIT;
+		tl_arm(c);
+	}
+}
+
+static void tl_hold_stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	tl_hold_stop();
+}
+
+static void tl_signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	(void)what;
+	(void)arg;
+	if (g.mode == TL_HOLD) {
+		if (g.quitting) {
+			/* Second signal: give up at once. */
+			event_base_loopexit(g.base, NULL);
+			return;
+		}
+		fprintf(stderr, "tlsload: signal %d: stopping\n", (int)sig);
+		tl_hold_stop();
+	} else {
+		g.stopping = true;
+		event_base_loopexit(g.base, NULL);
+	}
+}
+
+static void tl_stdin_cb(evutil_socket_t fd, short what, void *arg)
+{
+	char buf[512];
+	ssize_t r = read(fd, buf, sizeof(buf));
+
+	(void)what;
+	if (r > 0)
+		return;
+	event_del((struct event *)arg);
+	tl_hold_stop();
+}
+
+/* ---- handshake: the end ---- */
+
+static void tl_handshake_end(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	g.stopping = true;
+	g.t_end = tl_now_ms();
+	event_base_loopexit(g.base, NULL);
+}
+
+static int tl_cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+static double tl_pct(double p)
+{
+	if (g.lat_len == 0)
+		return 0;
+	size_t i = (size_t)(p * (double)(g.lat_len - 1) + 0.5);
+
+	return g.lat[i];
+}
+
+/* ---- set-up ---- */
+
+static void tl_usage(void)
+{
+	fprintf(stderr,
+"usage: tlsload hold      [options] HOST PORT\n"
+"       tlsload handshake [options] HOST PORT\n"
+"  -n N            hold: connections to open (default 100)\n"
+"  -c N            hold: most connections being set up at once (default 200);\n"
+"                  handshake: concurrent workers (default 8)\n"
+"  -t SECONDS      handshake: how long (default 10); hold: how long to hold\n"
+"                  after set-up (default: until SIGTERM/SIGINT)\n"
+"  -u PATTERN      user names: a %%d with optional 0 and width (default u%%05d)\n"
+"  -f N            first user number (default 0)\n"
+"  -p PASSWORD     password for every user (default: $TLSLOAD_PASSWORD)\n"
+"  --plain         no TLS\n"
+"  --tls VERSION   1.2 or 1.3 only (default: either, the server picks)\n"
+"  --cafile FILE   verify the server certificate against FILE\n"
+"  --sni NAME      server name to send\n"
+"  --timeout S     per-step timeout in seconds (default 30)\n"
+"  --until-eof     hold: stop also when standard input ends\n"
+"  --no-login      hold: stay in AUTHORIZATION after the greeting\n");
+	exit(2);
+}
+
+static void tl_parse_pattern(const char *pat)
+{
+	static char prefix[128], suffix[128];
+	const char *pc = strchr(pat, '%');
+	const char *p;
+	int width = 0;
+
+	if (pc == NULL || (size_t)(pc - pat) >= sizeof(prefix))
+		tl_die("-u: the pattern needs one %%d");
+	memcpy(prefix, pat, (size_t)(pc - pat));
+	prefix[pc - pat] = '\0';
+	p = pc + 1;
+	g.user_zero = *p == '0';
+	while (*p >= '0' && *p <= '9')
+		width = width * 10 + (*p++ - '0');
+	if (*p != 'd' || width > 20 || strchr(p + 1, '%') != NULL ||
+	    strlen(p + 1) >= sizeof(suffix))
+		tl_die("-u: the pattern needs one %%d (e.g. u%%05d)");
+	strcpy(suffix, p + 1);
+	g.user_prefix = prefix;
+	g.user_suffix = suffix;
+	g.user_width = width;
+}
+
+static double tl_num(const char *s, const char *what)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno != 0 || end == s || *end != '\0' || v < 0)
+		tl_die("bad %s: %s", what, s);
+	return v;
+}
+
+static void tl_raise_fd_limit(unsigned need)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_cur < need) {
+		struct rlimit more = { need, need > rl.rlim_max ? need : rl.rlim_max };
+
+		if (setrlimit(RLIMIT_NOFILE, &more) == 0)
+			rl = more;
+	}
+	if (rl.rlim_cur < need)
+		fprintf(stderr, "tlsload: warning: open files limit %lu < %u "
+			"needed (ulimit -n)\n", (unsigned long)rl.rlim_cur, need);
+}
+
+static void tl_tls_setup(void)
+{
+	g.ctx = SSL_CTX_new(TLS_client_method());
+	if (g.ctx == NULL)
+		tl_die("SSL_CTX_new failed");
+	SSL_CTX_set_min_proto_version(g.ctx, g.tls_version ? g.tls_version
+							   : TLS1_2_VERSION);
+	if (g.tls_version)
+		SSL_CTX_set_max_proto_version(g.ctx, g.tls_version);
+	/* Never resume: every handshake is a full one. */
+	SSL_CTX_set_session_cache_mode(g.ctx, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_options(g.ctx, SSL_OP_NO_TICKET);
+	/* 10,000 idle connections need no record buffers here either. */
+	SSL_CTX_set_mode(g.ctx, SSL_MODE_RELEASE_BUFFERS);
+	if (g.cafile != NULL) {
+		if (SSL_CTX_load_verify_locations(g.ctx, g.cafile, NULL) != 1)
+			tl_die("cannot load %s", g.cafile);
+		SSL_CTX_set_verify(g.ctx, SSL_VERIFY_PEER, NULL);
+	} else {
+		SSL_CTX_set_verify(g.ctx, SSL_VERIFY_NONE, NULL);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	enum { O_PLAIN = 256, O_TLS, O_CAFILE, O_SNI, O_TIMEOUT, O_EOF, O_NO_LOGIN };
+	static const struct option longopts[] = {
+		{ "plain", no_argument, NULL, O_PLAIN },
+		{ "tls", required_argument, NULL, O_TLS },
+		{ "cafile", required_argument, NULL, O_CAFILE },
+		{ "sni", required_argument, NULL, O_SNI },
+		{ "timeout", required_argument, NULL, O_TIMEOUT },
+		{ "until-eof", no_argument, NULL, O_EOF },
+		{ "no-login", no_argument, NULL, O_NO_LOGIN },
+		{ NULL, 0, NULL, 0 },
+	};
+	bool conc_set = false;
+	struct event *sigterm, *sigint, *ev_stdin = NULL;
+	int opt;
+
+	if (argc < 2)
+		tl_usage();
+	if (strcmp(argv[1], "hold") == 0)
+		g.mode = TL_HOLD;
+	else if (strcmp(argv[1], "handshake") == 0)
+		g.mode = TL_HANDSHAKE;
+	else
+		tl_usage();
+	argv++;
+	argc--;
+
+	g.n = 100;
+	g.conc = 200;
+	g.timeout = 30;
+	g.seconds = -1;
+	g.password = getenv("TLSLOAD_PASSWORD");
+	tl_parse_pattern("u%05d");
+	while ((opt = getopt_long(argc, argv, "n:c:t:u:f:p:", longopts,
+				  NULL)) != -1) {
+		switch (opt) {
+		case 'n': g.n = (unsigned)tl_num(optarg, "-n"); break;
+		case 'c': g.conc = (unsigned)tl_num(optarg, "-c"); conc_set = true; break;
+		case 't': g.seconds = tl_num(optarg, "-t"); break;
+		case 'u': tl_parse_pattern(optarg); break;
+		case 'f': g.first = (unsigned)tl_num(optarg, "-f"); break;
+		case 'p': g.password = optarg; break;
+		case O_PLAIN: g.plain = true; break;
+		case O_TLS:
+			if (strcmp(optarg, "1.2") == 0)
+				g.tls_version = TLS1_2_VERSION;
+			else if (strcmp(optarg, "1.3") == 0)
+				g.tls_version = TLS1_3_VERSION;
+			else
+				tl_die("--tls: 1.2 or 1.3");
+			break;
+		case O_CAFILE: g.cafile = optarg; break;
+		case O_SNI: g.sni = optarg; break;
+		case O_TIMEOUT: g.timeout = tl_num(optarg, "--timeout"); break;
+		case O_EOF: g.until_eof = true; break;
+		case O_NO_LOGIN: g.no_login = true; break;
+		default: tl_usage();
+		}
+	}
+	if (argc - optind != 2)
+		tl_usage();
+	if (g.timeout <= 0)
+		tl_die("--timeout must be more than 0");
+	if (g.mode == TL_HANDSHAKE) {
+		if (!conc_set)
+			g.conc = 8;
+		if (g.seconds <= 0)
+			g.seconds = 10;
+	}
+	if (g.conc == 0 || (g.mode == TL_HOLD && g.n == 0))
+		tl_die("-n and -c must be at least 1");
+	if (g.mode == TL_HOLD && g.password == NULL && !g.no_login)
+		tl_die("hold needs a password (-p or $TLSLOAD_PASSWORD)");
+	memset(&g.addr, 0, sizeof(g.addr));
+	g.addr.sin_family = AF_INET;
+	if (inet_pton(AF_INET, argv[optind], &g.addr.sin_addr) != 1)
+		tl_die("HOST must be an IPv4 address: %s", argv[optind]);
+	double port = tl_num(argv[optind + 1], "PORT");
+	if (port < 1 || port > 65535)
+		tl_die("bad PORT %s", argv[optind + 1]);
+	g.addr.sin_port = htons((uint16_t)port);
+
+	signal(SIGPIPE, SIG_IGN);
+	tl_raise_fd_limit((g.mode == TL_HOLD ? g.n : g.conc) + 64);
+	if (!g.plain)
+		tl_tls_setup();
+	g.base = event_base_new();
+	if (g.base == NULL)
+		tl_die("cannot make an event loop");
+	sigterm = evsignal_new(g.base, SIGTERM, tl_signal_cb, NULL);
+	sigint = evsignal_new(g.base, SIGINT, tl_signal_cb, NULL);
+	event_add(sigterm, NULL);
+	event_add(sigint, NULL);
+
+	g.t0 = tl_now_ms();
+	if (g.mode == TL_HOLD) {
+		g.conns = calloc(g.n, sizeof(*g.conns));
+		if (g.conns == NULL)
+			tl_die("out of memory");
+		if (g.until_eof) {
+			ev_stdin = event_new(g.base, STDIN_FILENO, EV_READ | EV_PERSIST,
+					     tl_stdin_cb, event_self_cbarg());
+			event_add(ev_stdin, NULL);
+		}
+		/* The first -c; the rest follow as these finish. */
+		tl_launch();
+		event_base_dispatch(g.base);
+		printf("tlsload: done conns=%u logged_in=%u quit_ok=%u lost=%lu "
+		       "failed=%lu\n", g.n, g.held, g.quit_ok, g.lost,
+		       tl_failed_total());
+		tl_print_failures();
+		tl_print_cpu("cpu");
+	} else {
+		struct timeval tv = tl_tv(g.seconds);
+
+		event_base_once(g.base, -1, EV_TIMEOUT, tl_handshake_end, NULL, &tv);
+		for (unsigned w = 0; w < g.conc; w++)
+			tl_start(w);
+		event_base_dispatch(g.base);
+		if (g.t_end == 0)
+			g.t_end = tl_now_ms();
+		double secs = (g.t_end - g.t0) / 1e3;
+		struct rusage ru;
+
+		getrusage(RUSAGE_SELF, &ru);
+		double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+			     (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+		qsort(g.lat, g.lat_len, sizeof(*g.lat), tl_cmp_double);
+		printf("tlsload: handshake secs=%.2f conc=%u ok=%lu rate=%.1f "
+		       "errors=%lu p50_ms=%.2f p99_ms=%.2f client_cpu_us_per_hs=%.1f "
+		       "tls=%s cert=%s\n", secs, g.conc, g.ok,
+		       secs > 0 ? (double)g.ok / secs : 0.0, tl_failed_total(),
+		       tl_pct(0.5), tl_pct(0.99),
+		       g.ok ? cpu * 1e6 / (double)g.ok : 0.0,
+		       g.plain ? "none" : (g.proto[0] ? g.proto : "?"),
+		       g.plain ? "none" : (g.cert[0] ? g.cert : "?"));
+		tl_print_failures();
+		tl_print_cpu("cpu");
+	}
+	fflush(stdout);
+	/* Connections still open (a second signal, handshake workers) go
+	   with the process; no need to free them one by one. */
+	if (ev_stdin != NULL)
+		event_free(ev_stdin);
+	event_free(sigterm);
+	event_free(sigint);
+	return tl_failed_total() == 0 ? 0 : 1;
+}
