@@ -232,6 +232,15 @@ def test_no_password_in_log(env, server, debug):
     with RawPOP3(s.host, s.port) as c:
         c.cmd("USER dave")
         c.cmd(f"PASS {PW['dave']} trailing")
+    # SASL: the password travels base64-encoded; neither form is logged.
+    import base64
+    plain_ok = base64.b64encode(f"\0dave\0{PW['dave']}".encode()).decode()
+    plain_bad = base64.b64encode(b"\0dave\0SaslWrong-99").decode()
+    secrets += ["SaslWrong-99", plain_ok, plain_bad]
+    for blob in (plain_bad, plain_ok):
+        with RawPOP3(s.host, s.port) as c:
+            c.cmd(f"AUTH PLAIN {blob}")
+            c.cmd("QUIT")
     s.wait_log(r"event=logout .*user=dave")
     text = s.log()
     for secret in secrets + [PW["dave"] + " trailing"]:
