@@ -484,6 +484,8 @@ static int md_list(struct maildrop *md, enum maildrop_status *status_r,
 	return ret;
 }
 
+static void md_subdirs_close(struct maildrop *md);
+
 static struct maildrop *md_new(void)
 {
 	struct maildrop *md = calloc(1, sizeof(*md));
@@ -518,6 +520,7 @@ int maildrop_open(const char *path, const struct maildrop_settings *set,
 		maildrop_close(&md);
 		return -1;
 	}
+	md_subdirs_close(md);
 	*status_r = MAILDROP_OK;
 	*md_r = md;
 	return 0;
@@ -975,8 +978,42 @@ static int md_refind(struct maildrop *md, size_t i)
 	return 0;
 }
 
-int maildrop_open_message(struct maildrop *md, size_t index, int *fd_r,
-			  enum maildrop_status *status_r, const char **error_r)
+/*
+ * new/ and cur/ stay open only while they are used (the listing, opening
+ * one message, UPDATE): a logged-in session holds two descriptors (the
+ * Maildir and the lock) besides its socket, not four, which matters with
+ * thousands of sessions per mail process.
+ */
+static void md_subdirs_close(struct maildrop *md)
+{
+	for (int d = 0; d < 2; d++) {
+		if (md->sub_fd[d] >= 0)
+			close(md->sub_fd[d]);
+		md->sub_fd[d] = -1;
+	}
+}
+
+static int md_subdirs_open(struct maildrop *md)
+{
+	const int flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+
+	for (int d = 0; d < 2; d++) {
+		if (md->sub_fd[d] >= 0)
+			continue;
+		md->sub_fd[d] = openat(md->dir_fd, md_subdir[d], flags);
+		if (md->sub_fd[d] < 0) {
+			int err = errno;
+			md_subdirs_close(md);
+			errno = err;
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int md_open_message_in(struct maildrop *md, size_t index, int *fd_r,
+			      enum maildrop_status *status_r,
+			      const char **error_r)
 {
 	struct maildrop_msg *m;
 	struct stat st;
@@ -1019,6 +1056,16 @@ int maildrop_open_message(struct maildrop *md, size_t index, int *fd_r,
 	return 0;
 }
 
+int maildrop_open_message(struct maildrop *md, size_t index, int *fd_r,
+			  enum maildrop_status *status_r, const char **error_r)
+{
+	if (md_subdirs_open(md) < 0)
+		return md_fail(errno, "open new/ or cur/", status_r, error_r);
+	int ret = md_open_message_in(md, index, fd_r, status_r, error_r);
+	md_subdirs_close(md);
+	return ret;
+}
+
 /* Unlinks message i, following it if it moved.  0 if it is gone now. */
 static int md_remove_one(struct maildrop *md, size_t i)
 {
@@ -1037,8 +1084,8 @@ static int md_remove_one(struct maildrop *md, size_t i)
 	return -1;
 }
 
-int maildrop_commit(struct maildrop *md, const uint8_t *deleted,
-		    size_t *removed_r, const char **error_r)
+static int md_commit_in(struct maildrop *md, const uint8_t *deleted,
+			size_t *removed_r, const char **error_r)
 {
 	struct maildrop_cache_header hdr = { 0, 0, 0 };
 	size_t removed = 0;
@@ -1069,5 +1116,18 @@ int maildrop_commit(struct maildrop *md, const uint8_t *deleted,
 	   directories, and a delivery may have raced with them). */
 	hdr.scan_ns = md_now_ns();
 	md_write_cache_logged(md, &hdr);
+	return ret;
+}
+
+int maildrop_commit(struct maildrop *md, const uint8_t *deleted,
+		    size_t *removed_r, const char **error_r)
+{
+	*removed_r = 0;
+	if (md_subdirs_open(md) < 0) {
+		*error_r = md_errno_text("open new/ or cur/", errno);
+		return -1;
+	}
+	int ret = md_commit_in(md, deleted, removed_r, error_r);
+	md_subdirs_close(md);
 	return ret;
 }
