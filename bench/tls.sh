@@ -36,6 +36,19 @@
 #   BENCH_DOVECOT_MODES "default tuned" (either or both, or "none")
 #   BENCH_PARTS         "idle handshake" (either or both)
 #   BENCH_BUILD         build dir (build/release)
+#   BENCH_POPBOXD       the popboxd binary to measure (BENCH_BUILD/popboxd),
+#                       e.g. an older build; its settings are detected;
+#                       BENCH_POPBOXD_LABEL says what it is in the report
+#   BENCH_POPBOXD_WORKERS  `workers` for a popboxd with login and mail
+#                       processes, in the idle part (16).  A logged-in
+#                       session held 5 descriptors in a mail process in
+#                       0df98f1 (3 since 132f8c3), and hand-overs are not
+#                       shared out evenly (the busiest of 4 mail processes
+#                       took about half of them), so 10,000 sessions under
+#                       a 20,000 open-files limit per process needed more
+#                       mail processes than the 3 an even spread would
+#   BENCH_POPBOXD_HS_WORKERS  `workers` in the handshake part (default:
+#                       popboxd's own, one per core)
 #   BENCH_KEEP=1        keep the temp dir (logs, configs) for a look
 set -euo pipefail
 
@@ -52,7 +65,8 @@ DMODES=${BENCH_DOVECOT_MODES:-default tuned}
 PARTS=${BENCH_PARTS:-idle handshake}
 PASSWORD=bench-$RANDOM$RANDOM
 TLSLOAD=$top/$build/bench/tlsload
-POPBOXD=$top/$build/popboxd
+POPBOXD=${BENCH_POPBOXD:-$top/$build/popboxd}
+POPBOXD_WORKERS=${BENCH_POPBOXD_WORKERS:-16}
 CLK_TCK=$(getconf CLK_TCK)
 
 say() { printf 'tls.sh: %s\n' "$*" >&2; }
@@ -60,7 +74,11 @@ die() { say "$*"; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "run as root (Dovecot and popboxd drop to nobody)"
 
-make --no-print-directory "$build/popboxd" "$build/bench/tlsload" >&2
+if [ -z "${BENCH_POPBOXD:-}" ]; then
+	make --no-print-directory "$build/popboxd" "$build/bench/tlsload" >&2
+else
+	make --no-print-directory "$build/bench/tlsload" >&2
+fi
 # shellcheck source=bench/dovecot.sh
 . "$top/bench/dovecot.sh"
 [ -n "$DMODES" ] && dovecot_install
@@ -222,8 +240,22 @@ kv() { # KEY LINE...: the value of KEY=value in the text on stdin
 	sed -n "s/.*[ ]$1=\\([^ ]*\\).*/\\1/p" | head -n 1
 }
 
+# Is the popboxd logging to LOG up?  A single-process build logs
+# event=started once; a master logs it before its children, which each log
+# their own (role=auth, and role=login and role=mail `workers` times).
+popboxd_up() { # LOG
+	local line w
+	line=$(grep -m 1 'event=started' "$1" 2>/dev/null) || return 1
+	case $line in *role=master*) ;; *) return 0 ;; esac
+	w=$(sed -n 's/.*role=master workers=\([0-9]*\).*/\1/p' <<<"$line")
+	[ "$(grep -c 'event=started role=auth' "$1")" -ge 1 ] &&
+		[ "$(grep -c 'event=started role=login' "$1")" -ge "${w:-1}" ] &&
+		[ "$(grep -c 'event=started role=mail' "$1")" -ge "${w:-1}" ]
+}
+
 # Servers: each start sets SRV_PID, SRV_PLAIN, SRV_TLS.
-start_popboxd() { # NAME CERT KEY
+# WORKERS: `workers` for a split build ("": its default, one per core).
+start_popboxd() { # NAME CERT KEY [WORKERS]
 	local name=$1 dir=$WORK/$1 i
 	mkdir -p "$dir"
 	free_port; SRV_PLAIN=$FREE_PORT
@@ -240,16 +272,30 @@ mail_user = nobody
 login_timeout = 3600
 idle_timeout = 86400
 EOF
+	local keys reader
+	keys=$("$POPBOXD" -t -c "$dir/popboxd.conf" 2>&1) || { echo "$keys" >&2; die "popboxd: bad config"; }
+	# A build with login and mail processes (privilege separation): the
+	# load comes from one address and may hold every connection before
+	# login at once, however the login processes share them out.
+	if grep -q '^auth_user = ' <<<"$keys"; then
+		[ -n "${4:-}" ] && echo "workers = $4" >> "$dir/popboxd.conf"
+		cat >> "$dir/popboxd.conf" <<EOF
+max_connections_per_address = 0
+max_preauth_connections = $((N * POPBOXD_WORKERS + 1000 > 1000000 ? 1000000 : N * POPBOXD_WORKERS + 1000))
+EOF
+		POPBOXD_SPLIT=1
+	else
+		POPBOXD_SPLIT=0
+	fi
 	# The passwd-file's reader: the auth process's user where popboxd has
 	# one (privilege separation), else mail_user, which it drops to.
-	local reader
-	reader=$("$POPBOXD" -t -c "$dir/popboxd.conf" 2>/dev/null | sed -n 's/^auth_user *= *//p' || true)
+	reader=$(sed -n 's/^auth_user *= *//p' <<<"$keys")
 	chown "${reader:-nobody}" "$WORK/passwd.popboxd"
 	"$POPBOXD" -c "$dir/popboxd.conf" </dev/null >/dev/null 2>>"$dir/popboxd.log" &
 	SRV_PID=$!
 	STARTED_POPBOXD+=("$SRV_PID")
 	for i in $(seq 1 150); do
-		grep -q 'event=started' "$dir/popboxd.log" 2>/dev/null && return 0
+		popboxd_up "$dir/popboxd.log" && return 0
 		kill -0 "$SRV_PID" 2>/dev/null || break
 		sleep 0.1
 	done
@@ -305,6 +351,9 @@ settle() { # ROOT
 
 CPU_MODEL=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 MACHINE="$(nproc) cores ($CPU_MODEL), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r), $(openssl version | awk '{ print $1, $2 }'), libevent $(pkg-config --modversion libevent 2>/dev/null), Dovecot $(dovecot_version 2>/dev/null || echo none), popbox $(git -C "$top" describe --always --dirty 2>/dev/null || echo '?')"
+# The popboxd measured, when it is not this tree's build (git describe
+# above names the tree, not that binary).
+[ -n "${BENCH_POPBOXD:-}" ] && MACHINE="$MACHINE; popboxd measured: ${BENCH_POPBOXD_LABEL:-$BENCH_POPBOXD}"
 say "machine: $MACHINE"
 say "open files hard limit $FD_HARD, pid_max $PID_MAX, ports $PORT_LO-$PORT_HI"
 
@@ -325,6 +374,7 @@ hold_run() {
 	[ "$mode" = plain ] && flags=(--plain)
 	[ "$mode" = prelogin ] && flags=(--no-login)
 	settle "$root"
+	[ "$label" = popboxd ] && role_pss "$root" "$WORK/$label-$mode.roles0"
 	pss0=$(pss_kb $(proc_tree "$root"))
 	k0=$(kmem_kb)
 	np0=$(proc_tree "$root" | wc -l)
@@ -349,6 +399,7 @@ hold_run() {
 		return 0
 	fi
 	sleep 3
+	[ "$label" = popboxd ] && role_pss "$root" "$WORK/$label-$mode.roles1"
 	pss1=$(pss_kb $(proc_tree "$root"))
 	k1=$(kmem_kb)
 	np1=$(proc_tree "$root" | wc -l)
@@ -369,58 +420,93 @@ hold_run() {
 	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
 		"$label" "$mode" "$count" "${ok:-0}" "$pss0" "$pss1" "$per" "$np0" "$np1" \
 		"$kper" "${cpu:--}" "${secs:--}" "${fails:-none}" >> "$RES/idle.tsv"
+	if [ "$label" = popboxd ] && [ "$POPBOXD_SPLIT" = 1 ]; then
+		# By role: master (root), auth, login, mail (mail_user).
+		awk -F'\t' -v mode="$mode" '
+			NR == FNR { p0[$1] += $2; next }
+			{ p1[$1] += $2; if ($3 > f[$1]) f[$1] = $3 }
+			END {
+				printf "%s", mode
+				n = split("root popbox-auth popbox-login nobody", r, " ")
+				for (i = 1; i <= n; i++) printf "\t%.1f", (p1[r[i]] - p0[r[i]]) / 1024
+				printf "\t%d\t%d\n", f["popbox-login"], f["nobody"]
+			}' "$WORK/$label-$mode.roles0" "$WORK/$label-$mode.roles1" >> "$RES/roles.tsv"
+	fi
 }
 
-# FDS: how many descriptors 20 logged-in popboxd sessions add to the one
-# process of its tree that gains most, divided by 20: the sessions one
-# descriptor table must hold, at worst.
+# "user PSS-KiB descriptors" for every process of the tree.
+role_pss() { # ROOT FILE
+	local p
+	for p in $(proc_tree "$1"); do
+		printf '%s\t%s\t%s\n' "$(stat -c %U "/proc/$p" 2>/dev/null || echo gone)" \
+			"$(awk '/^Pss:/ { print $2 }' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0)" \
+			"$(ls "/proc/$p/fd" 2>/dev/null | wc -l)"
+	done > "$2"
+}
+
+# How many logged-in popboxd sessions fit under the open-files limit:
+# PROBE plain sessions are logged in; FDS is the descriptors they add to
+# the whole tree per session (socket, Maildir, lock; new/ and cur/ too
+# before 132f8c3).  A
+# single-process build: POPBOX_CAP is the count at which its one process
+# reaches the limit.  A split build: the count at which its mail processes
+# would, were the sessions spread evenly (they are not quite: the report
+# shows the busiest process's descriptors, and failures if one ran out).
 popbox_fds_per_session() {
-	start_popboxd popboxd-probe "$WORK/tls/ecdsa.pem" "$WORK/tls/ecdsa.key"
-	local root=$SRV_PID out=$WORK/probe.hold i most
+	local probe=$((N < 200 ? N : 200))
+	start_popboxd popboxd-probe "$WORK/tls/ecdsa.pem" "$WORK/tls/ecdsa.key" "$POPBOXD_WORKERS"
+	local root=$SRV_PID out=$WORK/probe.hold i most total
 	fd_counts "$root" > "$WORK/probe.fd0"
-	"$TLSLOAD" hold -n 20 -p "$PASSWORD" --timeout 20 --plain 127.0.0.1 "$SRV_PLAIN" \
+	"$TLSLOAD" hold -n "$probe" -p "$PASSWORD" --timeout 20 --plain 127.0.0.1 "$SRV_PLAIN" \
 		</dev/null >"$out" 2>&1 &
 	local lpid=$!
 	STARTED_LOAD+=("$lpid")
-	for i in $(seq 1 100); do
+	for i in $(seq 1 300); do
 		grep -q '^tlsload: ready' "$out" && break
 		sleep 0.1
 	done
+	sleep 0.5
 	fd_counts "$root" > "$WORK/probe.fd1"
 	stop_pid "$lpid"
 	stop_popboxd "$root"
-	most=$(awk 'NR == FNR { before[$1] = $2; next }
-		    { d = $2 - before[$1]; if (d > m) m = d } END { print m + 0 }' \
-		"$WORK/probe.fd0" "$WORK/probe.fd1")
-	FDS=$(((most + 19) / 20))
+	read -r most total < <(awk 'NR == FNR { before[$1] = $2; next }
+		    { d = $2 - before[$1]; if (d > m) m = d; if (d > 0) t += d }
+		    END { print m + 0, t + 0 }' "$WORK/probe.fd0" "$WORK/probe.fd1")
+	[ "$most" -ge 1 ] || most=1
+	FDS=$(((total + probe / 2) / probe))
+	if [ "$POPBOXD_SPLIT" = 1 ]; then
+		POPBOX_CAP=$(((FD_HARD - 200) * POPBOXD_WORKERS / FDS))
+	else
+		POPBOX_CAP=$(((FD_HARD - 200) * probe / most))
+	fi
+	POPBOX_SHARE=$(awk -v m="$most" -v t="$total" 'BEGIN { printf "%.0f", 100 * m / t }')
+	say "popboxd: $FDS descriptors per logged-in session; the busiest process held $POPBOX_SHARE % of them ($probe sessions): $POPBOX_CAP sessions at most under the open-files limit of $FD_HARD per process"
 }
 
 if [[ " $PARTS " == *" idle "* ]]; then
 	popbox_fds_per_session
 	[ "$FDS" -ge 1 ] || FDS=1
-	# popboxd is one process: all its sessions share one descriptor table.
-	POPBOX_CAP=$(((FD_HARD - 200) / FDS))
 	COUNT=$N
 	if [ "$COUNT" -gt "$POPBOX_CAP" ]; then
-		say "popboxd holds $FDS descriptors per logged-in session in one process and the open-files hard limit is $FD_HARD: $POPBOX_CAP sessions at most here; all servers are measured at that count"
+		say "popboxd can hold $POPBOX_CAP logged-in sessions here (open-files hard limit $FD_HARD): all servers are measured at that count"
 		COUNT=$POPBOX_CAP
 	fi
 	# Dovecot: a process per session (two with TLS in the default mode);
 	# stay well inside the PID space, which the machine shares.
 	PROCS_NOW=$(ps -e --no-headers | wc -l)
 	PID_BUDGET=$(((PID_MAX / 2) - PROCS_NOW))
-	echo "$COUNT $FDS $FD_HARD" > "$RES/idle-count"
+	echo "$COUNT $FDS $FD_HARD $POPBOX_SHARE $POPBOXD_SPLIT $POPBOXD_WORKERS" > "$RES/idle-count"
 
-	start_popboxd popboxd "$WORK/tls/ecdsa.pem" "$WORK/tls/ecdsa.key"
+	start_popboxd popboxd "$WORK/tls/ecdsa.pem" "$WORK/tls/ecdsa.key" "$POPBOXD_WORKERS"
 	hold_run popboxd "$SRV_PID" "$SRV_TLS" "$COUNT" tls
 	stop_server popboxd "$SRV_PID"
-	start_popboxd popboxd "$WORK/tls/ecdsa.pem" "$WORK/tls/ecdsa.key"
+	start_popboxd popboxd "$WORK/tls/ecdsa.pem" "$WORK/tls/ecdsa.key" "$POPBOXD_WORKERS"
 	hold_run popboxd "$SRV_PID" "$SRV_PLAIN" "$COUNT" plain
 	stop_server popboxd "$SRV_PID"
 	if [ "${BENCH_PRELOGIN:-1}" = 1 ]; then
 		# Only TLS, nobody logged in: one descriptor a connection, so the
-		# full count fits in popboxd's one process.
-		start_popboxd popboxd "$WORK/tls/ecdsa.pem" "$WORK/tls/ecdsa.key"
+		# full count fits even in a single-process build.
+		start_popboxd popboxd "$WORK/tls/ecdsa.pem" "$WORK/tls/ecdsa.key" "$POPBOXD_WORKERS"
 		hold_run popboxd "$SRV_PID" "$SRV_TLS" "$N" prelogin
 		stop_server popboxd "$SRV_PID"
 	fi
@@ -479,7 +565,8 @@ hs_run() {
 if [[ " $PARTS " == *" handshake "* ]]; then
 	for cert in ecdsa rsa; do
 		names=() pids=() ports=()
-		start_popboxd "popboxd-$cert" "$WORK/tls/$cert.pem" "$WORK/tls/$cert.key"
+		start_popboxd "popboxd-$cert" "$WORK/tls/$cert.pem" "$WORK/tls/$cert.key" \
+			"${BENCH_POPBOXD_HS_WORKERS:-}"
 		names+=(popboxd); pids+=("$SRV_PID"); ports+=("$SRV_TLS")
 		for m in $DMODES; do
 			start_dovecot "dovecot-$m-$cert" "$m" 200 "$WORK/tls/$cert.pem" "$WORK/tls/$cert.key"
@@ -509,13 +596,28 @@ report() {
 	echo "Machine: $MACHINE."
 	echo
 	if [ -s "$RES/idle.tsv" ]; then
-		read -r count fds fdh < "$RES/idle-count"
+		read -r count fds fdh share split workers < "$RES/idle-count"
 		echo "### Memory per idle connection"
 		echo
 		echo "PSS summed over all the server's processes, (held - before) / logged in."
 		echo "Kernel: growth of kernel stacks + page tables (machine-wide) per connection."
-		echo "popboxd holds $fds descriptors per logged-in session in one process; with"
-		echo "the open-files hard limit of $fdh here, $count logged-in sessions were held."
+		if [ "$split" = 1 ]; then
+			echo "popboxd ran with workers = $workers (login and mail processes each),"
+			echo "max_connections_per_address = 0 and the pre-auth pool raised above the"
+			echo "count.  A logged-in session holds $fds descriptors in its mail process"
+			echo "(open-files hard limit here: $fdh per process); $count logged-in sessions"
+			echo "were held.  By process role (user), PSS growth and the descriptors of the"
+			echo "busiest process of each role, when held:"
+			echo
+			echo "| connection | master | auth | login processes | mail processes | busiest login process (fds) | busiest mail process (fds) |"
+			echo "|---|---:|---:|---:|---:|---:|---:|"
+			awk -F'\t' '{ printf "| %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7 }' "$RES/roles.tsv" 2>/dev/null
+			echo
+			echo "(PSS growth in MiB from before to held.)"
+		else
+			echo "popboxd (one process) holds $fds descriptors per logged-in session; with"
+			echo "the open-files hard limit of $fdh here, $count logged-in sessions were held."
+		fi
 		echo
 		echo "| server | connection | held | PSS before (MiB) | PSS held (MiB) | PSS per connection (KiB) | kernel per connection (KiB) | processes | set-up (s) | failures |"
 		echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"
@@ -544,6 +646,8 @@ report() {
 		echo "Each run: $SECS s; median of $ROUNDS rounds, servers in turn.  Server CPU:"
 		echo "user+system of all its processes per handshake.  The load generator"
 		echo "shares the same $(nproc) cores; its own CPU per handshake is shown too."
+		[ "${POPBOXD_SPLIT:-0}" = 1 ] &&
+			echo "popboxd: workers = ${BENCH_POPBOXD_HS_WORKERS:-its default, one per core ($(nproc) login and $(nproc) mail processes)}."
 		echo
 		echo "| certificate | concurrency | server | handshakes/s | server CPU (us/handshake) | client CPU (us/handshake) | p50 latency (ms) | p99 latency (ms) | errors |"
 		echo "|---|---:|---|---:|---:|---:|---:|---:|---:|"

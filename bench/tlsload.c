@@ -5,6 +5,7 @@
  *
  *   tlsload hold      [options] HOST PORT
  *   tlsload handshake [options] HOST PORT
+ *   tlsload churn     [options] HOST PORT
  *
  * hold: opens -n connections (implicit TLS, or --plain), at most -c of them
  *   being set up at once; each reads the greeting, logs in with USER/PASS as
@@ -20,6 +21,18 @@
  *   TLS handshake (a fresh SSL every time: no session cache, no tickets, so
  *   no resumption), read and check the +OK greeting and close (with
  *   close_notify).  Prints handshakes per second, errors and latency.
+ * churn: for -t seconds, -c workers each run whole POP3 sessions, one
+ *   after another, as their own user (worker w is user -f + w, so no two
+ *   sessions want the same maildrop lock): connect (plain, or implicit TLS
+ *   with --tls, a full handshake each time), USER/PASS, STAT, UIDL, LIST,
+ *   RETR of every message, QUIT.  Every reply is checked: STAT's count and
+ *   total against UIDL and LIST, a UIDL for every message (1..70 printable
+ *   characters, no two alike), each RETR's octets after un-stuffing equal
+ *   to LIST's size (--allow-added-crlf: or 2 more, counted), the QUIT +OK.  At the end of -t no session is started;
+ *   those in flight run to their QUIT ("drained": counted in the CPU per
+ *   session, not in the rate).  Prints sessions per second, session
+ *   latency (connect to QUIT's +OK), errors by reason, and the load
+ *   generator's own CPU per session.
  *
  * Every step has a timeout (--timeout); every line the server sends is
  * checked.  At the end the program's own CPU time (getrusage) is printed,
@@ -56,7 +69,12 @@
 /* Longest reply line accepted (RFC 2449: 512 octets with CRLF). */
 #define TL_MAX_LINE 1024
 
-enum tl_mode { TL_HOLD, TL_HANDSHAKE };
+enum tl_mode { TL_HOLD, TL_HANDSHAKE, TL_CHURN };
+
+/* churn: the longest message line accepted (servers do not fold lines). */
+#define TL_MAX_DATA_LINE 65536
+/* churn: the most messages a maildrop may list. */
+#define TL_MAX_MSGS 1000000
 
 enum tl_state {
 	ST_CONNECT,     /* TCP connect in progress */
@@ -66,6 +84,13 @@ enum tl_state {
 	ST_PASS,        /* PASS sent, waiting for +OK */
 	ST_IDLE,        /* logged in, held */
 	ST_QUIT,        /* QUIT sent, waiting for +OK */
+	ST_STAT,        /* churn: STAT sent */
+	ST_UIDL,        /* churn: UIDL sent, waiting for +OK */
+	ST_UIDL_DATA,   /* churn: reading the UIDL listing */
+	ST_LIST,        /* churn: LIST sent, waiting for +OK */
+	ST_LIST_DATA,   /* churn: reading the LIST listing */
+	ST_RETR,        /* churn: RETR sent, waiting for +OK */
+	ST_RETR_DATA,   /* churn: reading a message */
 };
 
 /* Why a connection failed; each is counted and the first detail kept. */
@@ -81,16 +106,23 @@ enum tl_reason {
 	R_QUIT,         /* QUIT was not answered +OK */
 	R_LOST,         /* a held connection was closed by the server */
 	R_UNEXPECTED,   /* data arrived while idle, or a line was too long */
+	R_STAT,         /* churn: STAT not +OK, or its figures disagree */
+	R_UIDL,         /* churn: UIDL not +OK, a bad or missing UIDL */
+	R_LIST,         /* churn: LIST not +OK, or a bad listing */
+	R_RETR,         /* churn: RETR not +OK, or a malformed message */
+	R_SIZE,         /* churn: RETR's octets differ from LIST's size */
 	R_COUNT
 };
 
 static const char *const tl_reason_name[R_COUNT] = {
 	"socket", "connect", "tls", "timeout", "eof", "bad-greeting",
 	"bad-user", "bad-pass", "bad-quit", "lost", "unexpected",
+	"bad-stat", "bad-uidl", "bad-list", "bad-retr", "bad-size",
 };
 
 static const char *const tl_state_name[] = {
 	"connect", "handshake", "greeting", "user", "pass", "idle", "quit",
+	"stat", "uidl", "uidl-data", "list", "list-data", "retr", "retr-data",
 };
 
 struct tl_conn {
@@ -100,6 +132,12 @@ struct tl_conn {
 	unsigned idx;              /* user number (hold) or worker (handshake) */
 	enum tl_state state;
 	double t_start;            /* when connect() was called, ms */
+	/* churn: the maildrop as STAT, UIDL and LIST describe it */
+	unsigned long nmsgs, nlisted, cur;
+	unsigned long long total, octets;
+	unsigned long *sizes;      /* LIST's size of message k at [k - 1] */
+	char (*uidls)[72];         /* UIDL of message k at [k - 1] */
+	unsigned long cap;         /* entries sizes and uidls have room for */
 };
 
 /* Everything the program knows: options, counters, the loop. */
@@ -125,8 +163,14 @@ static struct {
 	unsigned long lost;
 	bool ready, stopping, quitting;
 	double t0, t_ready;
-	/* handshake */
+	/* handshake and churn */
 	unsigned long ok;
+	/* churn */
+	unsigned long ok_in_time;  /* sessions finished before -t ran out */
+	unsigned long active;      /* connections open */
+	unsigned long long msgs, bytes;
+	bool allow_added_crlf;     /* --allow-added-crlf */
+	unsigned long added_crlf;  /* messages 2 octets longer than LIST said */
 	double t_end;
 	double *lat;
 	size_t lat_len, lat_cap;
@@ -144,6 +188,10 @@ static void tl_fail_note(enum tl_reason r, const char *fmt, ...)
 static void tl_send(struct tl_conn *c, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 static void tl_hold_stop_cb(evutil_socket_t fd, short what, void *arg);
+static bool tl_line(struct tl_conn *c, const char *line);
+static void tl_churn_done(struct tl_conn *c);
+static void tl_lat_add(double ms);
+static void tl_churn_read(struct tl_conn *c, struct evbuffer *in);
 
 /* ---- small helpers ---- */
 
@@ -258,6 +306,9 @@ static void tl_conn_free(struct tl_conn *c)
 	}
 	if (g.mode == TL_HOLD && g.conns[c->idx - g.first] == c)
 		g.conns[c->idx - g.first] = NULL;
+	g.active--;
+	free(c->sizes);
+	free(c->uidls);
 	free(c);
 }
 
@@ -333,7 +384,13 @@ static void tl_after(struct tl_conn *c, bool success)
 	enum tl_state state = c->state;
 
 	tl_conn_free(c);
-	if (g.mode == TL_HANDSHAKE) {
+	if (g.mode == TL_CHURN && g.stopping) {
+		/* Draining: the last session to end ends the run. */
+		if (g.active == 0)
+			event_base_loopexit(g.base, NULL);
+		return;
+	}
+	if (g.mode == TL_HANDSHAKE || g.mode == TL_CHURN) {
 		if (g.stopping)
 			return;
 		if (success) {
@@ -364,6 +421,8 @@ static void tl_after(struct tl_conn *c, bool success)
 
 static void tl_fail(struct tl_conn *c, enum tl_reason r, const char *detail)
 {
+	/* handshake: connections cut at the end are no failures; churn:
+	   sessions in flight at the end run on to their QUIT and count. */
 	if (!(g.mode == TL_HANDSHAKE && g.stopping))
 		tl_fail_note(r, "state=%s %s", tl_state_name[c->state], detail);
 	tl_after(c, false);
@@ -406,6 +465,269 @@ static void tl_note_session(struct tl_conn *c)
 	}
 }
 
+
+/* ---- churn: one whole session ---- */
+
+/* A strict decimal number that fills [s, end): no sign, no blanks. */
+static bool tl_parse_ul(const char *s, const char *end, unsigned long *out)
+{
+	unsigned long v = 0;
+
+	if (s == end || end - s > 19)
+		return false;
+	for (const char *p = s; p < end; p++) {
+		if (*p < '0' || *p > '9')
+			return false;
+		v = v * 10 + (unsigned long)(*p - '0');
+	}
+	*out = v;
+	return true;
+}
+
+/* Parses "A B" (two numbers, one space) from a listing line or after
+   "+OK ".  Anything after B must start with a space (RFC 1939 allows
+   more text after STAT's figures only in replies, never in listings). */
+static bool tl_two_numbers(const char *s, bool trailing_ok,
+			   unsigned long *a, unsigned long *b)
+{
+	const char *sp = strchr(s, ' '), *end;
+
+	if (sp == NULL || !tl_parse_ul(s, sp, a))
+		return false;
+	end = strchr(sp + 1, ' ');
+	if (end == NULL)
+		end = sp + 1 + strlen(sp + 1);
+	else if (!trailing_ok)
+		return false;
+	return tl_parse_ul(sp + 1, end, b);
+}
+
+/* The maildrop has n messages: room for their sizes and UIDLs. */
+static bool tl_churn_room(struct tl_conn *c, unsigned long n)
+{
+	if (n <= c->cap)
+		return true;
+	if (n > TL_MAX_MSGS)
+		return false;
+	free(c->sizes);
+	free(c->uidls);
+	c->sizes = calloc(n, sizeof(*c->sizes));
+	c->uidls = calloc(n, sizeof(*c->uidls));
+	if (c->sizes == NULL || c->uidls == NULL)
+		tl_die("out of memory");
+	c->cap = n;
+	return true;
+}
+
+static void tl_churn_retr_next(struct tl_conn *c)
+{
+	c->cur++;
+	if (c->cur > c->nmsgs) {
+		tl_send(c, "QUIT\r\n");
+		c->state = ST_QUIT;
+	} else {
+		tl_send(c, "RETR %lu\r\n", c->cur);
+		c->state = ST_RETR;
+		c->octets = 0;
+	}
+	tl_arm(c);
+}
+
+static void tl_lat_add(double ms)
+{
+	if (g.lat_len == g.lat_cap) {
+		g.lat_cap = g.lat_cap ? g.lat_cap * 2 : 65536;
+		g.lat = realloc(g.lat, g.lat_cap * sizeof(*g.lat));
+		if (g.lat == NULL)
+			tl_die("out of memory");
+	}
+	g.lat[g.lat_len++] = ms;
+}
+
+/* QUIT answered +OK: one whole session done. */
+static void tl_churn_done(struct tl_conn *c)
+{
+	g.ok++;
+	if (!g.stopping)
+		g.ok_in_time++;
+	tl_lat_add(tl_now_ms() - c->t_start);
+	tl_after(c, true);
+}
+
+/* One line of a churn session (CRLF gone); len is its full length, line
+   holds at most TL_MAX_LINE bytes of it.  Returns false when the
+   connection is gone. */
+static bool tl_churn_line(struct tl_conn *c, const char *line, size_t len)
+{
+	bool ok = strncmp(line, "+OK", 3) == 0 &&
+		  (line[3] == '\0' || line[3] == ' ');
+	unsigned long a, b;
+
+	if (c->state != ST_RETR_DATA && len > TL_MAX_LINE) {
+		tl_fail(c, R_UNEXPECTED, "reply line too long");
+		return false;
+	}
+	switch (c->state) {
+	case ST_STAT:
+		if (!ok || line[3] != ' ' ||
+		    !tl_two_numbers(line + 4, true, &a, &b)) {
+			tl_fail(c, R_STAT, line);
+			return false;
+		}
+		if (!tl_churn_room(c, a)) {
+			tl_fail(c, R_STAT, "too many messages");
+			return false;
+		}
+		c->nmsgs = a;
+		c->total = b;
+		c->nlisted = 0;
+		tl_send(c, "UIDL\r\n");
+		c->state = ST_UIDL;
+		tl_arm(c);
+		return true;
+	case ST_UIDL:
+	case ST_LIST:
+	case ST_RETR:
+		if (!ok) {
+			tl_fail(c, c->state == ST_UIDL ? R_UIDL :
+				   c->state == ST_LIST ? R_LIST : R_RETR, line);
+			return false;
+		}
+		c->state = c->state == ST_UIDL ? ST_UIDL_DATA :
+			   c->state == ST_LIST ? ST_LIST_DATA : ST_RETR_DATA;
+		c->nlisted = 0;
+		return true;
+	case ST_UIDL_DATA:
+		if (strcmp(line, ".") == 0) {
+			if (c->nlisted != c->nmsgs) {
+				tl_fail(c, R_UIDL, "fewer UIDLs than STAT's count");
+				return false;
+			}
+			tl_send(c, "LIST\r\n");
+			c->state = ST_LIST;
+			tl_arm(c);
+			return true;
+		} else {
+			const char *sp = strchr(line, ' ');
+			size_t ulen;
+
+			if (sp == NULL || !tl_parse_ul(line, sp, &a) ||
+			    a != c->nlisted + 1 || a > c->nmsgs) {
+				tl_fail(c, R_UIDL, line);
+				return false;
+			}
+			ulen = strlen(sp + 1);
+			if (ulen < 1 || ulen > 70) {
+				tl_fail(c, R_UIDL, line);
+				return false;
+			}
+			for (const char *p = sp + 1; *p != '\0'; p++)
+				if (*p < 0x21 || *p > 0x7e) {
+					tl_fail(c, R_UIDL, line);
+					return false;
+				}
+			for (unsigned long k = 0; k < c->nlisted; k++)
+				if (strcmp(c->uidls[k], sp + 1) == 0) {
+					tl_fail(c, R_UIDL, "two messages with one UIDL");
+					return false;
+				}
+			memcpy(c->uidls[c->nlisted], sp + 1, ulen + 1);
+			c->nlisted++;
+			return true;
+		}
+	case ST_LIST_DATA:
+		if (strcmp(line, ".") == 0) {
+			unsigned long long sum = 0;
+
+			for (unsigned long k = 0; k < c->nlisted; k++)
+				sum += c->sizes[k];
+			if (c->nlisted != c->nmsgs || sum != c->total) {
+				tl_fail(c, R_LIST, "LIST disagrees with STAT");
+				return false;
+			}
+			c->cur = 0;
+			tl_churn_retr_next(c);
+			return true;
+		}
+		if (!tl_two_numbers(line, false, &a, &b) ||
+		    a != c->nlisted + 1 || a > c->nmsgs) {
+			tl_fail(c, R_LIST, line);
+			return false;
+		}
+		c->sizes[c->nlisted++] = b;
+		return true;
+	case ST_RETR_DATA:
+		if (len == 1 && line[0] == '.') {
+			if (g.allow_added_crlf &&
+			    c->octets == c->sizes[c->cur - 1] + 2) {
+				/* The server added a CRLF to a message that
+				   lacks a final newline and left it out of
+				   LIST's size (Dovecot does).  Counted. */
+				g.added_crlf++;
+			} else if (c->octets != c->sizes[c->cur - 1]) {
+				char detail[96];
+
+				snprintf(detail, sizeof(detail),
+					 "message %lu: %llu octets, LIST said %lu",
+					 c->cur, c->octets, c->sizes[c->cur - 1]);
+				tl_fail(c, R_SIZE, detail);
+				return false;
+			}
+			g.msgs++;
+			g.bytes += c->octets;
+			tl_churn_retr_next(c);
+			return true;
+		}
+		if (line[0] == '.') {
+			/* Byte-stuffed: the leading dot is not the message's. */
+			if (line[1] != '.') {
+				tl_fail(c, R_RETR, "a line starting with one dot");
+				return false;
+			}
+			len--;
+		}
+		c->octets += len + 2;
+		return true;
+	default:
+		return tl_line(c, line);
+	}
+}
+
+/* churn: reads whole lines straight out of the input buffer (no copy of
+   message lines beyond their first bytes, no allocation per line). */
+static void tl_churn_read(struct tl_conn *c, struct evbuffer *in)
+{
+	char buf[TL_MAX_LINE + 1];
+
+	tl_arm(c);   /* the step timeout runs from the last bytes received */
+	for (;;) {
+		size_t eol_len = 0, len, take;
+		struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, &eol_len,
+							      EVBUFFER_EOL_CRLF_STRICT);
+
+		if (eol.pos < 0) {
+			size_t have = evbuffer_get_length(in);
+
+			if (have > TL_MAX_DATA_LINE ||
+			    (c->state != ST_RETR_DATA && have > TL_MAX_LINE))
+				tl_fail(c, R_UNEXPECTED, "line too long");
+			return;
+		}
+		len = (size_t)eol.pos;
+		take = len < TL_MAX_LINE ? len : TL_MAX_LINE;
+		if (evbuffer_copyout(in, buf, take) != (ev_ssize_t)take)
+			tl_die("evbuffer_copyout failed");
+		buf[take] = '\0';
+		if (memchr(buf, '\0', take) != NULL) {
+			tl_fail(c, R_UNEXPECTED, "NUL in a line");
+			return;
+		}
+		evbuffer_drain(in, len + eol_len);
+		if (!tl_churn_line(c, buf, len))
+			return;
+	}
+}
+
 /* One reply line arrived in state c->state.  Returns false when the
    connection is gone. */
 static bool tl_line(struct tl_conn *c, const char *line)
@@ -430,13 +752,7 @@ static bool tl_line(struct tl_conn *c, const char *line)
 				return false;
 			}
 			g.ok++;
-			if (g.lat_len == g.lat_cap) {
-				g.lat_cap = g.lat_cap ? g.lat_cap * 2 : 65536;
-				g.lat = realloc(g.lat, g.lat_cap * sizeof(*g.lat));
-				if (g.lat == NULL)
-					tl_die("out of memory");
-			}
-			g.lat[g.lat_len++] = tl_now_ms() - c->t_start;
+			tl_lat_add(tl_now_ms() - c->t_start);
 			tl_after(c, true);
 			return false;
 		}
@@ -466,12 +782,22 @@ static bool tl_line(struct tl_conn *c, const char *line)
 			tl_fail(c, R_PASS, line);
 			return false;
 		}
+		if (g.mode == TL_CHURN) {
+			tl_send(c, "STAT\r\n");
+			c->state = ST_STAT;
+			tl_arm(c);
+			return true;
+		}
 		c->state = ST_IDLE;
 		event_del(c->ev);      /* no timeout while held */
 		g.held++;
 		tl_setup_done();
 		return true;
 	case ST_QUIT:
+		if (ok && g.mode == TL_CHURN) {
+			tl_churn_done(c);
+			return false;
+		}
 		if (ok) {
 			g.quit_ok++;
 			tl_after(c, true);
@@ -490,6 +816,10 @@ static void tl_read_cb(struct bufferevent *bev, void *arg)
 	struct tl_conn *c = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
 
+	if (g.mode == TL_CHURN) {
+		tl_churn_read(c, in);
+		return;
+	}
 	for (;;) {
 		size_t len;
 		char *line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF_STRICT);
@@ -609,6 +939,7 @@ static void tl_start(unsigned idx)
 	c->idx = idx;
 	c->state = ST_CONNECT;
 	c->t_start = tl_now_ms();
+	g.active++;
 	if (g.mode == TL_HOLD)
 		g.conns[idx - g.first] = c;
 	c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -719,6 +1050,34 @@ static void tl_handshake_end(evutil_socket_t fd, short what, void *arg)
 	event_base_loopexit(g.base, NULL);
 }
 
+/* churn: -t is over.  No new sessions; those in flight run to their
+   QUIT, for at most --timeout more seconds. */
+static void tl_drain_cap(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	fprintf(stderr, "tlsload: %lu sessions still open after the drain time: "
+		"cut\n", g.active);
+	event_base_loopexit(g.base, NULL);
+}
+
+static void tl_churn_end(evutil_socket_t fd, short what, void *arg)
+{
+	struct timeval tv = tl_tv(g.timeout);
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	g.stopping = true;
+	g.t_end = tl_now_ms();
+	if (g.active == 0) {
+		event_base_loopexit(g.base, NULL);
+		return;
+	}
+	event_base_once(g.base, -1, EV_TIMEOUT, tl_drain_cap, NULL, &tv);
+}
+
 static int tl_cmp_double(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -742,21 +1101,27 @@ static void tl_usage(void)
 	fprintf(stderr,
 "usage: tlsload hold      [options] HOST PORT\n"
 "       tlsload handshake [options] HOST PORT\n"
+"       tlsload churn     [options] HOST PORT\n"
 "  -n N            hold: connections to open (default 100)\n"
 "  -c N            hold: most connections being set up at once (default 200);\n"
-"                  handshake: concurrent workers (default 8)\n"
-"  -t SECONDS      handshake: how long (default 10); hold: how long to hold\n"
-"                  after set-up (default: until SIGTERM/SIGINT)\n"
+"                  handshake, churn: concurrent workers (default 8)\n"
+"  -t SECONDS      handshake, churn: how long (default 10); hold: how long\n"
+"                  to hold after set-up (default: until SIGTERM/SIGINT)\n"
 "  -u PATTERN      user names: a %%d with optional 0 and width (default u%%05d)\n"
-"  -f N            first user number (default 0)\n"
+"  -f N            first user number (default 0); churn: worker w is\n"
+"                  user N + w\n"
 "  -p PASSWORD     password for every user (default: $TLSLOAD_PASSWORD)\n"
-"  --plain         no TLS\n"
-"  --tls VERSION   1.2 or 1.3 only (default: either, the server picks)\n"
+"  --plain         no TLS (the default for churn)\n"
+"  --tls           implicit TLS (the default for hold and handshake)\n"
+"  --tls-version V 1.2 or 1.3 only (default: either, the server picks)\n"
 "  --cafile FILE   verify the server certificate against FILE\n"
 "  --sni NAME      server name to send\n"
 "  --timeout S     per-step timeout in seconds (default 30)\n"
 "  --until-eof     hold: stop also when standard input ends\n"
-"  --no-login      hold: stay in AUTHORIZATION after the greeting\n");
+"  --no-login      hold: stay in AUTHORIZATION after the greeting\n"
+"  --allow-added-crlf  churn: accept a message exactly 2 octets longer\n"
+"                  than LIST said (a CRLF added to a message without a\n"
+"                  final newline and not counted); counted as added_crlf\n");
 	exit(2);
 }
 
@@ -842,18 +1207,21 @@ static void tl_tls_setup(void)
 
 int main(int argc, char **argv)
 {
-	enum { O_PLAIN = 256, O_TLS, O_CAFILE, O_SNI, O_TIMEOUT, O_EOF, O_NO_LOGIN };
+	enum { O_PLAIN = 256, O_TLS, O_TLS_VERSION, O_CAFILE, O_SNI, O_TIMEOUT,
+	       O_EOF, O_NO_LOGIN, O_ADDED_CRLF };
 	static const struct option longopts[] = {
 		{ "plain", no_argument, NULL, O_PLAIN },
-		{ "tls", required_argument, NULL, O_TLS },
+		{ "tls", no_argument, NULL, O_TLS },
+		{ "tls-version", required_argument, NULL, O_TLS_VERSION },
 		{ "cafile", required_argument, NULL, O_CAFILE },
 		{ "sni", required_argument, NULL, O_SNI },
 		{ "timeout", required_argument, NULL, O_TIMEOUT },
 		{ "until-eof", no_argument, NULL, O_EOF },
 		{ "no-login", no_argument, NULL, O_NO_LOGIN },
+		{ "allow-added-crlf", no_argument, NULL, O_ADDED_CRLF },
 		{ NULL, 0, NULL, 0 },
 	};
-	bool conc_set = false;
+	bool conc_set = false, tls_set = false, plain_set = false;
 	struct event *sigterm, *sigint, *ev_stdin = NULL;
 	int opt;
 
@@ -863,6 +1231,8 @@ int main(int argc, char **argv)
 		g.mode = TL_HOLD;
 	else if (strcmp(argv[1], "handshake") == 0)
 		g.mode = TL_HANDSHAKE;
+	else if (strcmp(argv[1], "churn") == 0)
+		g.mode = TL_CHURN;
 	else
 		tl_usage();
 	argv++;
@@ -883,20 +1253,22 @@ int main(int argc, char **argv)
 		case 'u': tl_parse_pattern(optarg); break;
 		case 'f': g.first = (unsigned)tl_num(optarg, "-f"); break;
 		case 'p': g.password = optarg; break;
-		case O_PLAIN: g.plain = true; break;
-		case O_TLS:
+		case O_PLAIN: plain_set = true; break;
+		case O_TLS: tls_set = true; break;
+		case O_TLS_VERSION:
 			if (strcmp(optarg, "1.2") == 0)
 				g.tls_version = TLS1_2_VERSION;
 			else if (strcmp(optarg, "1.3") == 0)
 				g.tls_version = TLS1_3_VERSION;
 			else
-				tl_die("--tls: 1.2 or 1.3");
+				tl_die("--tls-version: 1.2 or 1.3");
 			break;
 		case O_CAFILE: g.cafile = optarg; break;
 		case O_SNI: g.sni = optarg; break;
 		case O_TIMEOUT: g.timeout = tl_num(optarg, "--timeout"); break;
 		case O_EOF: g.until_eof = true; break;
 		case O_NO_LOGIN: g.no_login = true; break;
+		case O_ADDED_CRLF: g.allow_added_crlf = true; break;
 		default: tl_usage();
 		}
 	}
@@ -904,7 +1276,12 @@ int main(int argc, char **argv)
 		tl_usage();
 	if (g.timeout <= 0)
 		tl_die("--timeout must be more than 0");
-	if (g.mode == TL_HANDSHAKE) {
+	if (tls_set && plain_set)
+		tl_die("--tls and --plain: one or the other");
+	if (g.mode == TL_HANDSHAKE && plain_set)
+		tl_die("handshake is TLS only");
+	g.plain = plain_set || (g.mode == TL_CHURN && !tls_set);
+	if (g.mode == TL_HANDSHAKE || g.mode == TL_CHURN) {
 		if (!conc_set)
 			g.conc = 8;
 		if (g.seconds <= 0)
@@ -912,8 +1289,11 @@ int main(int argc, char **argv)
 	}
 	if (g.conc == 0 || (g.mode == TL_HOLD && g.n == 0))
 		tl_die("-n and -c must be at least 1");
-	if (g.mode == TL_HOLD && g.password == NULL && !g.no_login)
-		tl_die("hold needs a password (-p or $TLSLOAD_PASSWORD)");
+	if ((g.mode == TL_HOLD || g.mode == TL_CHURN) && g.password == NULL &&
+	    !g.no_login)
+		tl_die("hold and churn need a password (-p or $TLSLOAD_PASSWORD)");
+	if (g.mode == TL_CHURN && g.no_login)
+		tl_die("--no-login is for hold");
 	memset(&g.addr, 0, sizeof(g.addr));
 	g.addr.sin_family = AF_INET;
 	if (inet_pton(AF_INET, argv[optind], &g.addr.sin_addr) != 1)
@@ -951,6 +1331,37 @@ int main(int argc, char **argv)
 		printf("tlsload: done conns=%u logged_in=%u quit_ok=%u lost=%lu "
 		       "failed=%lu\n", g.n, g.held, g.quit_ok, g.lost,
 		       tl_failed_total());
+		tl_print_failures();
+		tl_print_cpu("cpu");
+	} else if (g.mode == TL_CHURN) {
+		struct timeval tv = tl_tv(g.seconds);
+		struct rusage ru;
+		double secs, cpu;
+
+		event_base_once(g.base, -1, EV_TIMEOUT, tl_churn_end, NULL, &tv);
+		for (unsigned w = 0; w < g.conc; w++)
+			tl_start(g.first + w);
+		event_base_dispatch(g.base);
+		if (g.t_end == 0)
+			g.t_end = tl_now_ms();
+		secs = (g.t_end - g.t0) / 1e3;
+		getrusage(RUSAGE_SELF, &ru);
+		cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+		      (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+		qsort(g.lat, g.lat_len, sizeof(*g.lat), tl_cmp_double);
+		/* sessions: finished before -t ran out (the rate); total:
+		   with the drained ones (what the CPU figures divide by). */
+		printf("tlsload: churn secs=%.2f conc=%u sessions=%lu total=%lu "
+		       "rate=%.1f errors=%lu p50_ms=%.2f p99_ms=%.2f messages=%llu "
+		       "bytes=%llu added_crlf=%lu client_cpu_s=%.3f "
+		       "client_cpu_us_per_session=%.1f tls=%s cert=%s\n", secs,
+		       g.conc, g.ok_in_time, g.ok,
+		       secs > 0 ? (double)g.ok_in_time / secs : 0.0,
+		       tl_failed_total(), tl_pct(0.5), tl_pct(0.99), g.msgs,
+		       g.bytes, g.added_crlf, cpu,
+		       g.ok ? cpu * 1e6 / (double)g.ok : 0.0,
+		       g.plain ? "none" : (g.proto[0] ? g.proto : "?"),
+		       g.plain ? "none" : (g.cert[0] ? g.cert : "?"));
 		tl_print_failures();
 		tl_print_cpu("cpu");
 	} else {
