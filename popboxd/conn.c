@@ -345,8 +345,10 @@ static bool conn_hand_over(struct conn *c, const struct ipc_msg *reply)
 				    (struct sockaddr *)&c->addr);
 		c->limited = false;
 	}
-	int fd = handover_send(ctx->mail_socket, tls ? -1 : bufferevent_getfd(c->bev),
-			       &h);
+	/* Mail processes in turn, so each gets its share. */
+	static unsigned int next_mail;
+	const char *mail = ctx->mail_sockets[next_mail++ % ctx->mail_socket_count];
+	int fd = handover_send(mail, tls ? -1 : bufferevent_getfd(c->bev), &h);
 	OPENSSL_cleanse(h.token, sizeof(h.token));
 	if (fd < 0) {
 		c->limited = ctx->limits != NULL &&

@@ -42,7 +42,8 @@ struct server_context {
 	const struct popboxd_settings *set;
 	enum conn_role role;
 	struct auth_client *auth;         /* the line to the auth process */
-	const char *mail_socket;          /* login: where mail processes listen */
+	const char *const *mail_sockets;  /* login: where each mail process listens */
+	unsigned int mail_socket_count;
 	struct jobs *jobs;                /* mail: the job pool */
 	unsigned int preauth_limit;       /* login: this process's pool size */
 	struct conn_limits *limits;       /* connection caps, or NULL */

@@ -21,8 +21,13 @@
 /* A login process that starts a hand-over and stalls is dropped. */
 #define HANDOVER_READ_TIMEOUT_S 10
 
+/* After EMFILE, accepting pauses this long instead of spinning. */
+#define HANDOVER_EMFILE_PAUSE_MS 100
+
 struct handover_listener {
 	struct event_base *base;
+	struct evconnlistener *ev;
+	struct event *resume;
 	bool uid_checks;
 	uid_t login_uid;
 	handover_fn *cb;
@@ -209,6 +214,29 @@ static void handover_accept(struct evconnlistener *l, evutil_socket_t fd,
 		handover_in_free(in);
 }
 
+static void handover_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct handover_listener *hl = arg;
+	(void)fd;
+	(void)what;
+	evconnlistener_enable(hl->ev);
+}
+
+/* Out of descriptors: pause, log once per pause, do not spin. */
+static void handover_accept_error(struct evconnlistener *ev, void *arg)
+{
+	struct handover_listener *hl = arg;
+	int error = EVUTIL_SOCKET_ERROR();
+
+	if (error != EMFILE && error != ENFILE && error != ENOBUFS &&
+	    error != ENOMEM)
+		return;
+	log_warn("event=handover-paused error=\"%s\"", strerror(error));
+	evconnlistener_disable(ev);
+	struct timeval tv = { 0, HANDOVER_EMFILE_PAUSE_MS * 1000 };
+	evtimer_add(hl->resume, &tv);
+}
+
 struct handover_listener *handover_listen(struct event_base *base,
 					  int listen_fd, bool uid_checks,
 					  uid_t login_uid, handover_fn *cb,
@@ -223,10 +251,15 @@ struct handover_listener *handover_listen(struct event_base *base,
 	hl->login_uid = login_uid;
 	hl->cb = cb;
 	hl->context = context;
-	if (evconnlistener_new(base, handover_accept, hl, LEV_OPT_CLOSE_ON_EXEC, 0,
-			       listen_fd) == NULL) {
+	hl->resume = evtimer_new(base, handover_resume, hl);
+	hl->ev = evconnlistener_new(base, handover_accept, hl,
+				    LEV_OPT_CLOSE_ON_EXEC, 0, listen_fd);
+	if (hl->ev == NULL || hl->resume == NULL) {
+		if (hl->resume != NULL)
+			event_free(hl->resume);
 		free(hl);
 		return NULL;
 	}
+	evconnlistener_set_error_cb(hl->ev, handover_accept_error);
 	return hl;
 }

@@ -52,6 +52,7 @@ struct role_user {
 struct child {
 	pid_t pid;                 /* 0: slot free */
 	enum role role;
+	unsigned int mail_slot;    /* mail: which hand-over socket is its */
 	unsigned int limits_index; /* its column in the connection counts */
 	bool retiring;             /* a login process told to finish (SIGHUP) */
 	time_t started;
@@ -59,6 +60,7 @@ struct child {
 
 struct pending {
 	enum role role;
+	unsigned int mail_slot;
 	time_t when;
 };
 
@@ -70,9 +72,14 @@ struct master {
 	bool privileged;
 	struct role_user users[3];
 	int auth_fd;               /* listening SOCK_SEQPACKET */
-	int mail_fd;               /* listening SOCK_STREAM */
+	/* One listening SOCK_STREAM per mail process slot, so login
+	   processes spread hand-overs evenly (one shared socket let the
+	   first mail process to wake take most of them). */
+	int mail_fds[MASTER_MAX_WORKERS];
 	char auth_name[64];
-	char mail_name[64];
+	char mail_names[MASTER_MAX_WORKERS][64];
+	const char *mail_name_ptrs[MASTER_MAX_WORKERS];
+	unsigned int spawning_slot;     /* a mail child's socket slot */
 	char empty_dir[64];
 	unsigned int workers;
 	struct conn_limits *limits;     /* NULL: no connection caps */
@@ -178,8 +185,10 @@ static void child_main(struct master *m, enum role role)
 		server_close_listeners(m->server);
 	if (role != ROLE_AUTH)
 		close(m->auth_fd);
-	if (role != ROLE_MAIL)
-		close(m->mail_fd);
+	for (unsigned int i = 0; i < m->workers; i++) {
+		if (role != ROLE_MAIL || i != m->spawning_slot)
+			close(m->mail_fds[i]);
+	}
 	if (role == ROLE_AUTH)
 		conn_limits_destroy(&m->limits);
 	child_drop_privileges(m, role);
@@ -193,8 +202,9 @@ static void child_main(struct master *m, enum role role)
 		.set = m->set,
 		.tls = m->tls,
 		.auth_socket = m->auth_name,
-		.mail_socket = m->mail_name,
-		.mail_listen_fd = m->mail_fd,
+		.mail_sockets = m->mail_name_ptrs,
+		.mail_socket_count = m->workers,
+		.mail_listen_fd = role == ROLE_MAIL ? m->mail_fds[m->spawning_slot] : -1,
 		.workers = m->workers,
 		.limits = m->limits,
 		.limits_index = m->spawning_index,
@@ -221,7 +231,7 @@ static void child_main(struct master *m, enum role role)
 
 /* ---- children, from the master ---- */
 
-static void spawn(struct master *m, enum role role)
+static void spawn(struct master *m, enum role role, unsigned int mail_slot)
 {
 	size_t slot = 0;
 
@@ -243,6 +253,7 @@ static void spawn(struct master *m, enum role role)
 			}
 		}
 	}
+	m->spawning_slot = mail_slot;
 	fflush(stderr);
 	pid_t pid = fork();
 	if (pid < 0) {
@@ -250,13 +261,13 @@ static void spawn(struct master *m, enum role role)
 			  strerror(errno));
 		if (m->pending_count < MASTER_MAX_CHILDREN)
 			m->pending[m->pending_count++] = (struct pending){
-				role, time(NULL) + MASTER_RESPAWN_PAUSE_S };
+				role, mail_slot, time(NULL) + MASTER_RESPAWN_PAUSE_S };
 		return;
 	}
 	if (pid == 0)
 		child_main(m, role);
-	m->children[slot] = (struct child){ pid, role, m->spawning_index, false,
-					    time(NULL) };
+	m->children[slot] = (struct child){ pid, role, mail_slot,
+					    m->spawning_index, false, time(NULL) };
 	if (m->spawning_index < m->limits_columns)
 		m->limits_used[m->spawning_index] = true;
 	log_info("event=spawned role=%s pid=%d", role_names[role], (int)pid);
@@ -301,7 +312,7 @@ static void reap(struct master *m, bool stopping)
 				      now + MASTER_RESPAWN_PAUSE_S : now;
 			if (m->pending_count < MASTER_MAX_CHILDREN)
 				m->pending[m->pending_count++] =
-					(struct pending){ c->role, when };
+					(struct pending){ c->role, c->mail_slot, when };
 		}
 		/* Whatever the dead process had counted is dropped. */
 		if (m->limits != NULL && c->limits_index < m->limits_columns) {
@@ -326,7 +337,7 @@ static void respawn_due(struct master *m)
 	}
 	m->pending_count = kept;
 	for (size_t i = 0; i < ndue; i++)
-		spawn(m, due[i].role);
+		spawn(m, due[i].role, due[i].mail_slot);
 }
 
 /* SIGHUP: a new certificate for new login processes; the old ones
@@ -355,7 +366,7 @@ static void reload(struct master *m)
 		}
 	}
 	for (unsigned int i = 0; i < m->workers; i++)
-		spawn(m, ROLE_LOGIN);
+		spawn(m, ROLE_LOGIN, 0);
 	log_info("event=reload tls=reloaded login_processes_replaced=%u", replaced);
 }
 
@@ -458,8 +469,13 @@ void master_run(const struct popboxd_settings *set)
 	}
 	m.auth_fd = listen_abstract(m.auth_name, sizeof(m.auth_name), "auth",
 				    SOCK_SEQPACKET);
-	m.mail_fd = listen_abstract(m.mail_name, sizeof(m.mail_name), "mail",
-				    SOCK_STREAM);
+	for (unsigned int i = 0; i < m.workers; i++) {
+		char what[16];
+		snprintf(what, sizeof(what), "mail%u", i);
+		m.mail_fds[i] = listen_abstract(m.mail_names[i], sizeof(m.mail_names[i]),
+						what, SOCK_STREAM);
+		m.mail_name_ptrs[i] = m.mail_names[i];
+	}
 	if (m.privileged) {
 		snprintf(m.empty_dir, sizeof(m.empty_dir), "/run/popboxd-empty.XXXXXX");
 		if (mkdtemp(m.empty_dir) == NULL || chmod(m.empty_dir, 0555) < 0)
@@ -478,11 +494,11 @@ void master_run(const struct popboxd_settings *set)
 	sigprocmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	spawn(&m, ROLE_AUTH);
+	spawn(&m, ROLE_AUTH, 0);
 	for (unsigned int i = 0; i < m.workers; i++)
-		spawn(&m, ROLE_MAIL);
+		spawn(&m, ROLE_MAIL, i);
 	for (unsigned int i = 0; i < m.workers; i++)
-		spawn(&m, ROLE_LOGIN);
+		spawn(&m, ROLE_LOGIN, 0);
 	log_info("event=started role=master workers=%u privileged=%s", m.workers,
 		 m.privileged ? "yes" : "no");
 	for (;;) {

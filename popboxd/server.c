@@ -267,7 +267,8 @@ static void context_init(struct server *server, const struct server_params *p,
 	server->ctx.set = set;
 	server->ctx.role = role;
 	server->ctx.tls = p->tls;
-	server->ctx.mail_socket = p->mail_socket;
+	server->ctx.mail_sockets = p->mail_sockets;
+	server->ctx.mail_socket_count = p->mail_socket_count;
 	server->ctx.conn_started = server_conn_started;
 	server->ctx.conn_ended = server_conn_ended;
 	server->ctx.conn_context = server;

@@ -30,8 +30,9 @@ void server_close_listeners(struct server *server);
 struct server_params {
 	const struct popboxd_settings *set;
 	struct tls_server *tls;        /* login: NULL if no TLS configured */
-	const char *auth_socket;       /* abstract names of the auth and */
-	const char *mail_socket;       /* mail processes' sockets */
+	const char *auth_socket;       /* abstract name of auth's socket */
+	const char *const *mail_sockets;  /* login: one per mail process */
+	unsigned int mail_socket_count;
 	int mail_listen_fd;            /* mail: where hand-overs arrive */
 	unsigned int workers;          /* login processes (they share the pool) */
 	struct conn_limits *limits;    /* shared connection counts, or NULL */

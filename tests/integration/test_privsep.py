@@ -168,7 +168,7 @@ def is_zombie(pid):
 def abstract_socket(master_pid, what):
     with open("/proc/net/unix") as f:
         for line in f:
-            m = re.search(rf"@(popboxd-{master_pid}-[0-9a-f]+-{what})$", line.strip())
+            m = re.search(rf"@(popboxd-{master_pid}-[0-9a-f]+-{what}\d*)$", line.strip())
             if m:
                 return m.group(1)
     raise AssertionError(f"no {what} socket of {master_pid}")
@@ -255,3 +255,21 @@ def test_compromised_login_process_cannot_forge_a_login(env, server):
     assert reply[:2] == struct.pack(">H", 5) and tlv(9, struct.pack(">I", 3)) in reply, reply
     assert "event=auth-bad-message" in s.log()
     canary(s, "alice")
+
+
+def test_hand_overs_spread_over_mail_processes(env, server):
+    """Each mail process gets its share of logins (one shared hand-over
+    socket once let the first mail process to wake take nearly all)."""
+    s = server(workers="2")
+    kids = wait_children(s, {"auth": 1, "login": 2, "mail": 2})
+    mail = [pid for pid, role in kids.items() if role == "mail"]
+    for i in range(24):
+        user = ["alice", "dave", "carol", "bob"][i % 4]
+        with RawPOP3(s.host, s.port) as c:
+            c.login(user, PW[user])
+            assert c.cmd("QUIT").startswith(b"+OK")
+    time.sleep(0.3)
+    counts = {pid: len(re.findall(rf"popboxd\[{pid}\]: info: event=login ", s.log()))
+              for pid in mail}
+    assert sum(counts.values()) == 24, counts
+    assert min(counts.values()) >= 6, f"uneven hand-overs: {counts}"
