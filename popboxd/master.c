@@ -3,6 +3,7 @@
  */
 #include "master.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -38,6 +39,8 @@
 #define MASTER_STOP_WAIT_MS 5000
 /* Descriptor limit set when started as root (see raise_fd_limit). */
 #define MASTER_FD_LIMIT 262144
+/* The login processes' chroot (see prepare_empty_dir). */
+#define MASTER_EMPTY_DIR "/run/popboxd-empty"
 
 enum role { ROLE_AUTH, ROLE_LOGIN, ROLE_MAIL };
 
@@ -404,8 +407,6 @@ static void stop(struct master *m, int sig)
 		while (any_child(m) && waitpid(-1, NULL, 0) > 0)
 			reap(m, true);
 	}
-	if (m->empty_dir[0] != '\0')
-		rmdir(m->empty_dir);
 	fflush(stderr);
 	_exit(0);
 }
@@ -431,6 +432,36 @@ static void raise_fd_limit(bool privileged)
 	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
 		log_warn("event=startup note=\"cannot raise the descriptor limit: %s\"",
 			 strerror(errno));
+}
+
+/*
+ * The login processes' root: one fixed, empty, root-owned, read-only
+ * directory, shared by every popboxd on the machine and never removed
+ * (a per-run directory would be left behind by a killed master).  An
+ * existing one is made root's and 0555; one with anything in it is
+ * refused.
+ */
+static void prepare_empty_dir(const char *path)
+{
+	struct stat st;
+
+	if (mkdir(path, 0555) < 0 && errno != EEXIST)
+		fatal("event=startup error=\"mkdir %s: %s\"", path, strerror(errno));
+	if (lstat(path, &st) < 0 || !S_ISDIR(st.st_mode))
+		fatal("event=startup error=\"%s is not a directory\"", path);
+	if ((st.st_uid != 0 || st.st_gid != 0) && chown(path, 0, 0) < 0)
+		fatal("event=startup error=\"chown %s: %s\"", path, strerror(errno));
+	if ((st.st_mode & 07777) != 0555 && chmod(path, 0555) < 0)
+		fatal("event=startup error=\"chmod %s: %s\"", path, strerror(errno));
+	DIR *d = opendir(path);
+	if (d == NULL)
+		fatal("event=startup error=\"%s: %s\"", path, strerror(errno));
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+			fatal("event=startup error=\"%s is not empty\"", path);
+	}
+	closedir(d);
 }
 
 void master_run(const struct popboxd_settings *set)
@@ -477,10 +508,8 @@ void master_run(const struct popboxd_settings *set)
 		m.mail_name_ptrs[i] = m.mail_names[i];
 	}
 	if (m.privileged) {
-		snprintf(m.empty_dir, sizeof(m.empty_dir), "/run/popboxd-empty.XXXXXX");
-		if (mkdtemp(m.empty_dir) == NULL || chmod(m.empty_dir, 0555) < 0)
-			fatal("event=startup error=\"empty directory: %s\"",
-			      strerror(errno));
+		snprintf(m.empty_dir, sizeof(m.empty_dir), "%s", MASTER_EMPTY_DIR);
+		prepare_empty_dir(m.empty_dir);
 	}
 	if (!m.privileged)
 		log_warn("event=startup note=\"not started as root: every process "
