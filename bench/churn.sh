@@ -91,6 +91,7 @@ else
 fi
 # shellcheck source=bench/dovecot.sh
 . "$top/bench/dovecot.sh"
+. "$top/bench/common.sh"
 [ "$WITH_DOVECOT" = 1 ] && dovecot_install
 
 ulimit -Sn "$(ulimit -Hn)"
@@ -289,13 +290,6 @@ free_port() {
 	die "no free port found"
 }
 
-# CPU ticks (user+system) of a server: every live process of the tree,
-# each with what it has reaped from its exited children.
-cpu_ticks() { # ROOT
-	proc_tree "$1" | sed 's|.*|/proc/&/stat|' | xargs cat 2>/dev/null |
-		awk '{ sub(/^.*\) /, ""); t += $12 + $13 + $14 + $15 }
-		     END { print t + 0 }' || true
-}
 
 # Busy ticks of the whole machine (all but idle and iowait).
 busy_ticks() {
@@ -306,18 +300,6 @@ kv() { # KEY: the value of KEY=value in the text on stdin
 	sed -n "s/.*[ ]$1=\\([^ ]*\\).*/\\1/p" | head -n 1
 }
 
-# Is the popboxd logging to LOG up?  A single-process build logs
-# event=started once; a master logs it before its children, which each log
-# their own (role=auth, and role=login and role=mail `workers` times).
-popboxd_up() { # LOG
-	local line w
-	line=$(grep -m 1 'event=started' "$1" 2>/dev/null) || return 1
-	case $line in *role=master*) ;; *) return 0 ;; esac
-	w=$(sed -n 's/.*role=master workers=\([0-9]*\).*/\1/p' <<<"$line")
-	[ "$(grep -c 'event=started role=auth' "$1")" -ge 1 ] &&
-		[ "$(grep -c 'event=started role=login' "$1")" -ge "${w:-1}" ] &&
-		[ "$(grep -c 'event=started role=mail' "$1")" -ge "${w:-1}" ]
-}
 
 # start_popboxd NAME BIN MAILDIR PASSWD: sets SRV_PID, SRV_PLAIN, SRV_TLS.
 start_popboxd() {
@@ -374,23 +356,10 @@ stop_server() { # KIND PID
 	if [ "$1" = dovecot ]; then dovecot_stop "$2"; forget "$2"; else stop_popboxd "$2"; fi
 }
 
-# Waits until the server's process count stops moving (Dovecot's
-# process_min_avail forks), at most 10 s.
-settle() { # ROOT
-	local last=-1 now i
-	sleep 1
-	for i in $(seq 1 10); do
-		now=$(proc_tree "$1" | wc -l)
-		[ "$now" = "$last" ] && return 0
-		last=$now
-		sleep 1
-	done
-}
 
 # ---------------------------------------------------------------- machine
 
-CPU_MODEL=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
-MACHINE="$(nproc) cores ($CPU_MODEL), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r), $(openssl version | awk '{ print $1, $2 }'), libevent $(pkg-config --modversion libevent 2>/dev/null), Dovecot $(dovecot_version 2>/dev/null || echo none), popbox $(git -C "$top" describe --always --dirty 2>/dev/null || echo '?')"
+MACHINE=$(machine_line)
 say "machine: $MACHINE"
 RES=$WORK/results
 mkdir -p "$RES"

@@ -81,6 +81,7 @@ else
 fi
 # shellcheck source=bench/dovecot.sh
 . "$top/bench/dovecot.sh"
+. "$top/bench/common.sh"
 [ -n "$DMODES" ] && dovecot_install
 
 # ---------------------------------------------------------------- limits
@@ -219,14 +220,6 @@ kmem_kb() {
 	awk '/^(KernelStack|PageTables):/ { s += $2 } END { print s + 0 }' /proc/meminfo
 }
 
-# CPU ticks (user+system) of a server: every live process of the tree,
-# each with what it has reaped from its exited children (so an exited
-# process counts once, in the live ancestor that reaped it).
-cpu_ticks() { # ROOT
-	proc_tree "$1" | sed 's|.*|/proc/&/stat|' | xargs cat 2>/dev/null |
-		awk '{ sub(/^.*\) /, ""); t += $12 + $13 + $14 + $15 }
-		     END { print t + 0 }' || true
-}
 
 # "PID descriptors" for every process of the tree.
 fd_counts() { # ROOT
@@ -240,18 +233,6 @@ kv() { # KEY LINE...: the value of KEY=value in the text on stdin
 	sed -n "s/.*[ ]$1=\\([^ ]*\\).*/\\1/p" | head -n 1
 }
 
-# Is the popboxd logging to LOG up?  A single-process build logs
-# event=started once; a master logs it before its children, which each log
-# their own (role=auth, and role=login and role=mail `workers` times).
-popboxd_up() { # LOG
-	local line w
-	line=$(grep -m 1 'event=started' "$1" 2>/dev/null) || return 1
-	case $line in *role=master*) ;; *) return 0 ;; esac
-	w=$(sed -n 's/.*role=master workers=\([0-9]*\).*/\1/p' <<<"$line")
-	[ "$(grep -c 'event=started role=auth' "$1")" -ge 1 ] &&
-		[ "$(grep -c 'event=started role=login' "$1")" -ge "${w:-1}" ] &&
-		[ "$(grep -c 'event=started role=mail' "$1")" -ge "${w:-1}" ]
-}
 
 # Servers: each start sets SRV_PID, SRV_PLAIN, SRV_TLS.
 # WORKERS: `workers` for a split build ("": its default, one per core).
@@ -334,23 +315,10 @@ stop_server() { # NAME PID
 	esac
 }
 
-# Waits until the server's process count and PSS stop moving (Dovecot's
-# process_min_avail forks), at most 10 s.
-settle() { # ROOT
-	local last=-1 now i
-	sleep 1
-	for i in $(seq 1 10); do
-		now=$(proc_tree "$1" | wc -l)
-		[ "$now" = "$last" ] && return 0
-		last=$now
-		sleep 1
-	done
-}
 
 # ---------------------------------------------------------------- machine
 
-CPU_MODEL=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
-MACHINE="$(nproc) cores ($CPU_MODEL), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r), $(openssl version | awk '{ print $1, $2 }'), libevent $(pkg-config --modversion libevent 2>/dev/null), Dovecot $(dovecot_version 2>/dev/null || echo none), popbox $(git -C "$top" describe --always --dirty 2>/dev/null || echo '?')"
+MACHINE=$(machine_line)
 # The popboxd measured, when it is not this tree's build (git describe
 # above names the tree, not that binary).
 [ -n "${BENCH_POPBOXD:-}" ] && MACHINE="$MACHINE; popboxd measured: ${BENCH_POPBOXD_LABEL:-$BENCH_POPBOXD}"

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# common.sh — shell helpers shared by bench/churn.sh and bench/tls.sh
+# (sourced after bench/dovecot.sh, whose proc_tree they use):
+#   cpu_ticks ROOT     user+system clock ticks of ROOT and its descendants,
+#                      reaped children included
+#   popboxd_up LOG     true once popboxd's master and all its children
+#                      have logged event=started
+#   settle ROOT        waits (at most 10 s) until ROOT's process count stops
+#                      moving (Dovecot's process_min_avail forks)
+#   machine_line       one line naming the machine and the versions measured
+
+cpu_ticks() { # ROOT
+	proc_tree "$1" | sed 's|.*|/proc/&/stat|' | xargs cat 2>/dev/null |
+		awk '{ sub(/^.*\) /, ""); t += $12 + $13 + $14 + $15 }
+		     END { print t + 0 }' || true
+}
+
+popboxd_up() { # LOG
+	local line w
+	line=$(grep -m 1 'event=started' "$1" 2>/dev/null) || return 1
+	case $line in *role=master*) ;; *) return 0 ;; esac
+	w=$(sed -n 's/.*role=master workers=\([0-9]*\).*/\1/p' <<<"$line")
+	[ "$(grep -c 'event=started role=auth' "$1")" -ge 1 ] &&
+		[ "$(grep -c 'event=started role=login' "$1")" -ge "${w:-1}" ] &&
+		[ "$(grep -c 'event=started role=mail' "$1")" -ge "${w:-1}" ]
+}
+
+settle() { # ROOT
+	local last=-1 now i
+	sleep 1
+	for i in $(seq 1 10); do
+		now=$(proc_tree "$1" | wc -l)
+		[ "$now" = "$last" ] && return 0
+		last=$now
+		sleep 1
+	done
+}
+
+machine_line() {
+	local cpu
+	cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+	printf '%s\n' "$(nproc) cores ($cpu), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r), $(openssl version | awk '{ print $1, $2 }'), libevent $(pkg-config --modversion libevent 2>/dev/null), Dovecot $(dovecot_version 2>/dev/null || echo none), popbox $(git -C "$top" describe --always --dirty 2>/dev/null || echo '?')"
+}
