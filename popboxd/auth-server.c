@@ -407,18 +407,22 @@ static void request_timer_done(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-/* Parses the address text into the penalty key (unknown: all share one). */
+/* Parses the address text into the penalty key (unknown: all share one,
+   and the text is replaced, since it will be logged). */
 static void request_key(struct request *r)
 {
 	struct sockaddr_in sin = { .sin_family = AF_INET };
 	struct sockaddr_in6 sin6 = { .sin6_family = AF_INET6 };
 
-	if (inet_pton(AF_INET, r->rip, &sin.sin_addr) == 1)
+	if (inet_pton(AF_INET, r->rip, &sin.sin_addr) == 1) {
 		auth_penalty_key_from((struct sockaddr *)&sin, &r->key);
-	else if (inet_pton(AF_INET6, r->rip, &sin6.sin6_addr) == 1)
+	} else if (inet_pton(AF_INET6, r->rip, &sin6.sin6_addr) == 1) {
 		auth_penalty_key_from((struct sockaddr *)&sin6, &r->key);
-	else
+	} else {
+		/* Not an address: it goes into no log line as it came. */
 		memset(&r->key, 0, sizeof(r->key));
+		snprintf(r->rip, sizeof(r->rip), "unknown");
+	}
 }
 
 /* A new attempt waits out its address's penalty, then runs. */

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -96,6 +97,26 @@ static void handover_in_free(struct handover_in *in)
 	free(in);
 }
 
+/* What a login process names goes into log lines as is: the address must
+   be a numeric IPv4/IPv6 address and the session id hex digits and '-',
+   or a compromised login process could forge log records. */
+static bool handover_names_ok(const struct handover *h)
+{
+	struct in6_addr a6;
+	struct in_addr a4;
+
+	if (inet_pton(AF_INET, h->rip, &a4) != 1 &&
+	    inet_pton(AF_INET6, h->rip, &a6) != 1)
+		return false;
+	if (h->session[0] == '\0')
+		return false;
+	for (const char *p = h->session; *p != '\0'; p++) {
+		if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') || *p == '-'))
+			return false;
+	}
+	return true;
+}
+
 /* The whole message is in: check it and give the connection away. */
 static void handover_in_done(struct handover_in *in, size_t msg_len)
 {
@@ -108,7 +129,7 @@ static void handover_in_done(struct handover_in *in, size_t msg_len)
 	    !ipc_get_fixed(&msg, AUTH_TAG_TOKEN, h.token, sizeof(h.token)) ||
 	    !ipc_get_str(&msg, AUTH_TAG_RIP, h.rip, sizeof(h.rip)) ||
 	    !ipc_get_str(&msg, AUTH_TAG_SESSION, h.session, sizeof(h.session)) ||
-	    !msg.fields[AUTH_TAG_INPUT].present) {
+	    !msg.fields[AUTH_TAG_INPUT].present || !handover_names_ok(&h)) {
 		log_error("event=handover-refused error=\"malformed\"");
 		handover_in_free(in);
 		return;

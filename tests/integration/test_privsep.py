@@ -225,7 +225,7 @@ def test_compromised_login_process_cannot_forge_a_login(env, server):
         msg = struct.pack(">HI", 8, 0)  # AUTH_MSG_HANDOVER
         msg += tlv(11, os.urandom(16))           # token
         msg += tlv(4, b"192.0.2.66")             # rip
-        msg += tlv(16, b"forged-1")              # session
+        msg += tlv(16, b"f0e-1")                 # session
         msg += tlv(17, b"")                      # input
         m = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         m.connect("\0" + mail_name)
@@ -247,6 +247,24 @@ def test_compromised_login_process_cannot_forge_a_login(env, server):
         reply = a.recv(1000)
         return data + b"\n--\n" + reply
 
+    def forge_log_line():
+        """A hand-over whose address would forge a log record."""
+        client, victim_end = socket.socketpair()
+        msg = struct.pack(">HI", 8, 0)
+        msg += tlv(11, os.urandom(16))
+        msg += tlv(4, b"192.0.2.1 event=login user=alice\nx")
+        msg += tlv(16, b"abc-2")
+        msg += tlv(17, b"")
+        m = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        m.connect("\0" + mail_name)
+        socket.send_fds(m, [struct.pack(">I", len(msg)) + msg], [victim_end.fileno()])
+        m.close()
+        victim_end.close()
+        client.settimeout(5)
+        return b"closed" if client.recv(100) == b"" else b"answered"
+
+    assert as_user("popbox-login", forge_log_line) == b"closed"
+    s.wait_log(r"event=handover-refused error=\"malformed\"")
     data, reply = as_user("popbox-login", forge).split(b"\n--\n")
     assert data == b"-ERR [SYS/TEMP] maildrop temporarily unavailable, try later\r\n", data
     assert "login token refused" in s.log()
