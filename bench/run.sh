@@ -5,8 +5,17 @@
 #   2. the session churn bench beside Dovecot (bench/churn.sh: whole POP3
 #      sessions per second, server CPU per session; root; about 10 minutes);
 #   3. the TLS bench beside Dovecot (bench/tls.sh: memory per idle
-#      connection, full handshakes per second; root; about 12 minutes).
-# BENCH_ONLY=maildrop, churn or tls runs one of them; the BENCH_* knobs of
+#      connection, full handshakes per second; root; about 12 minutes);
+#   4. the bulk download bench beside Dovecot (bench/bulk.sh: RETR of
+#      200 MB in 100 KB messages, plain and TLS, 1 and 4 connections, MB/s
+#      and server CPU per MB, the machine's AES-GCM and loopback limits;
+#      root; about 3 minutes);
+#   5. the big-maildrop login bench beside Dovecot (bench/bigdrop.sh:
+#      login-to-STAT, UIDL and LIST on 100,000 messages, first and second
+#      login, page cache warm and cold; root; about 5 minutes).
+# Then bench/plot.sh redraws docs/churn.png and docs/bulk.png from the
+# newest results (when gnuplot is there or can be installed).
+# BENCH_ONLY=maildrop, churn, tls, bulk or bigdrop runs one of them; the BENCH_* knobs of
 # each script pass through (BENCH_BEFORE_REV=3598e53 makes churn.sh run
 # that commit's popboxd too).  The churn and TLS benches need root (they
 # run Dovecot, and popboxd drops privileges) and install Debian's
@@ -15,14 +24,14 @@ set -euo pipefail
 build=${1:-build/release}
 only=${BENCH_ONLY:-all}
 case $only in
-all | maildrop | churn | tls) ;;
-*) echo "run.sh: BENCH_ONLY is maildrop, churn or tls, not $only" >&2; exit 2 ;;
+all | maildrop | churn | tls | bulk | bigdrop) ;;
+*) echo "run.sh: BENCH_ONLY is maildrop, churn, tls, bulk or bigdrop, not $only" >&2; exit 2 ;;
 esac
 if [ "$only" = all ] || [ "$only" = maildrop ]; then
 	make --no-print-directory "$build/bench/maildrop-bench"
 	bench/maildrop.sh "${BENCH_MESSAGES:-100000}"
 fi
-for b in churn tls; do
+for b in churn tls bulk bigdrop; do
 	[ "$only" = all ] || [ "$only" = "$b" ] || continue
 	if [ "$(id -u)" -ne 0 ]; then
 		echo "run.sh: the $b bench needs root (it runs Dovecot, and popboxd drops privileges): skipped" >&2
@@ -30,3 +39,9 @@ for b in churn tls; do
 		BENCH_BUILD=$build bash "bench/$b.sh"
 	fi
 done
+case $only in
+all | churn | bulk)
+	if [ "$(id -u)" -eq 0 ] || command -v gnuplot >/dev/null 2>&1; then
+		bash bench/plot.sh || echo "run.sh: plot.sh failed (plots not redrawn)" >&2
+	fi ;;
+esac

@@ -6,6 +6,7 @@
  *   tlsload hold      [options] HOST PORT
  *   tlsload handshake [options] HOST PORT
  *   tlsload churn     [options] HOST PORT
+ *   tlsload bulk      [options] HOST PORT
  *
  * hold: opens -n connections (implicit TLS, or --plain), at most -c of them
  *   being set up at once; each reads the greeting, logs in with USER/PASS as
@@ -33,6 +34,13 @@
  *   session, not in the rate).  Prints sessions per second, session
  *   latency (connect to QUIT's +OK), errors by reason, and the load
  *   generator's own CPU per session.
+ * bulk: a download: -c connections at once, each one session as in churn
+ *   (its own user -f + w, the same checks: each RETR's octets after
+ *   un-stuffing equal to LIST's size), then the run ends.  Prints the
+ *   bytes retrieved (un-stuffed octets), the time from the first connect
+ *   to the last QUIT's +OK, bytes per second and MB/s (10^6), and the load
+ *   generator's CPU; -t is only a bound (default 600 s): sessions still
+ *   running then are cut and counted as errors.
  *
  * Every step has a timeout (--timeout); every line the server sends is
  * checked.  At the end the program's own CPU time (getrusage) is printed,
@@ -144,6 +152,8 @@ struct tl_conn {
 static struct {
 	enum tl_mode mode;
 	bool plain, until_eof, no_login;
+	bool bulk;                 /* bulk: churn, one session per worker */
+	bool bulk_launched;        /* bulk: every worker started */
 	unsigned n, conc, first;
 	double seconds, timeout;
 	const char *user_prefix, *user_suffix;
@@ -384,6 +394,14 @@ static void tl_after(struct tl_conn *c, bool success)
 	enum tl_state state = c->state;
 
 	tl_conn_free(c);
+	if (g.bulk) {
+		/* One session per worker: the last to end ends the run. */
+		if (g.active == 0 && g.bulk_launched) {
+			g.t_end = tl_now_ms();
+			event_base_loopexit(g.base, NULL);
+		}
+		return;
+	}
 	if (g.mode == TL_CHURN && g.stopping) {
 		/* Draining: the last session to end ends the run. */
 		if (g.active == 0)
@@ -1102,10 +1120,12 @@ static void tl_usage(void)
 "usage: tlsload hold      [options] HOST PORT\n"
 "       tlsload handshake [options] HOST PORT\n"
 "       tlsload churn     [options] HOST PORT\n"
+"       tlsload bulk      [options] HOST PORT\n"
 "  -n N            hold: connections to open (default 100)\n"
 "  -c N            hold: most connections being set up at once (default 200);\n"
-"                  handshake, churn: concurrent workers (default 8)\n"
-"  -t SECONDS      handshake, churn: how long (default 10); hold: how long\n"
+"                  handshake, churn, bulk: concurrent workers (default 8)\n"
+"  -t SECONDS      handshake, churn: how long (default 10); bulk: the most\n"
+"                  time allowed (default 600); hold: how long\n"
 "                  to hold after set-up (default: until SIGTERM/SIGINT)\n"
 "  -u PATTERN      user names: a %%d with optional 0 and width (default u%%05d)\n"
 "  -f N            first user number (default 0); churn: worker w is\n"
@@ -1233,7 +1253,10 @@ int main(int argc, char **argv)
 		g.mode = TL_HANDSHAKE;
 	else if (strcmp(argv[1], "churn") == 0)
 		g.mode = TL_CHURN;
-	else
+	else if (strcmp(argv[1], "bulk") == 0) {
+		g.mode = TL_CHURN;
+		g.bulk = true;
+	} else
 		tl_usage();
 	argv++;
 	argc--;
@@ -1285,7 +1308,7 @@ int main(int argc, char **argv)
 		if (!conc_set)
 			g.conc = 8;
 		if (g.seconds <= 0)
-			g.seconds = 10;
+			g.seconds = g.bulk ? 600 : 10;
 	}
 	if (g.conc == 0 || (g.mode == TL_HOLD && g.n == 0))
 		tl_die("-n and -c must be at least 1");
@@ -1338,16 +1361,39 @@ int main(int argc, char **argv)
 		struct rusage ru;
 		double secs, cpu;
 
-		event_base_once(g.base, -1, EV_TIMEOUT, tl_churn_end, NULL, &tv);
+		event_base_once(g.base, -1, EV_TIMEOUT,
+				g.bulk ? tl_handshake_end : tl_churn_end, NULL, &tv);
 		for (unsigned w = 0; w < g.conc; w++)
 			tl_start(g.first + w);
-		event_base_dispatch(g.base);
+		g.bulk_launched = true;
+		if (!g.bulk || g.active > 0)
+			event_base_dispatch(g.base);
 		if (g.t_end == 0)
 			g.t_end = tl_now_ms();
 		secs = (g.t_end - g.t0) / 1e3;
 		getrusage(RUSAGE_SELF, &ru);
 		cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
 		      (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+		if (g.bulk) {
+			unsigned long cut = g.conc > g.ok ? g.conc - g.ok : 0;
+
+			if (cut > 0 && tl_failed_total() < cut)
+				tl_fail_note(R_UNEXPECTED, "%lu sessions cut at -t",
+					     cut - tl_failed_total());
+			printf("tlsload: bulk secs=%.3f conc=%u sessions=%lu "
+			       "messages=%llu bytes=%llu bytes_per_s=%.0f "
+			       "mb_per_s=%.2f errors=%lu added_crlf=%lu "
+			       "client_cpu_s=%.3f tls=%s cert=%s\n", secs, g.conc,
+			       g.ok, g.msgs, g.bytes,
+			       secs > 0 ? (double)g.bytes / secs : 0.0,
+			       secs > 0 ? (double)g.bytes / secs / 1e6 : 0.0,
+			       tl_failed_total(), g.added_crlf, cpu,
+			       g.plain ? "none" : (g.proto[0] ? g.proto : "?"),
+			       g.plain ? "none" : (g.cert[0] ? g.cert : "?"));
+			tl_print_failures();
+			tl_print_cpu("cpu");
+			goto out;
+		}
 		qsort(g.lat, g.lat_len, sizeof(*g.lat), tl_cmp_double);
 		/* sessions: finished before -t ran out (the rate); total:
 		   with the drained ones (what the CPU figures divide by). */
@@ -1391,6 +1437,7 @@ int main(int argc, char **argv)
 		tl_print_failures();
 		tl_print_cpu("cpu");
 	}
+out:
 	fflush(stdout);
 	/* Connections still open (a second signal, handshake workers) go
 	   with the process; no need to free them one by one. */
