@@ -55,31 +55,13 @@ WORK=$(mktemp -d /tmp/popbox-bulk.XXXXXX)
 chmod 755 "$WORK"
 STARTED=()
 
-stop_popboxd() { # PID
-	local pid=$1 kids p i
-	kids=$(proc_tree "$pid" | tail -n +2)
-	if kill -0 "$pid" 2>/dev/null; then
-		kill -TERM "$pid" 2>/dev/null || true
-		for i in $(seq 1 300); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$pid" 2>/dev/null || true
-	fi
-	wait "$pid" 2>/dev/null || true
-	for p in $kids; do
-		if { tr '\0' ' ' < "/proc/$p/cmdline"; } 2>/dev/null | grep -q popboxd; then
-			kill -KILL "$p" 2>/dev/null || true
-		fi
-	done
-}
 
 cleanup() {
 	local e
 	trap - EXIT INT TERM
 	for e in "${STARTED[@]}"; do
 		case $e in
-		popboxd:*) stop_popboxd "${e#*:}" ;;
+		popboxd:*) stop_popboxd_tree "${e#*:}" ;;
 		dovecot:*) dovecot_stop "${e#*:}" ;;
 		esac
 	done
@@ -154,21 +136,6 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
 	-keyout "$WORK/tls/ecdsa.key" -out "$WORK/tls/ecdsa.pem" 2>/dev/null
 chmod 644 "$WORK/tls/"*
 
-read -r PORT_LO _ < /proc/sys/net/ipv4/ip_local_port_range
-USED_PORTS=" "
-free_port() {
-	local p
-	for _ in $(seq 1 200); do
-		p=$((10000 + RANDOM % (PORT_LO - 10000)))
-		case $USED_PORTS in *" $p "*) continue ;; esac
-		if [ -z "$(ss -Htan "( sport = :$p or dport = :$p )" 2>/dev/null)" ]; then
-			USED_PORTS="$USED_PORTS$p "
-			FREE_PORT=$p
-			return 0
-		fi
-	done
-	die "no free port found"
-}
 
 start_popboxd() { # MAILROOT PASSWD: sets SRV_PID SRV_PLAIN SRV_TLS
 	local dir=$WORK/popboxd keys reader i
@@ -282,7 +249,6 @@ for k in "${!KINDS[@]}"; do
 done
 for p in "${PIDS[@]}"; do settle "$p"; done
 
-kv() { sed -n "s/.*[ ]$1=\\([^ ]*\\).*/\\1/p" | head -n 1; }
 
 # bulk_run K TRANSPORT CONC ROUND [warmup]
 : > "$RES/bulk.tsv"

@@ -109,28 +109,8 @@ forget() { # PID
 	STARTED=("${keep[@]}")
 }
 
-# Stops a popboxd we started: SIGTERM to the master (its children get
-# SIGKILL when it dies), then any child of its tree left behind, by PID,
-# if it still is a popboxd.
-stop_popboxd() { # PID
-	local pid=$1 kids p i
-	kids=$(proc_tree "$pid" | tail -n +2)
-	if kill -0 "$pid" 2>/dev/null; then
-		kill -TERM "$pid" 2>/dev/null || true
-		for i in $(seq 1 300); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$pid" 2>/dev/null || true
-	fi
-	wait "$pid" 2>/dev/null || true
-	for p in $kids; do
-		if { tr '\0' ' ' < "/proc/$p/cmdline"; } 2>/dev/null | grep -q popboxd; then
-			kill -KILL "$p" 2>/dev/null || true
-		fi
-	done
-	forget "$pid"
-}
+
+stop_popboxd() { stop_popboxd_tree "$1"; forget "$1"; }
 
 cleanup() {
 	local e
@@ -273,22 +253,7 @@ make_passwd() { # SCHEME FILE
 
 # ---------------------------------------------------------------- helpers
 
-read -r PORT_LO _ < /proc/sys/net/ipv4/ip_local_port_range
-USED_PORTS=" "
 FREE_PORT=
-free_port() {
-	local p
-	for _ in $(seq 1 200); do
-		p=$((10000 + RANDOM % (PORT_LO - 10000)))
-		case $USED_PORTS in *" $p "*) continue ;; esac
-		if [ -z "$(ss -Htan "( sport = :$p or dport = :$p )" 2>/dev/null)" ]; then
-			USED_PORTS="$USED_PORTS$p "
-			FREE_PORT=$p
-			return 0
-		fi
-	done
-	die "no free port found"
-}
 
 
 # Busy ticks of the whole machine (all but idle and iowait).
@@ -296,9 +261,6 @@ busy_ticks() {
 	awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat
 }
 
-kv() { # KEY: the value of KEY=value in the text on stdin
-	sed -n "s/.*[ ]$1=\\([^ ]*\\).*/\\1/p" | head -n 1
-}
 
 
 # start_popboxd NAME BIN MAILDIR PASSWD: sets SRV_PID, SRV_PLAIN, SRV_TLS.

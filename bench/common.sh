@@ -8,6 +8,11 @@
 #   settle ROOT        waits (at most 10 s) until ROOT's process count stops
 #                      moving (Dovecot's process_min_avail forks)
 #   machine_line       one line naming the machine and the versions measured
+#   free_port          a free loopback port not handed out before, in FREE_PORT
+#                      (below the ephemeral range; calls the script's die)
+#   kv KEY             the value of KEY=value in the text on stdin
+#   wait_stop PID [S]  SIGTERM, wait S seconds (30), SIGKILL; reaps it
+#   stop_popboxd_tree PID  stops a popboxd master, then any child of it left
 
 cpu_ticks() { # ROOT
 	proc_tree "$1" | sed 's|.*|/proc/&/stat|' | xargs cat 2>/dev/null |
@@ -40,4 +45,48 @@ machine_line() {
 	local cpu
 	cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 	printf '%s\n' "$(nproc) cores ($cpu), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r), $(openssl version | awk '{ print $1, $2 }'), libevent $(pkg-config --modversion libevent 2>/dev/null), Dovecot $(dovecot_version 2>/dev/null || echo none), popbox $(git -C "$top" describe --always --dirty 2>/dev/null || echo '?')"
+}
+
+read -r PORT_LO _ < /proc/sys/net/ipv4/ip_local_port_range
+USED_PORTS=" "
+free_port() {
+	local p
+	for _ in $(seq 1 200); do
+		p=$((10000 + RANDOM % (PORT_LO - 10000)))
+		case $USED_PORTS in *" $p "*) continue ;; esac
+		if [ -z "$(ss -Htan "( sport = :$p or dport = :$p )" 2>/dev/null)" ]; then
+			USED_PORTS="$USED_PORTS$p "
+			FREE_PORT=$p
+			return 0
+		fi
+	done
+	die "no free port found"
+}
+
+kv() { # KEY
+	sed -n "s/.*[ ]$1=\\([^ ]*\\).*/\\1/p" | head -n 1
+}
+
+wait_stop() { # PID [SECONDS]
+	local pid=$1
+	if kill -0 "$pid" 2>/dev/null; then
+		kill -TERM "$pid" 2>/dev/null || true
+		for _ in $(seq 1 $((${2:-30} * 10))); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$pid" 2>/dev/null || true
+	fi
+	wait "$pid" 2>/dev/null || true
+}
+
+stop_popboxd_tree() { # PID
+	local kids p
+	kids=$(proc_tree "$1" | tail -n +2)
+	wait_stop "$1"
+	for p in $kids; do
+		if { tr '\0' ' ' < "/proc/$p/cmdline"; } 2>/dev/null | grep -q popboxd; then
+			kill -KILL "$p" 2>/dev/null || true
+		fi
+	done
 }

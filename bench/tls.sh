@@ -125,19 +125,9 @@ forget() { # PID
 	STARTED_DOVECOT=("${keep[@]}")
 }
 
-stop_pid() { # PID [SECONDS]: SIGTERM, wait (30 s), then SIGKILL
-	local pid=$1 i
-	if kill -0 "$pid" 2>/dev/null; then
-		kill -TERM "$pid" 2>/dev/null || true
-		for i in $(seq 1 $((${2:-30} * 10))); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$pid" 2>/dev/null || true
-	fi
-	wait "$pid" 2>/dev/null || true
-	forget "$pid"
-}
+
+stop_pid() { wait_stop "$@"; forget "$1"; }
+stop_popboxd() { stop_popboxd_tree "$1"; forget "$1"; }
 
 cleanup() {
 	local p
@@ -193,21 +183,7 @@ chmod 644 "$WORK/tls/"*
 
 # FREE_PORT: a free TCP port on 127.0.0.1 below the ephemeral range (so
 # no client connection can be using it), not handed out before in this run.
-USED_PORTS=" "
 FREE_PORT=
-free_port() {
-	local p tries
-	for tries in $(seq 1 200); do
-		p=$((10000 + RANDOM % (PORT_LO - 10000)))
-		case $USED_PORTS in *" $p "*) continue ;; esac
-		if [ -z "$(ss -Htan "( sport = :$p or dport = :$p )" 2>/dev/null)" ]; then
-			USED_PORTS="$USED_PORTS$p "
-			FREE_PORT=$p
-			return 0
-		fi
-	done
-	die "no free port found"
-}
 
 # PSS in KiB summed over the processes given.
 pss_kb() {
@@ -229,9 +205,6 @@ fd_counts() { # ROOT
 	done
 }
 
-kv() { # KEY LINE...: the value of KEY=value in the text on stdin
-	sed -n "s/.*[ ]$1=\\([^ ]*\\).*/\\1/p" | head -n 1
-}
 
 
 # Servers: each start sets SRV_PID, SRV_PLAIN, SRV_TLS.
@@ -296,17 +269,6 @@ start_dovecot() { # NAME MODE CONNS CERT KEY
 	STARTED_DOVECOT+=("$SRV_PID")
 }
 
-# Stops a popboxd we started and anything of its tree left behind.
-stop_popboxd() { # PID
-	local kids p
-	kids=$(proc_tree "$1" | tail -n +2)
-	stop_pid "$1"
-	for p in $kids; do
-		if { tr '\0' ' ' < "/proc/$p/cmdline"; } 2>/dev/null | grep -q popboxd; then
-			kill -KILL "$p" 2>/dev/null || true
-		fi
-	done
-}
 
 stop_server() { # NAME PID
 	case $1 in
