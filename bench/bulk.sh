@@ -138,7 +138,7 @@ chmod 644 "$WORK/tls/"*
 
 
 start_popboxd() { # MAILROOT PASSWD: sets SRV_PID SRV_PLAIN SRV_TLS
-	local dir=$WORK/popboxd keys reader i
+	local dir=$WORK/popboxd keys
 	mkdir -p "$dir"
 	free_port; SRV_PLAIN=$FREE_PORT
 	free_port; SRV_TLS=$FREE_PORT
@@ -155,18 +155,10 @@ EOF
 	keys=$("$POPBOXD" -t -c "$dir/popboxd.conf" 2>&1) || { echo "$keys" >&2; die "popboxd: bad config"; }
 	grep -q '^max_connections_per_address = ' <<<"$keys" &&
 		echo "max_connections_per_address = 0" >> "$dir/popboxd.conf"
-	reader=$(sed -n 's/^auth_user *= *//p' <<<"$keys")
-	chown "${reader:-nobody}" "$2"
-	"$POPBOXD" -c "$dir/popboxd.conf" </dev/null >/dev/null 2>>"$dir/popboxd.log" &
-	SRV_PID=$!
+	local ok=1
+	run_popboxd "$POPBOXD" "$dir/popboxd.conf" "$2" "$keys" || ok=0
 	STARTED+=("popboxd:$SRV_PID")
-	for i in $(seq 1 150); do
-		popboxd_up "$dir/popboxd.log" && return 0
-		kill -0 "$SRV_PID" 2>/dev/null || break
-		sleep 0.1
-	done
-	cat "$dir/popboxd.log" >&2
-	die "popboxd did not start"
+	[ $ok = 1 ] || die "popboxd did not start"
 }
 
 start_dovecot() { # MAILROOT PASSWD

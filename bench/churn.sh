@@ -265,7 +265,7 @@ busy_ticks() {
 
 # start_popboxd NAME BIN MAILDIR PASSWD: sets SRV_PID, SRV_PLAIN, SRV_TLS.
 start_popboxd() {
-	local name=$1 bin=$2 dir=$WORK/$1 i keys reader
+	local name=$1 bin=$2 dir=$WORK/$1 keys
 	mkdir -p "$dir"
 	free_port; SRV_PLAIN=$FREE_PORT
 	free_port; SRV_TLS=$FREE_PORT
@@ -285,20 +285,10 @@ EOF
 	if grep -q '^max_connections_per_address = ' <<<"$keys"; then
 		echo "max_connections_per_address = 0" >> "$dir/popboxd.conf"
 	fi
-	# The passwd-file's reader: the auth process's user where popboxd has
-	# one, else mail_user, which the single process drops to.
-	reader=$(sed -n 's/^auth_user *= *//p' <<<"$keys")
-	chown "${reader:-nobody}" "$4"
-	"$bin" -c "$dir/popboxd.conf" </dev/null >/dev/null 2>>"$dir/popboxd.log" &
-	SRV_PID=$!
+	local ok=1
+	run_popboxd "$bin" "$dir/popboxd.conf" "$4" "$keys" || ok=0
 	STARTED+=("popboxd:$SRV_PID")
-	for i in $(seq 1 150); do
-		popboxd_up "$dir/popboxd.log" && return 0
-		kill -0 "$SRV_PID" 2>/dev/null || break
-		sleep 0.1
-	done
-	cat "$dir/popboxd.log" >&2
-	die "$name did not start"
+	[ $ok = 1 ] || die "$name did not start"
 }
 
 start_dovecot() { # NAME MAILROOT PASSWD

@@ -13,6 +13,7 @@
 #   kv KEY             the value of KEY=value in the text on stdin
 #   wait_stop PID [S]  SIGTERM, wait S seconds (30), SIGKILL; reaps it
 #   stop_popboxd_tree PID  stops a popboxd master, then any child of it left
+#   run_popboxd BIN CONF PASSWD KEYS  starts a popboxd (see below)
 
 cpu_ticks() { # ROOT
 	proc_tree "$1" | sed 's|.*|/proc/&/stat|' | xargs cat 2>/dev/null |
@@ -89,4 +90,26 @@ stop_popboxd_tree() { # PID
 			kill -KILL "$p" 2>/dev/null || true
 		fi
 	done
+}
+
+# run_popboxd BIN CONF PASSWD KEYS: gives PASSWD to the user that reads it
+# (auth_user in KEYS, the output of `popboxd -t`, in builds with an auth
+# process; else nobody, the mail_user a single-process build drops to),
+# starts BIN on CONF in the background (log: popboxd.log beside CONF), sets
+# SRV_PID, and waits until all its processes have started; false (the log
+# printed) if it did not.
+run_popboxd() {
+	local reader log
+	log=$(dirname "$2")/popboxd.log
+	reader=$(sed -n 's/^auth_user *= *//p' <<<"$4")
+	chown "${reader:-nobody}" "$3"
+	"$1" -c "$2" </dev/null >/dev/null 2>>"$log" &
+	SRV_PID=$!
+	for _ in $(seq 1 150); do
+		popboxd_up "$log" && return 0
+		kill -0 "$SRV_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	cat "$log" >&2
+	return 1
 }

@@ -226,7 +226,7 @@ mail_user = nobody
 login_timeout = 3600
 idle_timeout = 86400
 EOF
-	local keys reader
+	local keys
 	keys=$("$POPBOXD" -t -c "$dir/popboxd.conf" 2>&1) || { echo "$keys" >&2; die "popboxd: bad config"; }
 	# A build with login and mail processes (privilege separation): the
 	# load comes from one address and may hold every connection before
@@ -241,20 +241,10 @@ EOF
 	else
 		POPBOXD_SPLIT=0
 	fi
-	# The passwd-file's reader: the auth process's user where popboxd has
-	# one (privilege separation), else mail_user, which it drops to.
-	reader=$(sed -n 's/^auth_user *= *//p' <<<"$keys")
-	chown "${reader:-nobody}" "$WORK/passwd.popboxd"
-	"$POPBOXD" -c "$dir/popboxd.conf" </dev/null >/dev/null 2>>"$dir/popboxd.log" &
-	SRV_PID=$!
+	local ok=1
+	run_popboxd "$POPBOXD" "$dir/popboxd.conf" "$WORK/passwd.popboxd" "$keys" || ok=0
 	STARTED_POPBOXD+=("$SRV_PID")
-	for i in $(seq 1 150); do
-		popboxd_up "$dir/popboxd.log" && return 0
-		kill -0 "$SRV_PID" 2>/dev/null || break
-		sleep 0.1
-	done
-	cat "$dir/popboxd.log" >&2
-	die "popboxd did not start"
+	[ $ok = 1 ] || die "popboxd did not start"
 }
 
 start_dovecot() { # NAME MODE CONNS CERT KEY
