@@ -12,7 +12,12 @@
  *                   (plain) or nothing (TLS: this stream carries the
  *                   decrypted bytes, relayed by the login process)
  *   mail  -> auth   TOKEN_CHECK; auth -> mail TOKEN_REPLY: the user's
- *                   record (name, uid, gid, home, mail) from the passdb
+ *                   record (name, uid, gid, home, mail, policy) from the passdb
+ *   mail, deliver -> auth   USERDB_LOOKUP (USER): a recipient's record, no
+ *                   password involved (LMTP RCPT, popbox-deliver); auth ->
+ *                   USERDB_REPLY: STATUS OK with USER, UID, GID, HOME,
+ *                   [MAIL], POLICY; FAIL for an unknown user; TEMPFAIL.
+ *                   Only peers running as mail_user may ask.
  *
  * The token is what keeps a compromised login process from opening any
  * maildrop it likes: only auth makes tokens, each names the user that
@@ -33,6 +38,8 @@ enum auth_msg_type {
 	AUTH_MSG_TOKEN_CHECK,
 	AUTH_MSG_TOKEN_REPLY,
 	AUTH_MSG_HANDOVER,
+	AUTH_MSG_USERDB_LOOKUP,
+	AUTH_MSG_USERDB_REPLY,
 };
 
 enum auth_tag {
@@ -55,6 +62,8 @@ enum auth_tag {
 	AUTH_TAG_SESSION,       /* the session id, for logs across processes */
 	AUTH_TAG_INPUT,         /* HANDOVER: bytes the client sent after login */
 	AUTH_TAG_TLS,           /* HANDOVER: present if the client is on TLS */
+	AUTH_TAG_POLICY,        /* TOKEN_REPLY, USERDB_REPLY: struct user_policy
+				   (user-policy.h), the passwd-file's overrides */
 };
 
 enum auth_status {

@@ -27,6 +27,7 @@
 
 #include "auth-penalty.h"
 #include "auth-proto.h"
+#include "user-policy.h"
 #include "ipc-conn.h"
 #include "ipc.h"
 #include "jobs.h"
@@ -597,6 +598,7 @@ static void handle_token_check(struct peer *p, const struct ipc_msg *msg)
 	ipc_put_str(&reply_writer, AUTH_TAG_HOME, rec.home != NULL ? rec.home : "");
 	if (rec.mail != NULL)
 		ipc_put_str(&reply_writer, AUTH_TAG_MAIL, rec.mail);
+	user_policy_ipc_put(&reply_writer, &rec.policy);
 	reply_send(p, &reply_writer);
 	passdb_user_clear(&rec);
 	OPENSSL_cleanse(token, sizeof(token));

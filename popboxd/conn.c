@@ -241,17 +241,11 @@ static void open_run(struct job *job)
 	char *path = NULL;
 
 	c->job_error = NULL;
-	if (c->user.mail != NULL && c->user.mail[0] != '\0')
-		path = strdup(c->user.mail);
-	else if (settings_expand_mail_location(set->mail_location,
-					       c->user.name, c->user.home,
-					       &path, &c->job_error) < 0) {
-		c->login_result = POP3_LOGIN_SYS_PERM;
-		return;
-	}
-	if (path == NULL) {
-		c->job_error = "out of memory";
-		c->login_result = POP3_LOGIN_SYS_TEMP;
+	if (settings_user_maildir(set, c->user.name, c->user.home, c->user.mail,
+				  &path, &c->job_error) < 0) {
+		/* A template that cannot expand is the admin's to fix. */
+		c->login_result = strcmp(c->job_error, "out of memory") == 0 ?
+				  POP3_LOGIN_SYS_TEMP : POP3_LOGIN_SYS_PERM;
 		return;
 	}
 	int ret = maildrop_open(path, &c->loop->ctx->maildrop, &c->md,
@@ -497,6 +491,7 @@ static void conn_token_reply(const struct ipc_msg *reply, void *context)
 	struct conn *c = context;
 	uint32_t status = AUTH_STATUS_TEMPFAIL, uid = 0, gid = 0;
 	char name[USERNAME_MAX + 1], home[4096], mail[4096];
+	struct user_policy policy;
 
 	c->auth_handle = 0;
 	c->job_running = false;
@@ -510,7 +505,8 @@ static void conn_token_reply(const struct ipc_msg *reply, void *context)
 	    !username_valid(name, strlen(name)) ||
 	    !ipc_get_u32(reply, AUTH_TAG_UID, &uid) ||
 	    !ipc_get_u32(reply, AUTH_TAG_GID, &gid) ||
-	    !ipc_get_str(reply, AUTH_TAG_HOME, home, sizeof(home))) {
+	    !ipc_get_str(reply, AUTH_TAG_HOME, home, sizeof(home)) ||
+	    !user_policy_ipc_get(reply, &policy)) {
 		c->job_error = reply == NULL ? "auth process unavailable" :
 			       "login token refused";
 		c->login_result = POP3_LOGIN_SYS_TEMP;
@@ -523,6 +519,7 @@ static void conn_token_reply(const struct ipc_msg *reply, void *context)
 	c->user.mail = has_mail ? strdup(mail) : NULL;
 	c->user.uid = (uid_t)uid;
 	c->user.gid = (gid_t)gid;
+	c->user.policy = policy;
 	if (c->user.name == NULL || c->user.home == NULL ||
 	    (has_mail && c->user.mail == NULL)) {
 		passdb_user_clear(&c->user);

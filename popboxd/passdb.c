@@ -442,6 +442,7 @@ static int passdb_lookup(struct passdb *db, const char *user,
 		lk->e.mail = passdb_strdup_null(ent->e.mail);
 		lk->e.uid = ent->e.uid;
 		lk->e.gid = ent->e.gid;
+		lk->e.policy = ent->e.policy;
 		nomem = lk->e.user == NULL || lk->e.password == NULL ||
 			lk->e.home == NULL ||
 			(ent->e.mail != NULL && lk->e.mail == NULL);
@@ -461,6 +462,7 @@ static enum passdb_result passdb_user_fill(const struct passdb_lookup *lk,
 	user_r->name = strdup(lk->e.user);
 	user_r->uid = lk->e.uid;
 	user_r->gid = lk->e.gid;
+	user_r->policy = lk->e.policy;
 	user_r->home = strdup(lk->e.home);
 	user_r->mail = passdb_strdup_null(lk->e.mail);
 	if (user_r->name == NULL || user_r->home == NULL ||
@@ -673,4 +675,5 @@ void passdb_user_clear(struct passdb_user *user)
 	free(user->home);
 	free(user->mail);
 	memset(user, 0, sizeof(*user));
+	user_policy_init(&user->policy);
 }

@@ -26,6 +26,7 @@
 #include <sys/types.h>
 
 #include "password.h"
+#include "user-policy.h"
 
 struct passdb;
 
@@ -42,6 +43,7 @@ struct passdb_user {
 	gid_t gid;
 	char *home;        /* may be empty */
 	char *mail;        /* the "mail=" extra field (a Maildir path), or NULL */
+	struct user_policy policy; /* the passwd-file's overrides (unresolved) */
 };
 
 /* Opens the passwd-file at path; it is re-read when it changes on disk. */

@@ -50,6 +50,9 @@ static const char *const passwd_file_errors[] = {
 	[PASSWD_FILE_ERR_UNSUPPORTED] =
 		("unsupported access-control extra field (deny, nologin, "
 		 "nopassword, allow_nets, proxy, ...)"),
+	[PASSWD_FILE_ERR_POLICY] =
+		("bad or repeated quota_rule, keep_days, expire_days or pop3 "
+		 "field"),
 	[PASSWD_FILE_ERR_NOMEM] = "out of memory",
 };
 
@@ -70,6 +73,7 @@ void passwd_file_entry_free(struct passwd_file_entry *entry)
 	free(entry->home);
 	free(entry->mail);
 	memset(entry, 0, sizeof(*entry));
+	user_policy_init(&entry->policy);
 }
 
 struct passwd_file_slice {
@@ -137,7 +141,8 @@ static bool passwd_file_key_is(const char *tok, size_t keylen, const char *key)
 
 /* Handles one "key=value" (or bare "flag") extra field. */
 static enum passwd_file_error
-passwd_file_extra_one(const char *tok, size_t len, struct passwd_file_slice *mail)
+passwd_file_extra_one(const char *tok, size_t len, struct passwd_file_slice *mail,
+		      struct user_policy *policy)
 {
 	const char *eq = memchr(tok, '=', len);
 	size_t keylen = eq != NULL ? (size_t)(eq - tok) : len;
@@ -146,6 +151,11 @@ passwd_file_extra_one(const char *tok, size_t len, struct passwd_file_slice *mai
 		if (passwd_file_key_is(tok, keylen, passwd_file_unsupported[i]))
 			return PASSWD_FILE_ERR_UNSUPPORTED;
 	}
+	int pol = user_policy_parse_field(policy, tok, keylen,
+					  eq != NULL ? eq + 1 : NULL,
+					  eq != NULL ? len - keylen - 1 : 0);
+	if (pol != 0)
+		return pol > 0 ? PASSWD_FILE_ERR_NONE : PASSWD_FILE_ERR_POLICY;
 	if (!passwd_file_key_is(tok, keylen, "mail") &&
 	    !passwd_file_key_is(tok, keylen, "userdb_mail"))
 		return PASSWD_FILE_ERR_NONE; /* others are ignored */
@@ -158,7 +168,8 @@ passwd_file_extra_one(const char *tok, size_t len, struct passwd_file_slice *mai
 }
 
 static enum passwd_file_error
-passwd_file_extra(struct passwd_file_slice s, struct passwd_file_slice *mail)
+passwd_file_extra(struct passwd_file_slice s, struct passwd_file_slice *mail,
+		  struct user_policy *policy)
 {
 	size_t i = 0;
 
@@ -169,7 +180,8 @@ passwd_file_extra(struct passwd_file_slice s, struct passwd_file_slice *mail)
 			i++;
 		if (i > start) {
 			enum passwd_file_error err =
-				passwd_file_extra_one(s.p + start, i - start, mail);
+				passwd_file_extra_one(s.p + start, i - start, mail,
+						      policy);
 			if (err != PASSWD_FILE_ERR_NONE)
 				return err;
 		}
@@ -181,7 +193,8 @@ passwd_file_extra(struct passwd_file_slice s, struct passwd_file_slice *mail)
 /* Checks every field; fills the ids and the mail slice. */
 static enum passwd_file_error
 passwd_file_check(const struct passwd_file_slice f[PF_COUNT], uint64_t *uid_r,
-		  uint64_t *gid_r, struct passwd_file_slice *mail_r)
+		  uint64_t *gid_r, struct passwd_file_slice *mail_r,
+		  struct user_policy *policy_r)
 {
 	if (!username_valid(f[PF_USER].p, f[PF_USER].len))
 		return PASSWD_FILE_ERR_USER;
@@ -193,7 +206,7 @@ passwd_file_check(const struct passwd_file_slice f[PF_COUNT], uint64_t *uid_r,
 		return PASSWD_FILE_ERR_GID;
 	if (f[PF_HOME].len > 0 && f[PF_HOME].p[0] != '/')
 		return PASSWD_FILE_ERR_HOME;
-	return passwd_file_extra(f[PF_EXTRA], mail_r);
+	return passwd_file_extra(f[PF_EXTRA], mail_r, policy_r);
 }
 
 int passwd_file_parse_line(const char *line, size_t len,
@@ -204,6 +217,7 @@ int passwd_file_parse_line(const char *line, size_t len,
 	uint64_t uid = 0, gid = 0;
 
 	memset(entry_r, 0, sizeof(*entry_r));
+	user_policy_init(&entry_r->policy);
 	if (len > 0 && line[len - 1] == '\r')
 		len--;
 	*error_r = PASSWD_FILE_ERR_NONE;
@@ -217,7 +231,7 @@ int passwd_file_parse_line(const char *line, size_t len,
 		return 0;
 
 	passwd_file_split(line, len, f);
-	*error_r = passwd_file_check(f, &uid, &gid, &mail);
+	*error_r = passwd_file_check(f, &uid, &gid, &mail, &entry_r->policy);
 	if (*error_r != PASSWD_FILE_ERR_NONE)
 		return -1;
 

@@ -22,6 +22,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "user-policy.h"
+
 /*
  * Longest line, without its newline.  A yescrypt or SHA-512-crypt hash is
  * about 120 bytes; 4 KiB leaves room for long gecos and extra fields while
@@ -42,6 +44,8 @@ enum passwd_file_error {
 	PASSWD_FILE_ERR_UNSUPPORTED,   /* an access-control extra field
 					  (deny, nologin, nopassword,
 					  allow_nets, ...) we cannot honour */
+	PASSWD_FILE_ERR_POLICY,        /* quota_rule, keep_days, expire_days or
+					  pop3 bad or repeated (user-policy.h) */
 	PASSWD_FILE_ERR_NOMEM,
 };
 
@@ -52,6 +56,7 @@ struct passwd_file_entry {
 	gid_t gid;      /* 0 = not set */
 	char *home;     /* "" = not set */
 	char *mail;     /* from "mail=" (or "userdb_mail="); NULL = not set */
+	struct user_policy policy; /* quota, retention, POP access overrides */
 };
 
 /*

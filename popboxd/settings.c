@@ -30,6 +30,7 @@
 #include "netmask.h"
 #include "sasl.h"
 #include "strnum.h"
+#include "user-policy.h"
 
 /* Longest config line without its newline; longer lines are an error. */
 #define SETTINGS_LINE_MAX 1024
@@ -49,6 +50,7 @@
 
 enum settings_type {
 	SET_STRING, SET_BOOL, SET_UINT, SET_EXPIRE, SET_LISTEN, SET_LOG,
+	SET_SIZE,   /* uint64_t bytes, k/M/G/T suffix; bounds in MiB (min, max) */
 };
 
 struct settings_def {
@@ -71,6 +73,8 @@ static const char *settings_check_abs_path(const char *value);
 static const char *settings_check_tls_version(const char *value);
 static const char *settings_check_networks(const char *value);
 static const char *settings_check_mechanisms(const char *value);
+static const char *settings_check_lmtp_listen(const char *value);
+static bool settings_listen_valid(const char *value);
 
 #define OFF(field) offsetof(struct popboxd_settings, field)
 
@@ -120,6 +124,23 @@ static const struct settings_def settings_defs[] = {
 	{ "expire_days", SET_EXPIRE, OFF(expire_days), 1, 3650, "never",
 	  "RFC 2449 EXPIRE to announce; 0 is refused: it means delete on RETR",
 	  NULL, 0 },
+	{ "keep_days", SET_UINT, OFF(keep_days), 0, 3650, "0",
+	  "days DELEted messages stay out of sight before `popbox expire`"
+	  " removes them; 0: removed at QUIT", NULL, 0 },
+	{ "quota_storage", SET_SIZE, OFF(quota_storage), 0, 1u << 30, "0",
+	  "bytes a maildrop may hold (k/M/G/T suffixes); 0: no limit;"
+	  " per user: quota_rule", NULL, 0 },
+	{ "quota_messages", SET_UINT, OFF(quota_messages), 0, 1000000, "0",
+	  "messages a maildrop may hold; 0: no limit", NULL, 0 },
+	{ "message_size_limit", SET_SIZE, OFF(message_size_limit), 0, 1024,
+	  "64M", "largest message delivery accepts (LMTP SIZE); bytes with"
+	  " k/M/G suffix", NULL, 0 },
+	{ "lmtp_listen", SET_STRING, OFF(lmtp_listen), 0, 0, NULL,
+	  "LMTP for the MTA: unix:/path or a loopback address:port; off"
+	  " unless set", settings_check_lmtp_listen, 0 },
+	{ "userdb_socket", SET_STRING, OFF(userdb_socket), 0, 0,
+	  "/run/popboxd/userdb", "where popbox-deliver asks the auth process"
+	  " for a user's record", settings_check_abs_path, 0 },
 	{ "login_timeout", SET_UINT, OFF(login_timeout), 5, 3600, "60",
 	  "seconds a client may take to log in; bounds idle strangers",
 	  NULL, 0 },
@@ -257,6 +278,15 @@ static const char *settings_check_mail_user(const char *value)
 			return "not a valid user name";
 	}
 	return NULL;
+}
+
+/* "unix:/absolute/path" or an address:port the listener parser takes. */
+static const char *settings_check_lmtp_listen(const char *value)
+{
+	if (strncmp(value, "unix:", 5) == 0)
+		return value[5] == '/' ? NULL : "unix: needs an absolute path";
+	return settings_listen_valid(value) ? NULL :
+	       "expected unix:/path or address:port";
 }
 
 /* A path that names the same file whatever the working directory is. */
@@ -407,6 +437,17 @@ static const char *settings_set(struct popboxd_settings *set,
 		return NULL;
 	case SET_LISTEN:
 		return settings_set_listen(set, def, value);
+	case SET_SIZE: {
+		uint64_t bytes;
+		if (user_policy_parse_size(value, strlen(value),
+					   (uint64_t)def->max << 20, &bytes) < 0 ||
+		    bytes < ((uint64_t)def->min << 20))
+			return settings_error("expected a size in bytes (k, M, G"
+					      " or T suffix) up to %u MiB",
+					      def->max);
+		*(uint64_t *)field = bytes;
+		return NULL;
+	}
 	case SET_LOG:
 		if (strcmp(value, "stderr") != 0 && strcmp(value, "syslog") != 0)
 			return "expected stderr or syslog";
@@ -806,6 +847,10 @@ static void settings_print_one(const struct popboxd_settings *set,
 			fprintf(out, "%s = %s\n", def->name, addrs[i]);
 		break;
 	}
+	case SET_SIZE:
+		fprintf(out, "%s = %llu\n", def->name,
+			(unsigned long long)*(const uint64_t *)field);
+		break;
 	case SET_LOG:
 		fprintf(out, "%s = %s\n", def->name,
 			*(const bool *)field ? "syslog" : "stderr");
@@ -851,4 +896,18 @@ int settings_load(struct popboxd_settings *set, const char *path,
 	if (ret < 0)
 		*error_r = settings_error("%s: %s", path, err);
 	return ret;
+}
+
+int settings_user_maildir(const struct popboxd_settings *set, const char *user,
+			  const char *home, const char *mail, char **path_r,
+			  const char **error_r)
+{
+	if (mail == NULL || mail[0] == '\0')
+		return settings_expand_mail_location(set->mail_location, user,
+						     home, path_r, error_r);
+	if ((*path_r = strdup(mail)) == NULL) {
+		*error_r = "out of memory";
+		return -1;
+	}
+	return 0;
 }

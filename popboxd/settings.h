@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #define SETTINGS_MAX_LISTEN 16
@@ -42,6 +43,14 @@ struct popboxd_settings {
 	bool apop;             /* offer APOP; default off (needs {PLAIN} secrets) */
 	unsigned int login_delay;   /* RFC 2449 LOGIN-DELAY, seconds; 0 = off */
 	int expire_days;            /* RFC 2449 EXPIRE; -1 = NEVER (the default) */
+	unsigned int keep_days;     /* DELEted messages kept out of sight N days; 0 = none */
+	uint64_t quota_storage;     /* bytes per maildrop; 0 = no limit */
+	unsigned int quota_messages; /* messages per maildrop; 0 = no limit */
+	uint64_t message_size_limit; /* largest message accepted for delivery */
+	/* LMTP (RFC 2033) for the MTA: "unix:/path" or "127.0.0.1:24"; NULL = off. */
+	char *lmtp_listen;
+	/* Where popbox-deliver asks the auth process for a user's record. */
+	char *userdb_socket;
 	unsigned int login_timeout; /* seconds for the whole pre-auth phase; default 60 */
 	unsigned int idle_timeout;  /* seconds idle after login; >= 600 (RFC 1939) */
 	unsigned int auth_failure_delay_ms; /* before every failed-login reply; default 2000 */
@@ -93,5 +102,14 @@ int settings_sasl_mechs(const char *value, unsigned int *mask_r);
 int settings_expand_mail_location(const char *tmpl, const char *user,
 				  const char *home, char **path_r,
 				  const char **error_r);
+
+/*
+ * The Maildir of a user: mail (the passwd-file's mail= field) when set and
+ * not empty, else mail_location expanded.  Returns 0 and a malloc'ed path,
+ * or -1 with *error_r (NULL path: out of memory).
+ */
+int settings_user_maildir(const struct popboxd_settings *set, const char *user,
+			  const char *home, const char *mail, char **path_r,
+			  const char **error_r);
 
 #endif
