@@ -40,6 +40,10 @@ struct popboxd_settings {
 	char *login_user;      /* login processes' user; default "popbox-login" */
 	char *auth_user;       /* the auth process's user; default "popbox-auth" */
 	char *auth_mechanisms; /* SASL mechanisms offered; "none" for none */
+	/* LMTP (RFC 2033) for the MTA: "unix:/path" or "127.0.0.1:24"; NULL = off. */
+	char *lmtp_listen;
+	/* Where popbox-deliver asks the auth process for a user's record. */
+	char *userdb_socket;
 	bool apop;             /* offer APOP; default off (needs {PLAIN} secrets) */
 	unsigned int login_delay;   /* RFC 2449 LOGIN-DELAY, seconds; 0 = off */
 	int expire_days;            /* RFC 2449 EXPIRE; -1 = NEVER (the default) */
@@ -47,10 +51,6 @@ struct popboxd_settings {
 	uint64_t quota_storage;     /* bytes per maildrop; 0 = no limit */
 	unsigned int quota_messages; /* messages per maildrop; 0 = no limit */
 	uint64_t message_size_limit; /* largest message accepted for delivery */
-	/* LMTP (RFC 2033) for the MTA: "unix:/path" or "127.0.0.1:24"; NULL = off. */
-	char *lmtp_listen;
-	/* Where popbox-deliver asks the auth process for a user's record. */
-	char *userdb_socket;
 	unsigned int login_timeout; /* seconds for the whole pre-auth phase; default 60 */
 	unsigned int idle_timeout;  /* seconds idle after login; >= 600 (RFC 1939) */
 	unsigned int auth_failure_delay_ms; /* before every failed-login reply; default 2000 */
