@@ -41,7 +41,7 @@ LIB_SRC   := $(wildcard lib/*.c) $(filter-out popboxd/main.c,$(wildcard popboxd/
 LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 LIBPOPBOX := $(BUILD)/libpopbox.a
 
-PROGRAMS  := $(BUILD)/popboxd $(BUILD)/popbox
+PROGRAMS  := $(BUILD)/popboxd $(BUILD)/popbox $(BUILD)/popbox-deliver
 UNIT_SRC  := $(wildcard tests/unit/test-*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(wildcard bench/*.c)
@@ -65,6 +65,9 @@ $(BUILD)/popboxd: $(BUILD)/obj/popboxd/main.o $(LIBPOPBOX)
 $(BUILD)/popbox: $(BUILD)/obj/tools/popbox.o $(LIBPOPBOX)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+$(BUILD)/popbox-deliver: $(BUILD)/obj/tools/popbox-deliver.o $(LIBPOPBOX)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBPOPBOX)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
@@ -82,7 +85,8 @@ run: deps all
 # The test build: everything under ASan+UBSan.
 test-build:
 	@$(MAKE) --no-print-directory BUILD=build/asan SANITIZE=1 \
-		build/asan/popboxd build/asan/popbox $(UNIT_BIN:$(BUILD)/%=build/asan/%) \
+		build/asan/popboxd build/asan/popbox build/asan/popbox-deliver \
+		$(UNIT_BIN:$(BUILD)/%=build/asan/%) \
 		$(BENCH_BIN:$(BUILD)/%=build/asan/%)
 
 unit: test-build

@@ -35,6 +35,7 @@
 #include "passdb.h"
 #include "password.h"
 #include "sasl.h"
+#include "userdb-lookup.h"
 
 /* Open SASL exchanges one login process may hold. */
 #define AUTH_EXCHANGES_MAX 8192
@@ -48,7 +49,9 @@
 #define AUTH_EXCHANGE_IDLE_SECONDS 3600
 #define AUTH_SWEEP_SECONDS 60
 
-enum peer_role { PEER_LOGIN = 1, PEER_MAIL = 2 };
+/* PEER_USERDB: a peer on userdb_socket (popbox-deliver), which may only
+   look recipients up. */
+enum peer_role { PEER_LOGIN = 1, PEER_MAIL = 2, PEER_USERDB = 4 };
 
 struct exchange {
 	struct exchange *next;     /* bucket chain */
@@ -277,6 +280,26 @@ static void request_reply(struct request *r)
 	request_free(r);
 }
 
+/* USERDB_REPLY: the record, or FAIL (unknown user) or TEMPFAIL. */
+static void userdb_reply(struct request *r)
+{
+	struct peer *p = r->peer;
+	uint32_t status = r->status == AUTH_STATUS_OK ||
+			  r->status == AUTH_STATUS_FAIL ?
+			  (uint32_t)r->status : AUTH_STATUS_TEMPFAIL;
+	char name[LOG_ESCAPE_MAX + 1];
+
+	userdb_lookup_reply_put(&reply_writer, r->id, status, &r->record);
+	if (reply_writer.overflow) {
+		status = AUTH_STATUS_TEMPFAIL; /* paths too long to carry */
+		userdb_lookup_reply_put(&reply_writer, r->id, status, NULL);
+	}
+	log_debug("event=userdb-lookup user=%s status=%u",
+		  log_escape(name, r->user, strlen(r->user)), status);
+	reply_send(p, &reply_writer);
+	request_free(r);
+}
+
 static void request_timer_done(evutil_socket_t fd, short what, void *arg);
 
 /* Back on the loop after the job. */
@@ -295,6 +318,10 @@ static void request_job_done(struct job *job)
 	}
 	if (p->gone) {
 		request_free(r);
+		return;
+	}
+	if (r->type == AUTH_MSG_USERDB_LOOKUP) {
+		userdb_reply(r); /* no password: no penalty, no delay */
 		return;
 	}
 	if (request_failed(r)) {
@@ -353,6 +380,10 @@ static void request_job_run(struct job *job)
 		r->status = status_from_passdb(
 			passdb_verify_apop(db, r->user, r->timestamp, r->digest,
 					   &r->record));
+		break;
+	case AUTH_MSG_USERDB_LOOKUP:
+		r->status = status_from_passdb(
+			passdb_user_lookup(db, r->user, &r->record));
 		break;
 	case AUTH_MSG_SASL: {
 		const uint8_t *out = NULL;
@@ -604,6 +635,29 @@ static void handle_token_check(struct peer *p, const struct ipc_msg *msg)
 	OPENSSL_cleanse(token, sizeof(token));
 }
 
+/* A recipient's record for delivery: no password, so no penalty and no
+   failure delay (an unknown recipient is an ordinary answer). */
+static void handle_userdb_lookup(struct peer *p, const struct ipc_msg *msg)
+{
+	struct request *r = request_new(p, msg);
+
+	if (r == NULL) {
+		userdb_lookup_reply_put(&reply_writer, msg->id,
+					AUTH_STATUS_TEMPFAIL, NULL);
+		reply_send(p, &reply_writer);
+		return;
+	}
+	if (!ipc_get_str(msg, AUTH_TAG_USER, r->user, sizeof(r->user))) {
+		/* A name too long or with a NUL names nobody: unknown, as
+		   for any other name that cannot be a user. */
+		r->status = msg->fields[AUTH_TAG_USER].present ?
+			    AUTH_STATUS_FAIL : AUTH_STATUS_MALFORMED;
+		userdb_reply(r);
+		return;
+	}
+	request_submit(r);
+}
+
 /* ---- peers ---- */
 
 static void peer_free(struct peer *p)
@@ -640,11 +694,14 @@ static void peer_packet(struct ipc_conn *conn, const uint8_t *buf, size_t len,
 		log_warn("event=auth-bad-message error=\"unparsable\"");
 		return;
 	}
-	unsigned int need = msg.type == AUTH_MSG_TOKEN_CHECK ? PEER_MAIL : PEER_LOGIN;
+	unsigned int need = msg.type == AUTH_MSG_TOKEN_CHECK ? PEER_MAIL :
+			    msg.type == AUTH_MSG_USERDB_LOOKUP ?
+			    PEER_MAIL | PEER_USERDB : PEER_LOGIN;
 	if ((p->roles & need) == 0 ||
 	    (msg.type != AUTH_MSG_PASS && msg.type != AUTH_MSG_APOP &&
 	     msg.type != AUTH_MSG_SASL && msg.type != AUTH_MSG_FORGET &&
-	     msg.type != AUTH_MSG_TOKEN_CHECK)) {
+	     msg.type != AUTH_MSG_TOKEN_CHECK &&
+	     msg.type != AUTH_MSG_USERDB_LOOKUP)) {
 		log_warn("event=auth-bad-message type=%u roles=%u", msg.type,
 			 p->roles);
 		reply_status(p, msg.id, AUTH_STATUS_MALFORMED);
@@ -663,6 +720,9 @@ static void peer_packet(struct ipc_conn *conn, const uint8_t *buf, size_t len,
 		break;
 	case AUTH_MSG_TOKEN_CHECK:
 		handle_token_check(p, &msg);
+		break;
+	case AUTH_MSG_USERDB_LOOKUP:
+		handle_userdb_lookup(p, &msg);
 		break;
 	}
 }
@@ -686,6 +746,30 @@ static void peer_closed(struct ipc_conn *conn, void *context)
 	}
 	p->refs++;
 	peer_unref(p);
+}
+
+/* A new peer with these roles on fd (taken over). */
+static void peer_add(struct auth_server *srv, int fd, unsigned int roles,
+		     pid_t pid)
+{
+	struct peer *p = calloc(1, sizeof(*p));
+	if (p == NULL) {
+		close(fd);
+		return;
+	}
+	p->srv = srv;
+	p->roles = roles;
+	p->refs = 0;
+	p->conn = ipc_conn_new(srv->base, fd, peer_packet, peer_closed, p);
+	if (p->conn == NULL) {
+		free(p);
+		return;
+	}
+	p->next = srv->peers;
+	if (srv->peers != NULL)
+		srv->peers->prev = p;
+	srv->peers = p;
+	log_debug("event=auth-peer pid=%d roles=%u", (int)pid, roles);
 }
 
 static void accept_peer(struct evconnlistener *l, evutil_socket_t fd,
@@ -714,24 +798,33 @@ static void accept_peer(struct evconnlistener *l, evutil_socket_t fd,
 			return;
 		}
 	}
-	struct peer *p = calloc(1, sizeof(*p));
-	if (p == NULL) {
+	peer_add(srv, fd, roles, cred.pid);
+}
+
+/* popbox-deliver on userdb_socket: mail_user only (the socket's mode
+   already keeps others out; this holds even if it were changed). */
+static void accept_userdb_peer(struct evconnlistener *l, evutil_socket_t fd,
+			       struct sockaddr *addr, int len, void *arg)
+{
+	struct auth_server *srv = arg;
+	const struct auth_server_params *params = srv->params;
+	struct ucred cred;
+	socklen_t clen = sizeof(cred);
+	(void)l;
+	(void)addr;
+	(void)len;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0) {
 		close(fd);
 		return;
 	}
-	p->srv = srv;
-	p->roles = roles;
-	p->refs = 0;
-	p->conn = ipc_conn_new(srv->base, fd, peer_packet, peer_closed, p);
-	if (p->conn == NULL) {
-		free(p);
+	if (cred.uid != (params->uid_checks ? params->mail_uid : geteuid())) {
+		log_warn("event=userdb-peer-refused uid=%u pid=%d",
+			 (unsigned)cred.uid, (int)cred.pid);
+		close(fd);
 		return;
 	}
-	p->next = srv->peers;
-	if (srv->peers != NULL)
-		srv->peers->prev = p;
-	srv->peers = p;
-	log_debug("event=auth-peer pid=%d roles=%u", (int)cred.pid, roles);
+	peer_add(srv, fd, PEER_USERDB, cred.pid);
 }
 
 /* Drops exchanges nobody has touched for long: a login process that
@@ -785,6 +878,12 @@ void auth_server_run(const struct auth_server_params *params)
 	srv.sweep = event_new(srv.base, -1, EV_PERSIST, sweep_callback, &srv);
 	if (l == NULL || srv.sweep == NULL)
 		fatal("event=startup role=auth error=\"cannot listen\"");
+	if (params->userdb_fd >= 0 &&
+	    evconnlistener_new(srv.base, accept_userdb_peer, &srv,
+			       LEV_OPT_CLOSE_ON_EXEC, 0,
+			       params->userdb_fd) == NULL)
+		fatal("event=startup role=auth error=\"cannot listen on "
+		      "userdb_socket\"");
 	struct timeval tv = { AUTH_SWEEP_SECONDS, 0 };
 	event_add(srv.sweep, &tv);
 	log_info("event=started role=auth workers=%u", params->set->auth_workers);

@@ -79,6 +79,7 @@ struct conn {
 	struct wire_encoder enc;
 	struct maildrop *md;
 	struct passdb_user user;
+	struct user_policy policy;      /* mail process: the account's, resolved */
 	uint32_t auth_handle;           /* pending auth request, 0 if none */
 	uint32_t serial;                /* names our SASL exchange in auth */
 	const char *auth_mech;          /* for the log line of a failure */
@@ -277,6 +278,11 @@ static void login_report(struct conn *c, const char *name)
 		msgs = maildrop_list(c->md, &count);
 		log_info("event=login session=%s user=%s rip=%s messages=%zu",
 			 c->id, user, c->peer, count);
+	} else if (c->login_result == POP3_LOGIN_DISABLED) {
+		/* The credential was right: not an auth failure (no penalty,
+		   nothing for a ban list), but no login either. */
+		log_info("event=login-refused session=%s user=%s rip=%s "
+			 "reason=pop-disabled", c->id, user, c->peer);
 	} else if (login_failed(c->login_result)) {
 		log_info("event=auth-failed session=%s user=%s rip=%s%s%s",
 			 c->id, user, c->peer,
@@ -528,6 +534,17 @@ static void conn_token_reply(const struct ipc_msg *reply, void *context)
 		login_finish(c, name);
 		return;
 	}
+	user_policy_resolve(&policy, c->loop->ctx->set, &c->policy);
+	if (c->policy.pop3 == 0) {
+		/* pop3=no: checked only now, after the credential, so a wrong
+		   password looks like any other; the maildrop stays shut. */
+		c->login_result = POP3_LOGIN_DISABLED;
+		login_finish(c, name);
+		return;
+	}
+	pop3_session_set_expire(c->session,
+				c->policy.expire_days == USER_POLICY_NEVER ?
+				-1 : c->policy.expire_days);
 	conn_start_job(c, CONN_JOB_OPEN);
 }
 
@@ -579,8 +596,16 @@ static void commit_run(struct job *job)
 
 	c->job_error = NULL;
 	c->removed = 0;
-	c->commit_ok = maildrop_commit(c->md, a->deleted, &c->removed,
-				       &c->job_error) == 0;
+	/* keep_days > 0: DELEted messages go to .Kept, for `popbox expire`
+	   to remove keep_days later (retention.h). */
+	if (c->policy.keep_days > 0)
+		c->commit_ok = maildrop_commit_keep(c->md, a->deleted,
+						    (int64_t)time(NULL),
+						    &c->removed,
+						    &c->job_error) == 0;
+	else
+		c->commit_ok = maildrop_commit(c->md, a->deleted, &c->removed,
+					       &c->job_error) == 0;
 }
 
 static void conn_start_job(struct conn *c, enum conn_job_kind kind)

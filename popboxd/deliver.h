@@ -24,6 +24,7 @@
 #ifndef POPBOX_DELIVER_H
 #define POPBOX_DELIVER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -41,6 +42,9 @@ struct deliver_envelope {
 	const char *return_path;  /* MAIL FROM / -f address without <>; "" = null sender */
 	const char *delivered_to; /* the recipient address as the MTA gave it */
 };
+/* A NULL field (or a NULL envelope) adds no header of its own: for an MTA
+   that has added Return-Path and Delivered-To itself.  Addresses with
+   control characters or longer than 512 bytes are refused (PERMFAIL). */
 
 struct deliver;
 
@@ -72,5 +76,8 @@ int deliver_commit(struct deliver **d, char **name_r,
 
 /* Removes the tmp/ file and frees *d; NULL is fine.  Sets *d to NULL. */
 void deliver_abort(struct deliver **d);
+
+/* True if deliver_begin would take env's addresses (see above). */
+bool deliver_envelope_valid(const struct deliver_envelope *env);
 
 #endif

@@ -35,6 +35,11 @@
  * either still true (nothing removed yet) or not trusted by the next open
  * (the directory mtimes moved, or it records unknown ones), which rescans
  * and rewrites it; tests/integration/test_faults.py kills at each step.
+ *
+ * UPDATE with keep_days (maildrop_commit_keep): the same, with one rename
+ * into .Kept (RENAME_NOREPLACE) in place of each unlink, after the folder
+ * itself is made durable; a SIGKILL anywhere leaves each marked message in
+ * exactly one of the two places (tests/integration/test_retention.py).
  */
 #include "maildrop.h"
 
@@ -53,6 +58,8 @@
 #include "log.h"
 #include "maildir-name.h"
 #include "maildrop-cache.h"
+#include "retention.h"
+#include "user-policy.h"
 #include "wire.h"
 
 #define MD_LOCK_FILE "popbox.lock"
@@ -66,6 +73,11 @@
 #define MD_REFIND_TRIES 3
 /* Length of the thread-local error text. */
 #define MD_ERROR_MAX 256
+/* Kept names tried for one message when the first is taken (one second
+   later each time) before UPDATE gives up on it. */
+#define MD_KEPT_NAME_TRIES 8
+/* The Maildir++ marker file in a folder. */
+#define MD_KEPT_MARKER "maildirfolder"
 
 static const char *const md_subdir[2] = { "new", "cur" };
 
@@ -228,7 +240,7 @@ static int md_lock(struct maildrop *md, const struct maildrop_settings *set,
 	/* Its mtime, read after the lock: the last login's time. */
 	if (fstat(md->lock_fd, &st) < 0)
 		return md_fail(errno, "fstat " MD_LOCK_FILE, status_r, error_r);
-	if (set != NULL && set->login_delay > 0) {
+	if (set != NULL && set->login_delay > 0 && !set->admin) {
 		int64_t last = md_ns(&st.st_mtim), now = md_now_ns();
 		int64_t delay = (int64_t)set->login_delay * 1000000000LL;
 
@@ -514,8 +526,9 @@ int maildrop_open(const char *path, const struct maildrop_settings *set,
 		maildrop_close(&md);
 		return -1;
 	}
-	/* The time of this login, for the next LOGIN-DELAY check. */
-	if (futimens(md->lock_fd, NULL) < 0) {
+	/* The time of this login, for the next LOGIN-DELAY check (an
+	   admin's open is no login). */
+	if ((set == NULL || !set->admin) && futimens(md->lock_fd, NULL) < 0) {
 		md_fail(errno, "futimens " MD_LOCK_FILE, status_r, error_r);
 		maildrop_close(&md);
 		return -1;
@@ -1066,6 +1079,8 @@ int maildrop_open_message(struct maildrop *md, size_t index, int *fd_r,
 	return ret;
 }
 
+/* ---- UPDATE: unlinking, or moving to .Kept ------------------------------ */
+
 /* Unlinks message i, following it if it moved.  0 if it is gone now. */
 static int md_remove_one(struct maildrop *md, size_t i)
 {
@@ -1084,8 +1099,185 @@ static int md_remove_one(struct maildrop *md, size_t i)
 	return -1;
 }
 
+/* The .Kept folder while a commit moves messages into it. */
+struct md_kept {
+	int dir_fd;          /* .Kept */
+	int sub_fd[2];       /* .Kept/new, .Kept/cur */
+	bool used[2];        /* received a message: to be fsynced */
+	int64_t now;         /* the ",K=" time */
+};
+
+static const char *const md_kept_subdirs[3] = { "tmp", "new", "cur" };
+
+static void md_kept_close(struct md_kept *k)
+{
+	for (int d = 0; d < 2; d++) {
+		if (k->sub_fd[d] >= 0)
+			close(k->sub_fd[d]);
+		k->sub_fd[d] = -1;
+	}
+	if (k->dir_fd >= 0)
+		close(k->dir_fd);
+	k->dir_fd = -1;
+}
+
+/* mkdirat() for which a directory entry already there is success;
+   *created is set when it made one. */
+static int md_mkdir(int dir_fd, const char *name, bool *created)
+{
+	if (mkdirat(dir_fd, name, 0700) == 0) {
+		*created = true;
+		return 0;
+	}
+	return errno == EEXIST ? 0 : -1;
+}
+
+/*
+ * The Maildir++ marker ("maildirfolder": this is a folder, not a Maildir
+ * of its own), for IMAP servers that read the same Maildir.  Best effort:
+ * the messages do not depend on it.
+ */
+static void md_kept_marker(int kept_fd, bool *created)
+{
+	const int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+			  O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
+	struct stat st;
+	int fd;
+
+	if (fstatat(kept_fd, MD_KEPT_MARKER, &st, AT_SYMLINK_NOFOLLOW) == 0 ||
+	    errno != ENOENT)
+		return;
+	if ((fd = openat(kept_fd, MD_KEPT_MARKER, flags, 0600)) < 0)
+		return;
+	*created = true;
+	close(fd);
+}
+
+/*
+ * Opens .Kept and its new/ and cur/, creating what is missing (never
+ * through a symlink: O_NOFOLLOW refuses one in the place of .Kept or of
+ * its subdirectories).  Whatever it created is made durable (fsync of
+ * .Kept and of the Maildir) before any message is renamed into it, so a
+ * crash cannot take the folder, and the messages in it, away.
+ */
+static int md_kept_open(struct maildrop *md, struct md_kept *k,
+			const char **what_r)
+{
+	const int flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+	bool created = false;
+
+	*what_r = "mkdir " RETENTION_KEPT_FOLDER;
+	if (md_mkdir(md->dir_fd, RETENTION_KEPT_FOLDER, &created) < 0)
+		return -1;
+	*what_r = "open " RETENTION_KEPT_FOLDER;
+	k->dir_fd = openat(md->dir_fd, RETENTION_KEPT_FOLDER, flags);
+	if (k->dir_fd < 0)
+		return -1;
+	*what_r = "mkdir in " RETENTION_KEPT_FOLDER;
+	for (int i = 0; i < 3; i++) {
+		if (md_mkdir(k->dir_fd, md_kept_subdirs[i], &created) < 0)
+			return -1;
+	}
+	md_kept_marker(k->dir_fd, &created);
+	*what_r = "open " RETENTION_KEPT_FOLDER "/new or cur";
+	for (int d = 0; d < 2; d++) {
+		k->sub_fd[d] = openat(k->dir_fd, md_subdir[d], flags);
+		if (k->sub_fd[d] < 0)
+			return -1;
+	}
+	*what_r = "fsync " RETENTION_KEPT_FOLDER;
+	if (created && (fsync(k->dir_fd) < 0 || fsync(md->dir_fd) < 0))
+		return -1;
+	return 0;
+}
+
+/*
+ * Renames message i into .Kept under its kept name for time `when`, never
+ * over an existing file.  Returns 0 when done, 1 if that name is taken,
+ * -1 with errno (ENOENT: the message, or the target directory, is gone).
+ */
+static int md_kept_rename(struct maildrop *md, size_t i, struct md_kept *k,
+			  int64_t when)
+{
+	const struct maildrop_msg *m = &md->m[i];
+	int from = md->sub_fd[m->dir], to = k->sub_fd[m->dir];
+	char name[RETENTION_NAME_MAX + 1];
+	struct stat st;
+
+	if (retention_kept_name(m->name, strlen(m->name), when, name,
+				sizeof(name)) < 0) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	if (renameat2(from, m->name, to, name, RENAME_NOREPLACE) == 0)
+		return 0;
+	if (errno == EEXIST)
+		return 1;
+	if (errno != EINVAL && errno != ENOSYS)
+		return -1;
+	/* A file system without RENAME_NOREPLACE: look first.  Only the
+	   holder of the maildrop lock moves messages into .Kept. */
+	if (fstatat(to, name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+		return 1;
+	if (errno != ENOENT)
+		return -1;
+	return renameat(from, m->name, to, name);
+}
+
+/* Moves message i into .Kept, following it if another agent renamed it.
+   0 if it is out of the maildrop now (moved, or already gone). */
+static int md_keep_one(struct maildrop *md, size_t i, struct md_kept *k)
+{
+	int64_t when = k->now;
+	int refinds = 0, r;
+
+	for (int tries = 0; tries < MD_KEPT_NAME_TRIES + MD_REFIND_TRIES;
+	     tries++) {
+		r = md_kept_rename(md, i, k, when);
+		if (r == 0) {
+			k->used[md->m[i].dir] = true;
+			return 0;
+		}
+		if (r == 1) {
+			when++; /* the name is taken: the next second's */
+			continue;
+		}
+		if (errno != ENOENT || ++refinds > MD_REFIND_TRIES)
+			return -1;
+		if ((r = md_refind(md, i)) <= 0)
+			return r; /* 0: already gone, counts as removed */
+	}
+	errno = EAGAIN;
+	return -1;
+}
+
+/* fsync of the directories that UPDATE changed: new/ and cur/ always, the
+   .Kept ones that received messages. */
+static int md_commit_sync(struct maildrop *md, const struct md_kept *kept,
+			  const char **error_r)
+{
+	int ret = 0;
+
+	for (int d = 0; d < 2; d++) {
+		if (fsync(md->sub_fd[d]) < 0 && ret == 0) {
+			*error_r = md_errno_text("fsync", errno);
+			ret = -1;
+		}
+	}
+	for (int d = 0; kept != NULL && d < 2; d++) {
+		if (kept->used[d] && fsync(kept->sub_fd[d]) < 0 && ret == 0) {
+			*error_r = md_errno_text("fsync " RETENTION_KEPT_FOLDER,
+						 errno);
+			ret = -1;
+		}
+	}
+	return ret;
+}
+
+/* Removes (kept == NULL) or moves to .Kept every marked message. */
 static int md_commit_in(struct maildrop *md, const uint8_t *deleted,
-			size_t *removed_r, const char **error_r)
+			struct md_kept *kept, size_t *removed_r,
+			const char **error_r)
 {
 	struct maildrop_cache_header hdr = { 0, 0, 0 };
 	size_t removed = 0;
@@ -1094,9 +1286,12 @@ static int md_commit_in(struct maildrop *md, const uint8_t *deleted,
 	for (size_t i = 0; i < md->count; i++) {
 		if (deleted[i] == 0 || md->m[i].removed)
 			continue;
-		if (md_remove_one(md, i) < 0) {
+		if ((kept != NULL ? md_keep_one(md, i, kept) :
+				    md_remove_one(md, i)) < 0) {
 			if (ret == 0)
-				*error_r = md_errno_text("unlink", errno);
+				*error_r = md_errno_text(kept != NULL ?
+					"move to " RETENTION_KEPT_FOLDER :
+					"unlink", errno);
 			ret = -1;
 			continue;
 		}
@@ -1106,12 +1301,8 @@ static int md_commit_in(struct maildrop *md, const uint8_t *deleted,
 	*removed_r = removed;
 	if (removed == 0)
 		return ret;
-	for (int d = 0; d < 2; d++) {
-		if (fsync(md->sub_fd[d]) < 0 && ret == 0) {
-			*error_r = md_errno_text("fsync", errno);
-			ret = -1;
-		}
-	}
+	if (md_commit_sync(md, kept, error_r) < 0)
+		ret = -1;
 	/* Unknown mtimes: the next open rescans (our unlinks changed the
 	   directories, and a delivery may have raced with them). */
 	hdr.scan_ns = md_now_ns();
@@ -1127,7 +1318,181 @@ int maildrop_commit(struct maildrop *md, const uint8_t *deleted,
 		*error_r = md_errno_text("open new/ or cur/", errno);
 		return -1;
 	}
-	int ret = md_commit_in(md, deleted, removed_r, error_r);
+	int ret = md_commit_in(md, deleted, NULL, removed_r, error_r);
 	md_subdirs_close(md);
+	return ret;
+}
+
+static bool md_any_marked(const struct maildrop *md, const uint8_t *deleted)
+{
+	for (size_t i = 0; i < md->count; i++) {
+		if (deleted[i] != 0 && !md->m[i].removed)
+			return true;
+	}
+	return false;
+}
+
+int maildrop_commit_keep(struct maildrop *md, const uint8_t *deleted,
+			 int64_t now, size_t *removed_r, const char **error_r)
+{
+	struct md_kept kept = { -1, { -1, -1 }, { false, false }, now };
+	const char *what;
+	int ret = -1;
+
+	*removed_r = 0;
+	if (!md_any_marked(md, deleted))
+		return 0; /* no folder made for nothing */
+	if (md_subdirs_open(md) < 0)
+		*error_r = md_errno_text("open new/ or cur/", errno);
+	else if (md_kept_open(md, &kept, &what) < 0)
+		*error_r = md_errno_text(what, errno);
+	else
+		ret = md_commit_in(md, deleted, &kept, removed_r, error_r);
+	md_kept_close(&kept);
+	md_subdirs_close(md);
+	return ret;
+}
+
+/* ---- what `popbox expire` reads and removes ---------------------------- */
+
+/* Stats message i, following it if it moved: 0 with *st, 1 if it is gone
+   or no regular file (then never removed), -1 with errno. */
+static int md_stat_one(struct maildrop *md, size_t i, struct stat *st)
+{
+	const struct maildrop_msg *m = &md->m[i];
+	int r;
+
+	for (int tries = 0; tries < MD_REFIND_TRIES; tries++) {
+		if (fstatat(md->sub_fd[m->dir], m->name, st,
+			    AT_SYMLINK_NOFOLLOW) == 0)
+			return S_ISREG(st->st_mode) ? 0 : 1;
+		if (errno != ENOENT)
+			return -1;
+		if ((r = md_refind(md, i)) <= 0)
+			return r < 0 ? -1 : 1;
+	}
+	return 1; /* it keeps moving: left alone */
+}
+
+int maildrop_file_info(struct maildrop *md, struct maildrop_file_info *info,
+		       const char **error_r)
+{
+	struct stat st;
+	int ret = 0, r;
+
+	if (md_subdirs_open(md) < 0) {
+		*error_r = md_errno_text("open new/ or cur/", errno);
+		return -1;
+	}
+	for (size_t i = 0; i < md->count; i++) {
+		memset(&info[i], 0, sizeof(info[i]));
+		if (md->m[i].removed)
+			continue;
+		if ((r = md_stat_one(md, i, &st)) < 0) {
+			*error_r = md_errno_text("stat message", errno);
+			ret = -1;
+			break;
+		}
+		if (r == 0) {
+			info[i].present = true;
+			info[i].mtime = (int64_t)st.st_mtim.tv_sec;
+			info[i].size = (uint64_t)st.st_size;
+		}
+	}
+	md_subdirs_close(md);
+	return ret;
+}
+
+/* Is the kept file `name` due for removal? */
+static bool md_kept_due(const char *name, size_t len, int64_t now,
+			const struct user_policy *pol)
+{
+	int64_t since;
+
+	return retention_kept_since(name, len, &since) &&
+	       retention_due(RETENTION_KEPT, since, now, pol);
+}
+
+/* Removes the due files of one .Kept subdirectory (names collected first,
+   so no directory is changed while it is read). */
+static int md_expire_kept_dir(int dir_fd, int64_t now,
+			      const struct user_policy *pol, bool dry_run,
+			      struct maildrop_kept_counts *c,
+			      const char **what_r)
+{
+	struct md_scan s = { 0 };
+	size_t removed = 0;
+	struct stat st;
+	int ret = 0, err = 0;
+
+	if (md_scan_dir(&s, dir_fd, 0, what_r) < 0) {
+		err = errno;
+		ret = -1;
+	}
+	for (size_t i = 0; i < s.count && ret == 0; i++) {
+		const char *name = s.names + s.ents[i].off;
+
+		if (!md_kept_due(name, s.ents[i].len, now, pol) ||
+		    fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !S_ISREG(st.st_mode))
+			continue; /* kept, or gone meanwhile */
+		if (!dry_run && unlinkat(dir_fd, name, 0) < 0) {
+			if (errno == ENOENT)
+				continue;
+			err = errno;
+			*what_r = "unlink";
+			ret = -1;
+			break;
+		}
+		c->messages++;
+		c->bytes += (uint64_t)st.st_size;
+		removed++;
+	}
+	if (removed > 0 && !dry_run && fsync(dir_fd) < 0 && ret == 0) {
+		err = errno;
+		*what_r = "fsync";
+		ret = -1;
+	}
+	free(s.ents);
+	free(s.names);
+	errno = err;
+	return ret;
+}
+
+int maildrop_expire_kept(struct maildrop *md, int64_t now, int32_t keep_days,
+			 bool dry_run, struct maildrop_kept_counts *counts_r,
+			 const char **error_r)
+{
+	const int flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+	struct user_policy pol;
+	const char *what = "open " RETENTION_KEPT_FOLDER;
+	int kept_fd, fd, ret = 0;
+
+	memset(counts_r, 0, sizeof(*counts_r));
+	user_policy_init(&pol);
+	pol.keep_days = keep_days;
+	if ((kept_fd = openat(md->dir_fd, RETENTION_KEPT_FOLDER, flags)) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		*error_r = md_errno_text(what, errno);
+		return -1;
+	}
+	for (int d = 0; d < 2 && ret == 0; d++) {
+		what = "open " RETENTION_KEPT_FOLDER "/new or cur";
+		if ((fd = openat(kept_fd, md_subdir[d], flags)) < 0) {
+			if (errno == ENOENT)
+				continue;
+			ret = -1;
+		} else {
+			ret = md_expire_kept_dir(fd, now, &pol, dry_run,
+						 counts_r, &what);
+			int err = errno;
+			close(fd);
+			errno = err;
+		}
+		if (ret < 0)
+			*error_r = md_errno_text(what, errno);
+	}
+	close(kept_fd);
 	return ret;
 }

@@ -29,6 +29,7 @@
 #ifndef POPBOX_MAILDROP_H
 #define POPBOX_MAILDROP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "mailmsg.h"
@@ -48,6 +49,10 @@ struct maildrop_settings {
 	   0 disables the check.  The time of the last login is the lock
 	   file's mtime, set on each successful open. */
 	unsigned int login_delay;
+	/* An open by the admin's tools (`popbox expire`), not a login: no
+	   LOGIN-DELAY check, and the time of the last login is left as it
+	   is, so expiry never delays the user's next login. */
+	bool admin;
 };
 
 /*
@@ -81,6 +86,59 @@ int maildrop_open_message(struct maildrop *md, size_t index, int *fd_r,
  */
 int maildrop_commit(struct maildrop *md, const uint8_t *deleted,
 		    size_t *removed_r, const char **error_r);
+
+/*
+ * UPDATE with a keep period (the account's keep_days > 0): like
+ * maildrop_commit(), but each marked message is renamed, not unlinked,
+ * into the Maildir++ folder .Kept (RETENTION_KEPT_FOLDER; its new/ for a
+ * message from new/, its cur/ for one from cur/), its base name given
+ * ",K=<now>" (retention_kept_name) so `popbox expire` knows when it was
+ * deleted.  The folder is created (tmp/ new/ cur/ and the "maildirfolder"
+ * marker, made durable) if missing.
+ *
+ * Crash safety: a rename is atomic, so at every moment a marked message is
+ * either still in the maildrop or in .Kept, whole, never in both and never
+ * in neither; new/, cur/ and the .Kept directories that received messages
+ * are fsynced before 0 is returned.  A name already taken in .Kept is
+ * never replaced (RENAME_NOREPLACE; the ",K=" second is moved on).  A
+ * message whose kept name would exceed NAME_MAX stays in the maildrop and
+ * the commit fails (-1): it is never unlinked instead.
+ */
+int maildrop_commit_keep(struct maildrop *md, const uint8_t *deleted,
+			 int64_t now, size_t *removed_r, const char **error_r);
+
+/* What `popbox expire` needs to know of a listed message's file. */
+struct maildrop_file_info {
+	int64_t mtime;       /* seconds: the delivery time */
+	uint64_t size;       /* bytes on disk */
+	bool present;        /* false: gone (or not a file) since the listing */
+};
+
+/*
+ * Fills info[0..count) for the listed messages (following a message that
+ * another agent renamed).  Returns 0, or -1 with *error_r on an I/O error.
+ */
+int maildrop_file_info(struct maildrop *md, struct maildrop_file_info *info,
+		       const char **error_r);
+
+/* What a scan of .Kept found due (and, unless a dry run, removed). */
+struct maildrop_kept_counts {
+	size_t messages;
+	uint64_t bytes;
+};
+
+/*
+ * `popbox expire` for the .Kept folder: removes every regular file of
+ * .Kept/new and .Kept/cur whose ",K=" time is more than keep_days days
+ * before now (retention_due), then fsyncs the directories it changed.
+ * Files without a valid ",K=" are never removed.  dry_run: only counts.
+ * No .Kept folder: nothing to do.  Hold the maildrop (the lock) while
+ * calling, so no QUIT moves messages in meanwhile.  Returns 0, or -1 with
+ * *error_r (what was removed is counted either way).
+ */
+int maildrop_expire_kept(struct maildrop *md, int64_t now, int32_t keep_days,
+			 bool dry_run, struct maildrop_kept_counts *counts_r,
+			 const char **error_r);
 
 /* Unlocks and frees; deletes nothing.  Sets *md to NULL. */
 void maildrop_close(struct maildrop **md);

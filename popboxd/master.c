@@ -29,6 +29,7 @@
 #include "log.h"
 #include "server.h"
 #include "tls.h"
+#include "userdb-socket.h"
 
 #define MASTER_MAX_CHILDREN 512
 #define MASTER_MAX_WORKERS 64
@@ -75,6 +76,8 @@ struct master {
 	bool privileged;
 	struct role_user users[3];
 	int auth_fd;               /* listening SOCK_SEQPACKET */
+	int userdb_fd;             /* at userdb_socket, for auth; or -1 */
+	struct userdb_socket_id userdb_id;
 	/* One listening SOCK_STREAM per mail process slot, so login
 	   processes spread hand-overs evenly (one shared socket let the
 	   first mail process to wake take most of them). */
@@ -186,8 +189,13 @@ static void child_main(struct master *m, enum role role)
 	signal(SIGHUP, SIG_IGN);
 	if (role != ROLE_LOGIN)
 		server_close_listeners(m->server);
+	/* LMTP hands over mail: only mail processes may hold its socket. */
+	if (role != ROLE_MAIL)
+		server_close_lmtp_listener(m->server);
 	if (role != ROLE_AUTH)
 		close(m->auth_fd);
+	if (role != ROLE_AUTH && m->userdb_fd >= 0)
+		close(m->userdb_fd);
 	for (unsigned int i = 0; i < m->workers; i++) {
 		if (role != ROLE_MAIL || i != m->spawning_slot)
 			close(m->mail_fds[i]);
@@ -217,6 +225,7 @@ static void child_main(struct master *m, enum role role)
 	struct auth_server_params ap = {
 		.set = m->set,
 		.listen_fd = m->auth_fd,
+		.userdb_fd = m->userdb_fd,
 		.uid_checks = m->privileged,
 		.login_uid = m->users[ROLE_LOGIN].uid,
 		.mail_uid = m->users[ROLE_MAIL].uid,
@@ -407,6 +416,7 @@ static void stop(struct master *m, int sig)
 		while (any_child(m) && waitpid(-1, NULL, 0) > 0)
 			reap(m, true);
 	}
+	userdb_socket_unlink(m->set->userdb_socket, &m->userdb_id);
 	fflush(stderr);
 	_exit(0);
 }
@@ -500,6 +510,9 @@ void master_run(const struct popboxd_settings *set)
 	}
 	m.auth_fd = listen_abstract(m.auth_name, sizeof(m.auth_name), "auth",
 				    SOCK_SEQPACKET);
+	m.userdb_fd = userdb_socket_listen(set->userdb_socket, m.privileged,
+					   m.users[ROLE_MAIL].uid,
+					   m.users[ROLE_MAIL].gid, &m.userdb_id);
 	for (unsigned int i = 0; i < m.workers; i++) {
 		char what[16];
 		snprintf(what, sizeof(what), "mail%u", i);

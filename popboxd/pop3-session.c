@@ -42,6 +42,8 @@ struct pop3_session {
 	enum sasl_mech auth_mech;
 	enum pop3_cmd sending; /* RETR or TOP, while SEND_MESSAGE is pending */
 	unsigned int bad_commands;
+	bool own_expire;       /* user_expire_days was set at login */
+	int user_expire_days;  /* the account's EXPIRE, -1 = NEVER */
 	const struct mailmsg *msgs;
 	size_t count;
 	uint8_t *deleted;      /* count bytes, set by DELE */
@@ -387,6 +389,30 @@ static void auth_answer(struct pop3_session *s, const char *line, size_t len)
 		s->bad_commands = 0;
 }
 
+/*
+ * RFC 2449 section 6.7 (EXPIRE; "possible differences: yes", so the two
+ * states may announce different values) and section 9, where USER may
+ * follow a number and never NEVER.  Before login the account is unknown
+ * and its passwd-file entry may carry its own expire_days, so a numeric
+ * site default goes out as "EXPIRE n USER": the client asks again after
+ * login.  A default of NEVER has no USER form and goes out as is; it is
+ * the site's policy for every account without its own expire_days.  After
+ * login: the account's own value, exactly, without USER.
+ */
+static void capa_expire(struct pop3_session *s, struct out_chunk *c)
+{
+	bool before_login = s->state == POP3_STATE_AUTHORIZATION;
+	int days = !before_login && s->own_expire ? s->user_expire_days :
+		   s->cfg->expire_days;
+
+	if (days < 0)
+		chunk_line(s, c, "EXPIRE NEVER");
+	else if (before_login)
+		chunk_line(s, c, "EXPIRE %d USER", days);
+	else
+		chunk_line(s, c, "EXPIRE %d", days);
+}
+
 static bool cmd_capa(struct pop3_session *s, const struct pop3_command *cmd)
 {
 	struct out_chunk c;
@@ -411,10 +437,7 @@ static bool cmd_capa(struct pop3_session *s, const struct pop3_command *cmd)
 	if (s->cfg->stls && !s->tls_active &&
 	    s->state == POP3_STATE_AUTHORIZATION)
 		chunk_line(s, &c, "STLS");
-	if (s->cfg->expire_days < 0)
-		chunk_line(s, &c, "EXPIRE NEVER");
-	else
-		chunk_line(s, &c, "EXPIRE %d", s->cfg->expire_days);
+	capa_expire(s, &c);
 	if (s->cfg->login_delay > 0)
 		chunk_line(s, &c, "LOGIN-DELAY %u", s->cfg->login_delay);
 	chunk_line(s, &c, "IMPLEMENTATION %s", s->cfg->implementation);
@@ -772,6 +795,25 @@ static void login_succeeded(struct pop3_session *s, const struct mailmsg *msgs,
 		   s->live_count, s->live_octets);
 }
 
+/* RFC 3206 [AUTH]: the credential, or what it may be used for. */
+static const char *login_failure_text(enum pop3_login_result result)
+{
+	switch (result) {
+	case POP3_LOGIN_MALFORMED:
+		return "-ERR [AUTH] authentication exchange failed";
+	case POP3_LOGIN_DISABLED:
+		return "-ERR [AUTH] POP access is disabled for this account";
+	default:
+		return "-ERR [AUTH] invalid user name or password";
+	}
+}
+
+void pop3_session_set_expire(struct pop3_session *s, int expire_days)
+{
+	s->own_expire = true;
+	s->user_expire_days = expire_days < 0 ? -1 : expire_days;
+}
+
 void pop3_session_login_done(struct pop3_session *s,
 			     enum pop3_login_result result,
 			     const struct mailmsg *msgs, size_t count)
@@ -785,9 +827,8 @@ void pop3_session_login_done(struct pop3_session *s,
 		return;
 	case POP3_LOGIN_AUTH_FAILED:
 	case POP3_LOGIN_MALFORMED:
-		out_printf(s, result == POP3_LOGIN_AUTH_FAILED ?
-			   "-ERR [AUTH] invalid user name or password" :
-			   "-ERR [AUTH] authentication exchange failed");
+	case POP3_LOGIN_DISABLED:
+		out_printf(s, "%s", login_failure_text(result));
 		if (++s->stats.auth_failures >= s->cfg->max_auth_failures)
 			session_close(s);
 		return;

@@ -49,7 +49,10 @@ struct pop3_config {
 	bool apop;                  /* offer APOP (needs apop_timestamp) */
 	const char *apop_timestamp; /* "<unique@host>", unique per greeting */
 	unsigned int login_delay;   /* CAPA LOGIN-DELAY; 0 = not advertised */
-	int expire_days;            /* CAPA EXPIRE; -1 = NEVER */
+	/* CAPA EXPIRE: the site's default, -1 = NEVER.  Before login a
+	   number is announced with USER (an account may have its own);
+	   after login, the account's value (pop3_session_set_expire). */
+	int expire_days;
 	unsigned int max_auth_failures;  /* failed logins, then close */
 	unsigned int max_bad_commands;   /* bad commands in a row, then close */
 	const char *implementation;      /* CAPA IMPLEMENTATION */
@@ -121,6 +124,8 @@ enum pop3_login_result {
 	POP3_LOGIN_SYS_TEMP,      /* [SYS/TEMP] */
 	POP3_LOGIN_SYS_PERM,      /* [SYS/PERM] */
 	POP3_LOGIN_MALFORMED,     /* the SASL exchange broke the mechanism */
+	POP3_LOGIN_DISABLED,      /* [AUTH]: right credential, but the account
+				     may not use POP3 (passwd-file pop3=no) */
 };
 
 enum pop3_send_result {
@@ -174,6 +179,10 @@ const struct pop3_action *pop3_session_action(const struct pop3_session *session
 void pop3_session_login_done(struct pop3_session *session,
 			     enum pop3_login_result result,
 			     const struct mailmsg *msgs, size_t count);
+/* The logged-in account's own expire_days (-1 = NEVER) for CAPA EXPIRE
+   in TRANSACTION state; call before login_done/auth_done.  Without it,
+   cfg->expire_days is announced. */
+void pop3_session_set_expire(struct pop3_session *session, int expire_days);
 /* AUTH_STEP: the exchange goes on; writes "+ " and the challenge in
    base64, and the next line the client sends is its answer. */
 void pop3_session_auth_challenge(struct pop3_session *session,

@@ -20,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "auth-client.h"
@@ -27,6 +29,7 @@
 #include "handover.h"
 #include "jobs.h"
 #include "listen-addr.h"
+#include "lmtp-conn.h"
 #include "log.h"
 
 /* Pending connections per listening socket. */
@@ -36,6 +39,7 @@
 
 struct listener {
 	bool tls;                     /* implicit TLS (RFC 8314) */
+	bool lmtp;                    /* mail process: the MTA's LMTP socket */
 	struct evconnlistener *ev;
 	struct event *resume;
 	struct loop *loop;
@@ -47,6 +51,8 @@ struct server {
 	bool fd_tls[2 * SETTINGS_MAX_LISTEN];
 	size_t fd_count;
 	struct listener *listeners[2 * SETTINGS_MAX_LISTEN];
+	int lmtp_fd;                  /* lmtp_listen, or -1 */
+	struct listener *lmtp_listener;
 	unsigned int open;            /* connections and relays */
 	bool retiring;                /* SIGUSR1: exit when open reaches 0 */
 	struct event *sigusr1;
@@ -76,7 +82,8 @@ static int bind_one(const struct sockaddr_storage *ss, socklen_t len,
 	return fd;
 }
 
-static void log_bound(int fd)
+/* proto: "" for POP3, " proto=lmtp" for the LMTP listener. */
+static void log_bound(int fd, const char *proto)
 {
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
@@ -91,12 +98,12 @@ static void log_bound(int fd)
 		struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
 		inet_ntop(AF_INET, &in4->sin_addr, host, sizeof(host));
 		port = ntohs(in4->sin_port);
-		log_info("event=listening addr=%s:%u", host, port);
+		log_info("event=listening%s addr=%s:%u", proto, host, port);
 	} else {
 		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
 		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
 		port = ntohs(in6->sin6_port);
-		log_info("event=listening addr=[%s]:%u", host, port);
+		log_info("event=listening%s addr=[%s]:%u", proto, host, port);
 	}
 }
 
@@ -112,9 +119,118 @@ static int bind_address(struct server *server, const char *spec, bool tls,
 	int fd = bind_one(&ss, len, error_r);
 	if (fd < 0)
 		return -1;
-	log_bound(fd);
+	log_bound(fd, "");
 	server->fds[server->fd_count] = fd;
 	server->fd_tls[server->fd_count++] = tls;
+	return 0;
+}
+
+/*
+ * A socket file left by an earlier popboxd is replaced if nobody listens
+ * on it; a live one (another popboxd) or a file that is not a socket is
+ * never touched.
+ */
+static int unix_remove_stale(const char *path, const char **error_r)
+{
+	struct sockaddr_un sun;
+	struct stat st;
+
+	if (lstat(path, &st) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		*error_r = strerror(errno);
+		return -1;
+	}
+	if (!S_ISSOCK(st.st_mode)) {
+		*error_r = "the path exists and is not a socket";
+		return -1;
+	}
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		*error_r = strerror(errno);
+		return -1;
+	}
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	memcpy(sun.sun_path, path, strlen(path));
+	int live = connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0 ||
+		   errno != ECONNREFUSED;
+	close(fd);
+	if (live) {
+		*error_r = "another server is listening there";
+		return -1;
+	}
+	if (unlink(path) < 0) {
+		*error_r = strerror(errno);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * The LMTP socket file, mode 0666 (as Dovecot's lmtp socket): who may hand
+ * over mail is decided by the directory's permissions.  Its directory is
+ * made (0755) if missing.
+ */
+static int bind_unix(const char *path, const char **error_r)
+{
+	struct sockaddr_un sun;
+	size_t len = strlen(path);
+
+	if (len >= sizeof(sun.sun_path)) {
+		*error_r = "socket path too long";
+		return -1;
+	}
+	char dir[sizeof(sun.sun_path)];
+	memcpy(dir, path, len + 1);
+	char *slash = strrchr(dir, '/');
+	if (slash != NULL && slash != dir) {
+		*slash = '\0';
+		if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+			*error_r = strerror(errno);
+			return -1;
+		}
+	}
+	if (unix_remove_stale(path, error_r) < 0)
+		return -1;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		*error_r = strerror(errno);
+		return -1;
+	}
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	memcpy(sun.sun_path, path, len);
+	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
+	    chmod(path, 0666) < 0 || listen(fd, SERVER_BACKLOG) < 0) {
+		*error_r = strerror(errno);
+		close(fd);
+		return -1;
+	}
+	log_info("event=listening proto=lmtp path=%s", path);
+	return fd;
+}
+
+/* lmtp_listen: "unix:/path" or an address the POP3 listeners take. */
+static int bind_lmtp(struct server *server, const char *spec,
+		     const char **error_r)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int fd;
+
+	if (strncmp(spec, "unix:", 5) == 0) {
+		fd = bind_unix(spec + 5, error_r);
+	} else {
+		if (listen_addr_parse(spec, &ss, &len, error_r) < 0)
+			return -1;
+		fd = bind_one(&ss, len, error_r);
+		if (fd >= 0)
+			log_bound(fd, " proto=lmtp");
+	}
+	if (fd < 0)
+		return -1;
+	server->lmtp_fd = fd;
 	return 0;
 }
 
@@ -128,6 +244,7 @@ int server_bind(const struct popboxd_settings *set, struct server **server_r,
 		return -1;
 	}
 	server->ctx.set = set;
+	server->lmtp_fd = -1;
 	for (size_t i = 0; i < set->listen_count; i++) {
 		if (bind_address(server, set->listen[i], false, error_r) < 0)
 			goto fail;
@@ -136,10 +253,14 @@ int server_bind(const struct popboxd_settings *set, struct server **server_r,
 		if (bind_address(server, set->tls_listen[i], true, error_r) < 0)
 			goto fail;
 	}
+	if (set->lmtp_listen != NULL && bind_lmtp(server, set->lmtp_listen,
+						  error_r) < 0)
+		goto fail;
 	*server_r = server;
 	return 0;
 fail:
 	server_close_listeners(server);
+	server_close_lmtp_listener(server);
 	free(server);
 	return -1;
 }
@@ -151,12 +272,22 @@ void server_close_listeners(struct server *server)
 	server->fd_count = 0;
 }
 
+void server_close_lmtp_listener(struct server *server)
+{
+	if (server->lmtp_fd >= 0)
+		close(server->lmtp_fd);
+	server->lmtp_fd = -1;
+}
+
 static void accept_callback(struct evconnlistener *ev, evutil_socket_t fd,
 			    struct sockaddr *addr, int addrlen, void *arg)
 {
 	struct listener *l = arg;
 	(void)ev;
-	conn_accept(l->loop, fd, addr, (socklen_t)addrlen, l->tls);
+	if (l->lmtp)
+		lmtp_conn_accept(l->loop, fd, addr, (socklen_t)addrlen);
+	else
+		conn_accept(l->loop, fd, addr, (socklen_t)addrlen, l->tls);
 }
 
 static void resume_callback(evutil_socket_t fd, short what, void *arg)
@@ -239,23 +370,31 @@ static struct loop *loop_create(struct server *server)
 	return loop;
 }
 
+static struct listener *listener_create(struct loop *loop, int fd, bool tls,
+					bool lmtp)
+{
+	struct listener *l = calloc(1, sizeof(*l));
+
+	if (l == NULL)
+		fatal("event=startup error=\"out of memory\"");
+	l->loop = loop;
+	l->tls = tls;
+	l->lmtp = lmtp;
+	l->resume = evtimer_new(loop->base, resume_callback, l);
+	l->ev = evconnlistener_new(loop->base, accept_callback, l,
+				   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+				   0, fd);
+	if (l->ev == NULL || l->resume == NULL)
+		fatal("event=startup error=\"cannot create listener\"");
+	evconnlistener_set_error_cb(l->ev, accept_error_callback);
+	return l;
+}
+
 static void listeners_create(struct server *server, struct loop *loop)
 {
-	for (size_t i = 0; i < server->fd_count; i++) {
-		struct listener *l = calloc(1, sizeof(*l));
-		if (l == NULL)
-			fatal("event=startup error=\"out of memory\"");
-		l->loop = loop;
-		l->tls = server->fd_tls[i];
-		l->resume = evtimer_new(loop->base, resume_callback, l);
-		l->ev = evconnlistener_new(loop->base, accept_callback, l,
-					   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
-					   0, server->fds[i]);
-		if (l->ev == NULL || l->resume == NULL)
-			fatal("event=startup error=\"cannot create listener\"");
-		evconnlistener_set_error_cb(l->ev, accept_error_callback);
-		server->listeners[i] = l;
-	}
+	for (size_t i = 0; i < server->fd_count; i++)
+		server->listeners[i] = listener_create(loop, server->fds[i],
+						       server->fd_tls[i], false);
 }
 
 static void context_init(struct server *server, const struct server_params *p,
@@ -341,6 +480,12 @@ void server_run_mail(struct server *server, const struct server_params *p)
 	if (handover_listen(mail_loop->base, p->mail_listen_fd, p->uid_checks,
 			    p->login_uid, handover_arrived, NULL) == NULL)
 		fatal("event=startup role=mail error=\"cannot listen\"");
+	/* Every mail process accepts the MTA's LMTP connections. */
+	if (server->lmtp_fd >= 0) {
+		lmtp_conn_setup(mail_loop);
+		server->lmtp_listener = listener_create(mail_loop, server->lmtp_fd,
+							false, true);
+	}
 	log_info("event=started role=mail workers=%u", p->set->auth_workers);
 	event_base_dispatch(mail_loop->base);
 	fatal("event=stopped role=mail error=\"event loop ended\"");

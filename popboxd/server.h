@@ -5,8 +5,10 @@
  * listening socket per address.  A login process then accepts on all of
  * them (every login process on the same sockets: whichever wakes first
  * takes a connection); a mail process accepts hand-overs from login
- * processes instead.  Each process runs one loop; a mail process also has
- * a pool of threads for maildrop scans and fsync.
+ * processes instead and, when lmtp_listen is set, the MTA's connections on
+ * the one LMTP socket (lmtp-conn.h).  Each process runs one loop; a mail
+ * process also has a pool of threads for maildrop scans, deliveries and
+ * fsync.
  */
 #ifndef POPBOX_SERVER_H
 #define POPBOX_SERVER_H
@@ -26,6 +28,9 @@ int server_bind(const struct popboxd_settings *set, struct server **server_r,
 		const char **error_r);
 /* Closes the listening sockets (in processes that do not accept). */
 void server_close_listeners(struct server *server);
+/* Closes the LMTP listening socket (lmtp_listen), which only the mail
+   processes accept on; server_close_listeners() leaves it open. */
+void server_close_lmtp_listener(struct server *server);
 
 struct server_params {
 	const struct popboxd_settings *set;

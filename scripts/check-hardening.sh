@@ -2,7 +2,8 @@
 # check-hardening.sh BUILD_DIR | FILE... — proves that the release binaries
 # were really built hardened, by reading the ELF files themselves (readelf),
 # not by trusting the Makefile's flags.  With a directory it checks
-# BUILD_DIR/popboxd and BUILD_DIR/popbox; with files, those files.
+# BUILD_DIR/popboxd, BUILD_DIR/popbox and BUILD_DIR/popbox-deliver; with
+# files, those files.
 #
 # Each binary must have:
 #   pie        ELF type DYN (a position-independent executable)
@@ -27,7 +28,7 @@ command -v readelf >/dev/null || {
 }
 
 if [ $# -eq 1 ] && [ -d "$1" ]; then
-	bins=("$1/popboxd" "$1/popbox")
+	bins=("$1/popboxd" "$1/popbox" "$1/popbox-deliver")
 else
 	bins=("$@")
 fi

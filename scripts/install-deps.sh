@@ -12,6 +12,7 @@ packages=(
 	clang-tidy cppcheck                 # static analysis (make lint)
 	python3 python3-pytest              # integration tests
 	curl mpop                           # real POP3 clients for the tests
+	postfix swaks                       # a real MTA and SMTP sender (issue 5 tests)
 	openssl procps                      # certificates, ps/pgrep
 )
 
@@ -29,6 +30,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 		sudo=(sudo)
 	fi
 	export DEBIAN_FRONTEND=noninteractive
+	# Postfix is installed unconfigured: the tests run private instances.
+	echo "postfix postfix/main_mailer_type select No configuration" |
+		"${sudo[@]}" debconf-set-selections
 	"${sudo[@]}" apt-get update -q
 	"${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi

@@ -3,7 +3,8 @@
  *
  * Checks the invariants passwd-file.h promises for every entry it returns:
  * a valid user name, a non-empty password, an absolute (or empty) home and
- * an absolute (or absent) mail path.
+ * an absolute (or absent) mail path, and policy fields (user-policy.h)
+ * that are unset or within their bounds.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -11,6 +12,22 @@
 
 #include "passdb.h"
 #include "passwd-file.h"
+
+static bool policy_in_range(const struct user_policy *p)
+{
+	return (p->quota_storage == USER_POLICY_UNSET ||
+		(p->quota_storage >= 0 &&
+		 p->quota_storage <= USER_POLICY_STORAGE_MAX)) &&
+	       (p->quota_messages == USER_POLICY_UNSET ||
+		(p->quota_messages >= 0 &&
+		 p->quota_messages <= USER_POLICY_MESSAGES_MAX)) &&
+	       (p->keep_days == USER_POLICY_UNSET ||
+		(p->keep_days >= 0 && p->keep_days <= USER_POLICY_DAYS_MAX)) &&
+	       (p->expire_days == USER_POLICY_UNSET ||
+		p->expire_days == USER_POLICY_NEVER ||
+		(p->expire_days >= 1 && p->expire_days <= USER_POLICY_DAYS_MAX)) &&
+	       (p->pop3 == USER_POLICY_UNSET || p->pop3 == 0 || p->pop3 == 1);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -23,7 +40,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		    e.password[0] == '\0' ||
 		    (e.home[0] != '\0' && e.home[0] != '/') ||
 		    (e.mail != NULL && e.mail[0] != '/') ||
-		    e.uid == (uid_t)-1 || e.gid == (gid_t)-1)
+		    e.uid == (uid_t)-1 || e.gid == (gid_t)-1 ||
+		    !policy_in_range(&e.policy))
 			abort();
 		passwd_file_entry_free(&e);
 	} else if (r == -1) {

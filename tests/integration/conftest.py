@@ -239,6 +239,9 @@ class Env:
             "auth_penalty_max_ms": "0",
             "login_timeout": "30",
             "workers": "2",
+            # Each test's own, not /run/popboxd/userdb shared by every
+            # popboxd on the machine.
+            "userdb_socket": str(self.root / "userdb"),
         }
         if IS_ROOT:
             settings["mail_user"] = "nobody"

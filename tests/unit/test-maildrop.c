@@ -7,7 +7,9 @@
  * committing while another agent moves mail, hostile cache files (every
  * truncation, out-of-bound lengths, garbage, symlinks, hard links, FIFOs,
  * sockets, devices, directories, other owners, oversize), and lock files
- * and message names that are not regular files.
+ * and message names that are not regular files.  Retention: UPDATE that
+ * moves DELEted messages to .Kept, the file facts and the .Kept scan that
+ * `popbox expire` uses, and the admin's open that is no login.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -34,6 +36,7 @@
 #include "log.h"
 #include "maildrop-cache.h"
 #include "maildrop.h"
+#include "retention.h"
 #include "wire.h"
 
 struct fixture {
@@ -1344,6 +1347,276 @@ static void test_size_matches_encoder(void **state)
 	maildrop_close(&md);
 }
 
+/* ---- retention: UPDATE into .Kept, file facts, the .Kept scan ---- */
+
+#define KEEP_NOW 1700000123
+
+static void commit_keep(struct maildrop *md, const uint8_t *del, int64_t now,
+			size_t want_removed, int want_ret)
+{
+	size_t removed = 12345;
+	const char *error = NULL;
+
+	assert_int_equal(maildrop_commit_keep(md, del, now, &removed, &error),
+			 want_ret);
+	assert_int_equal(removed, want_removed);
+	if (want_ret < 0)
+		assert_non_null(error);
+}
+
+static time_t mtime_of(struct fixture *f, const char *rel)
+{
+	struct stat st;
+
+	assert_int_equal(lstat(P(f, rel), &st), 0);
+	return st.st_mtime;
+}
+
+static void set_mtime(struct fixture *f, const char *rel, time_t t)
+{
+	struct timespec ts[2] = { { t, 0 }, { t, 0 } };
+
+	assert_int_equal(utimensat(AT_FDCWD, P(f, rel), ts,
+				   AT_SYMLINK_NOFOLLOW), 0);
+}
+
+static void test_commit_keep_moves_marked(void **state)
+{
+	struct fixture *f = *state;
+	static const uint8_t del[] = { 0, 1, 0, 1 };
+	struct maildrop *md;
+
+	mkmaildir(f);
+	put(f, "new/m0", "0\n");
+	put(f, "new/m1,S=2", "1\n");
+	put(f, "cur/m2:2,S", "2\n");
+	put(f, "cur/m3:2,RS", "3\n");
+	set_mtime(f, "new/m1,S=2", 1600000000);
+	set_mtime(f, "cur/m3:2,RS", 1600000001);
+	md = md_open_ok(f, 0);
+	commit_keep(md, del, KEEP_NOW, 2, 0);
+	maildrop_close(&md);
+	/* Out of the maildrop, into the folder, K= added, mtime kept. */
+	assert_false(exists(f, "new/m1,S=2") || exists(f, "cur/m3:2,RS"));
+	assert_true(exists(f, "new/m0") && exists(f, "cur/m2:2,S"));
+	assert_int_equal(mtime_of(f, ".Kept/new/m1,S=2,K=1700000123"),
+			 1600000000);
+	assert_int_equal(mtime_of(f, ".Kept/cur/m3,K=1700000123:2,RS"),
+			 1600000001);
+	assert_true(exists(f, ".Kept/tmp") && exists(f, ".Kept/maildirfolder"));
+	md = md_open_ok(f, 0);
+	assert_string_equal(listing(md), "m0=3 m2=3");
+	maildrop_close(&md);
+}
+
+static void test_commit_keep_nothing_marked(void **state)
+{
+	struct fixture *f = *state;
+	static const uint8_t del[] = { 0 };
+	struct maildrop *md;
+
+	mkmaildir(f);
+	put(f, "new/m0", "0\n");
+	md = md_open_ok(f, 0);
+	commit_keep(md, del, KEEP_NOW, 0, 0);
+	maildrop_close(&md);
+	assert_false(exists(f, ".Kept"));
+	assert_true(exists(f, "new/m0"));
+}
+
+/* Another agent moves mail during the session; one marked message is
+   gone: it counts as removed, the moved one is followed. */
+static void test_commit_keep_follows_renames(void **state)
+{
+	struct fixture *f = *state;
+	static const uint8_t del[] = { 1, 0, 1 };
+	struct maildrop *md;
+
+	mkmaildir(f);
+	put(f, "new/m0", "0\n");
+	put(f, "new/m1", "1\n");
+	put(f, "new/m2", "2\n");
+	md = md_open_ok(f, 0);
+	mv(f, "new/m0", "cur/m0:2,S");
+	assert_int_equal(unlink(P(f, "new/m2")), 0);
+	commit_keep(md, del, KEEP_NOW, 2, 0);
+	maildrop_close(&md);
+	assert_true(exists(f, ".Kept/cur/m0,K=1700000123:2,S"));
+	assert_true(exists(f, "new/m1"));
+}
+
+/* A kept name already taken is never replaced: the next second's. */
+static void test_commit_keep_name_taken(void **state)
+{
+	struct fixture *f = *state;
+	static const uint8_t del[] = { 1 };
+	struct maildrop *md;
+
+	mkmaildir(f);
+	assert_int_equal(mkdir(P(f, ".Kept"), 0700), 0);
+	assert_int_equal(mkdir(P(f, ".Kept/new"), 0700), 0);
+	put(f, ".Kept/new/m0,K=1700000123", "older A\n");
+	put(f, ".Kept/new/m0,K=1700000124", "older B\n");
+	put(f, "new/m0,K=99", "0\n"); /* an old K= is replaced, not kept */
+	md = md_open_ok(f, 0);
+	commit_keep(md, del, KEEP_NOW, 1, 0);
+	maildrop_close(&md);
+	assert_true(exists(f, ".Kept/new/m0,K=1700000125"));
+	assert_true(exists(f, ".Kept/new/m0,K=1700000123") &&
+		    exists(f, ".Kept/new/m0,K=1700000124"));
+	assert_true(exists(f, ".Kept/cur") && exists(f, ".Kept/tmp"));
+}
+
+/* A name that cannot take ",K=" within NAME_MAX stays: never unlinked. */
+static void test_commit_keep_name_too_long(void **state)
+{
+	struct fixture *f = *state;
+	static const uint8_t del[] = { 1, 1 };
+	char name[300];
+	struct maildrop *md;
+
+	mkmaildir(f);
+	memset(name, 'a', sizeof(name));
+	memcpy(name, "new/", 4);
+	name[4 + 250] = '\0';
+	put(f, name, "long\n");
+	put(f, "new/short", "s\n");
+	md = md_open_ok(f, 0);
+	commit_keep(md, del, KEEP_NOW, 1, -1);
+	maildrop_close(&md);
+	assert_true(exists(f, name));
+	assert_true(exists(f, ".Kept/new/short,K=1700000123"));
+}
+
+/* .Kept not a directory (a symlink, a file): nothing moves, nothing is
+   written through the link. */
+static void test_commit_keep_kept_not_a_dir(void **state)
+{
+	struct fixture *f = *state;
+	static const uint8_t del[] = { 1 };
+	char target[128];
+	struct maildrop *md;
+
+	for (int kind = 0; kind < 2; kind++) {
+		mkmaildir(f);
+		put(f, "new/m0", "0\n");
+		snprintf(target, sizeof(target), "%s/elsewhere", f->path);
+		assert_int_equal(mkdir(target, 0700), 0);
+		if (kind == 0)
+			assert_int_equal(symlink(target, P(f, ".Kept")), 0);
+		else
+			put(f, ".Kept", "a file\n");
+		md = md_open_ok(f, 0);
+		commit_keep(md, del, KEEP_NOW, 0, -1);
+		maildrop_close(&md);
+		assert_true(exists(f, "new/m0"));
+		assert_false(exists(f, "elsewhere/new"));
+		assert_int_equal(unlink(P(f, ".Kept")), 0);
+		assert_int_equal(rmdir(target), 0);
+		assert_int_equal(unlink(P(f, "new/m0")), 0);
+		assert_int_equal(rmdir(P(f, "new")), 0);
+		assert_int_equal(rmdir(P(f, "cur")), 0);
+		assert_int_equal(rmdir(P(f, "tmp")), 0);
+	}
+}
+
+static void test_file_info(void **state)
+{
+	struct fixture *f = *state;
+	struct maildrop_file_info info[3];
+	const char *error = NULL;
+	struct maildrop *md;
+
+	mkmaildir(f);
+	put(f, "new/m0", "zero\n");
+	put(f, "new/m1", "one one\n");
+	put(f, "cur/m2:2,", "2\n");
+	set_mtime(f, "new/m0", 1000);
+	set_mtime(f, "new/m1", 2000);
+	md = md_open_ok(f, 0);
+	mv(f, "new/m1", "cur/m1:2,S");        /* followed */
+	assert_int_equal(unlink(P(f, "cur/m2:2,")), 0);   /* gone */
+	assert_int_equal(maildrop_file_info(md, info, &error), 0);
+	assert_true(info[0].present && info[0].mtime == 1000 &&
+		    info[0].size == 5);
+	assert_true(info[1].present && info[1].mtime == 2000 &&
+		    info[1].size == 8);
+	assert_false(info[2].present);
+	maildrop_close(&md);
+}
+
+static void test_expire_kept(void **state)
+{
+	struct fixture *f = *state;
+	const int64_t now = 1700000000;
+	struct maildrop_kept_counts c;
+	const char *error = NULL;
+	struct maildrop *md;
+
+	mkmaildir(f);
+	md = md_open_ok(f, 0);
+	/* No folder: nothing to do. */
+	assert_int_equal(maildrop_expire_kept(md, now, 3, false, &c, &error), 0);
+	assert_int_equal(c.messages, 0);
+	maildrop_close(&md);
+	assert_int_equal(mkdir(P(f, ".Kept"), 0700), 0);
+	assert_int_equal(mkdir(P(f, ".Kept/new"), 0700), 0);
+	assert_int_equal(mkdir(P(f, ".Kept/cur"), 0700), 0);
+	put(f, ".Kept/new/a,K=1699740000", "due, new\n");  /* 3 d + 800 s */
+	put(f, ".Kept/cur/b,K=1699740000:2,S", "due\n");
+	put(f, ".Kept/cur/c,K=1699740800:2,S", "exactly 3 d\n");
+	put(f, ".Kept/cur/d,K=1699999999:2,S", "young\n");
+	put(f, ".Kept/cur/e:2,S", "no K: forever\n");
+	put(f, ".Kept/cur/f,K=1,K=2:2,S", "two K: forever\n");
+	put(f, ".Kept/cur/.hidden,K=1", "not a message\n");
+	assert_int_equal(mkdir(P(f, ".Kept/cur/g,K=1"), 0700), 0);
+	set_mtime(f, ".Kept/cur/d,K=1699999999:2,S", 1); /* mtime ignored */
+	md = md_open_ok(f, 0);
+	/* Dry run: counts, removes nothing. */
+	assert_int_equal(maildrop_expire_kept(md, now, 3, true, &c, &error), 0);
+	assert_int_equal(c.messages, 2);
+	assert_int_equal(c.bytes, 9 + 4);
+	assert_true(exists(f, ".Kept/new/a,K=1699740000"));
+	assert_int_equal(maildrop_expire_kept(md, now, 3, false, &c, &error), 0);
+	assert_int_equal(c.messages, 2);
+	assert_false(exists(f, ".Kept/new/a,K=1699740000") ||
+		     exists(f, ".Kept/cur/b,K=1699740000:2,S"));
+	assert_true(exists(f, ".Kept/cur/c,K=1699740800:2,S") &&
+		    exists(f, ".Kept/cur/d,K=1699999999:2,S") &&
+		    exists(f, ".Kept/cur/e:2,S") &&
+		    exists(f, ".Kept/cur/f,K=1,K=2:2,S") &&
+		    exists(f, ".Kept/cur/.hidden,K=1") &&
+		    exists(f, ".Kept/cur/g,K=1"));
+	/* keep_days 0: whatever has a K= in the past goes. */
+	assert_int_equal(maildrop_expire_kept(md, now, 0, false, &c, &error), 0);
+	assert_int_equal(c.messages, 2);
+	assert_true(exists(f, ".Kept/cur/e:2,S"));
+	maildrop_close(&md);
+}
+
+/* An admin's open (popbox expire) is no login: LOGIN-DELAY is neither
+   checked nor reset. */
+static void test_admin_open(void **state)
+{
+	struct fixture *f = *state;
+	struct maildrop_settings set = { .login_delay = 60, .admin = true };
+	enum maildrop_status st;
+	const char *error = NULL;
+	struct maildrop *md = NULL;
+
+	mkmaildir(f);
+	assert_int_equal(md_open_status(f, 60), MAILDROP_OK);
+	set_lock_mtime(f, 10);
+	time_t before = mtime_of(f, "popbox.lock");
+	assert_int_equal(maildrop_open(f->path, &set, &md, &st, &error), 0);
+	maildrop_close(&md);
+	assert_int_equal(mtime_of(f, "popbox.lock"), before);
+	set_lock_mtime(f, 61);
+	assert_int_equal(maildrop_open(f->path, &set, &md, &st, &error), 0);
+	maildrop_close(&md);
+	assert_int_equal(md_open_status(f, 60), MAILDROP_OK);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1376,6 +1649,15 @@ int main(void)
 		T(test_fast_path_name_not_a_file),
 		cmocka_unit_test(test_cache_format_parse),
 		T(test_size_matches_encoder),
+		T(test_commit_keep_moves_marked),
+		T(test_commit_keep_nothing_marked),
+		T(test_commit_keep_follows_renames),
+		T(test_commit_keep_name_taken),
+		T(test_commit_keep_name_too_long),
+		T(test_commit_keep_kept_not_a_dir),
+		T(test_file_info),
+		T(test_expire_kept),
+		T(test_admin_open),
 #undef T
 	};
 	/* The rejected caches are logged by design (the integration tests

@@ -177,6 +177,57 @@ static void test_line_length(void **state)
 	free(line);
 }
 
+/* The policy fields (user-policy.h) among the extra fields. */
+static void test_policy_fields(void **state)
+{
+	static const char *const bad[] = {
+		"a:x::::::keep_days=3651",
+		"a:x::::::keep_days=1 keep_days=1",
+		"a:x::::::keep_days",
+		"a:x::::::expire_days=0",
+		"a:x::::::userdb_expire_days=forever",
+		"a:x::::::pop3=off",
+		"a:x::::::pop3=no userdb_pop3=no",
+		"a:x::::::quota_rule=*:storage=1Q",
+		"a:x::::::quota_rule=*:storage=1G quota_rule=*:messages=2",
+		"a:x::::::mail=/m quota_rule=*:storage=99999999999999999999",
+	};
+	struct passwd_file_entry e;
+	enum passwd_file_error err;
+	const char *line = "alice:" H "::::/h::mail=/m/a keep_days=3 "
+			   "userdb_expire_days=never pop3=no "
+			   "quota_rule=*:storage=2G:messages=100 other=1";
+
+	(void)state;
+	assert_int_equal(passwd_file_parse_line(line, strlen(line), &e, &err), 1);
+	assert_string_equal(e.mail, "/m/a");
+	assert_int_equal(e.policy.keep_days, 3);
+	assert_int_equal(e.policy.expire_days, USER_POLICY_NEVER);
+	assert_int_equal(e.policy.pop3, 0);
+	assert_int_equal(e.policy.quota_storage, (int64_t)2 << 30);
+	assert_int_equal(e.policy.quota_messages, 100);
+	passwd_file_entry_free(&e);
+	/* No policy fields: everything unset. */
+	line = "bob:" H "::::::mail=/m/b";
+	assert_int_equal(passwd_file_parse_line(line, strlen(line), &e, &err), 1);
+	assert_int_equal(e.policy.keep_days, USER_POLICY_UNSET);
+	assert_int_equal(e.policy.expire_days, USER_POLICY_UNSET);
+	assert_int_equal(e.policy.pop3, USER_POLICY_UNSET);
+	assert_int_equal(e.policy.quota_storage, USER_POLICY_UNSET);
+	assert_int_equal(e.policy.quota_messages, USER_POLICY_UNSET);
+	passwd_file_entry_free(&e);
+	/* A bad or repeated one refuses the whole line. */
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err = PASSWD_FILE_ERR_NONE;
+		if (passwd_file_parse_line(bad[i], strlen(bad[i]), &e, &err) != -1 ||
+		    err != PASSWD_FILE_ERR_POLICY)
+			fail_msg("%s: err=%d", bad[i], err);
+		assert_null(e.user);
+	}
+	assert_non_null(strstr(passwd_file_strerror(PASSWD_FILE_ERR_POLICY),
+			       "keep_days"));
+}
+
 static void test_strerror(void **state)
 {
 	(void)state;
@@ -193,6 +244,7 @@ int main(void)
 		cmocka_unit_test(test_skipped_lines),
 		cmocka_unit_test(test_bad_lines),
 		cmocka_unit_test(test_line_length),
+		cmocka_unit_test(test_policy_fields),
 		cmocka_unit_test(test_strerror),
 	};
 

@@ -858,6 +858,85 @@ static void test_auth_failures_count(void **state)
 	fixture_free(f);
 }
 
+/* The EXPIRE line of a CAPA answer, for the state the session is in. */
+static const char *capa_expire_line(struct fixture *f)
+{
+	static char line[64];
+	const char *p, *end;
+
+	f->out.len = 0;
+	f->out.buf[0] = '\0';
+	feed_str(f, "CAPA\r\n");
+	p = strstr(f->out.buf, "\r\nEXPIRE ");
+	assert_non_null(p);
+	p += 2;
+	end = strstr(p, "\r\n");
+	assert_non_null(end);
+	snprintf(line, sizeof(line), "%.*s", (int)(end - p), p);
+	f->out.len = 0;
+	f->out.buf[0] = '\0';
+	return line;
+}
+
+/* RFC 2449 section 6.7: a number with USER before login (an account may
+   have its own), never "NEVER USER"; after login the account's value. */
+static void test_capa_expire(void **state)
+{
+	static const struct {
+		int site, own;          /* own: -2 = not set at login */
+		const char *before, *after;
+	} cases[] = {
+		{ -1, -2, "EXPIRE NEVER", "EXPIRE NEVER" },
+		{ -1, 7, "EXPIRE NEVER", "EXPIRE 7" },
+		{ 30, -2, "EXPIRE 30 USER", "EXPIRE 30" },
+		{ 30, 7, "EXPIRE 30 USER", "EXPIRE 7" },
+		{ 30, -1, "EXPIRE 30 USER", "EXPIRE NEVER" },
+		{ 1, 3650, "EXPIRE 1 USER", "EXPIRE 3650" },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct fixture *f = fixture_new(false);
+		f->cfg.expire_days = cases[i].site;
+		assert_string_equal(capa_expire_line(f), cases[i].before);
+		feed_str(f, "USER alice\r\nPASS secret\r\n");
+		if (cases[i].own != -2)
+			pop3_session_set_expire(f->s, cases[i].own);
+		/* Still AUTHORIZATION while the login is pending. */
+		pop3_session_login_done(f->s, POP3_LOGIN_OK, three_msgs, 3);
+		assert_string_equal(capa_expire_line(f), cases[i].after);
+		fixture_free(f);
+	}
+}
+
+/* pop3=no: its own [AUTH] text, counted like a failed login. */
+static void test_login_disabled(void **state)
+{
+	(void)state;
+	struct fixture *f = fixture_new(false);
+	f->cfg.max_auth_failures = 2;
+	expect(f, "+OK popbox ready\r\n");
+	feed_str(f, "USER carol\r\nPASS right\r\n");
+	expect(f, "+OK send PASS\r\n");
+	pop3_session_login_done(f->s, POP3_LOGIN_DISABLED, NULL, 0);
+	expect(f, "-ERR [AUTH] POP access is disabled for this account\r\n");
+	assert_int_equal(pop3_session_state(f->s), POP3_STATE_AUTHORIZATION);
+	assert_null(pop3_session_user(f->s));
+	assert_int_equal(pop3_session_stats(f->s)->auth_failures, 1);
+	fixture_free(f);
+	/* Through AUTH, the same; the second one reaches max_auth_failures. */
+	f = sasl_fixture(true, ALL_MECHS);
+	f->cfg.max_auth_failures = 2;
+	for (int i = 0; i < 2; i++) {
+		feed_str(f, "AUTH PLAIN AGNhcm9sAHJpZ2h0\r\n");
+		expect_step(f, true, "\0carol\0right", 12);
+		pop3_session_auth_done(f->s, POP3_LOGIN_DISABLED, NULL, NULL, 0);
+		expect(f, "-ERR [AUTH] POP access is disabled for this account\r\n");
+	}
+	assert_int_equal(pop3_session_state(f->s), POP3_STATE_CLOSED);
+	fixture_free(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -891,6 +970,8 @@ int main(void)
 		cmocka_unit_test(test_auth_challenges),
 		cmocka_unit_test(test_auth_cancel_and_bad_answers),
 		cmocka_unit_test(test_auth_failures_count),
+		cmocka_unit_test(test_capa_expire),
+		cmocka_unit_test(test_login_disabled),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

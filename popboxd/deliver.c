@@ -1,0 +1,770 @@
+/*
+ * deliver.c — one incoming message into a user's Maildir (see deliver.h).
+ *
+ * The steps, and what a crash (SIGKILL, power loss) after each leaves:
+ *   begin   mkdir the Maildir and tmp/ new/ cur/ if missing; quota scan;
+ *           create tmp/<base> exclusively; the header lines go into the
+ *           write buffer                          -> nothing, or tmp/<base>
+ *   write   convert CRLF to LF, count disk and wire bytes, write() in
+ *           64 KiB pieces                          -> a partial tmp/<base>
+ *   commit  fsync the file, close, rename it into new/<base>,S=<n>,W=<m>
+ *           (renameat2 RENAME_NOREPLACE: never over another message),
+ *           fsync new/                             -> tmp/<base> whole, or
+ *                                                     new/<name> whole
+ * Readers ignore tmp/, so new/ only ever holds whole, fsynced messages.
+ * A tmp/ file left by a crash is removed by a later delivery once it is
+ * 36 hours old (the Maildir convention), or by the admin.
+ *
+ * Names: "<sec>.M<usec>P<pid>R<32 random bits in hex>.<host>" (the
+ * Maildir convention of time, process, randomness and host), then
+ * ",S=<bytes on disk>,W=<bytes on the POP3 wire>".  With both in the
+ * name, popboxd lists a new message without opening it (maildrop.c takes
+ * ,W= when it agrees with ,S=); the sizes come from lib/mail-lines, which
+ * counts the wire size with lib/wire.c's own rule.
+ *
+ * The maildrop cache (popbox.cache) is not touched.  Appending the new
+ * message to it would need the maildrop lock (its temp file name is
+ * fixed), which a POP3 session holds for as long as it is logged in, and
+ * delivery must never wait for a session.  It would also buy nothing: our
+ * rename changes new/'s mtime, and maildrop.c trusts a cache without
+ * readdir only when the directories' mtimes are at least 2 s older than
+ * the scan that wrote it, so the next login rescans anyway.  That rescan
+ * is readdir of new/ and cur/ only: sizes come from the cache for known
+ * messages and from ,W= for ours; no message is opened.
+ *
+ * Quota: the usage of new/ + cur/ (",S=" from names, fstatat otherwise)
+ * is counted once, at begin; writing stops as soon as the message would
+ * not fit.  Deliveries running at the same time each see the usage from
+ * before the others, so together they may go over by what is in flight
+ * (as Maildir++ quota does).
+ */
+#include "deliver.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mail-lines.h"
+#include "maildir-name.h"
+
+/* Write buffer: a few large writes instead of one per line. */
+#define DELIVER_BUF_SIZE (64 * 1024)
+/* An envelope address longer than this is refused: RFC 5321 4.5.3.1.3
+   allows 256 octets for a path; the header line stays well under the
+   998-octet line limit of RFC 5322 2.1.1. */
+#define DELIVER_ADDR_MAX 512
+/* Characters of the host name kept in a file name: enough to tell hosts
+   apart, and short, so that names often stay within the 70 characters of
+   a direct UIDL (maildir-name.h). */
+#define DELIVER_HOST_MAX 24
+#define DELIVER_NAME_MAX 128
+/* New names tried when one is taken (never happens in practice). */
+#define DELIVER_NAME_TRIES 8
+/* tmp/ files older than this are left over from a crash (Maildir rule). */
+#define DELIVER_TMP_STALE_S (36 * 3600)
+/* tmp/ entries looked at per delivery: bounds the cost of a full tmp/. */
+#define DELIVER_TMP_SCAN_MAX 1000
+#define DELIVER_ERROR_MAX 256
+
+struct deliver {
+	int dir_fd, tmp_fd, new_fd, fd;
+	char base[DELIVER_NAME_MAX];  /* the name in tmp/ */
+	struct mail_lines lines;
+	uint64_t received;            /* message bytes fed (size limit) */
+	uint64_t size_limit;
+	uint64_t quota_storage, quota_messages;
+	uint64_t used_bytes, used_count;
+	bool failed;                  /* a write failed: only abort is left */
+	enum deliver_status fail_status;
+	char fail_error[DELIVER_ERROR_MAX];
+	size_t buf_len;
+	uint8_t buf[DELIVER_BUF_SIZE];
+};
+
+static _Thread_local char deliver_errbuf[DELIVER_ERROR_MAX];
+static atomic_uint deliver_counter;
+
+/* ---- errors ------------------------------------------------------------ */
+
+static const char *deliver_errno_text(const char *what, int err)
+{
+	char eb[128];
+
+	snprintf(deliver_errbuf, sizeof(deliver_errbuf), "%s: %s", what,
+		 strerror_r(err, eb, sizeof(eb)));
+	return deliver_errbuf;
+}
+
+/* Errors opening the Maildir that retrying will not fix. */
+static enum deliver_status deliver_open_status(int err)
+{
+	switch (err) {
+	case EACCES:
+	case EPERM:
+	case ENOTDIR:
+	case ELOOP:
+	case EROFS:
+	case ENAMETOOLONG:
+		return DELIVER_PERMFAIL;
+	default:
+		return DELIVER_TEMPFAIL;
+	}
+}
+
+static int deliver_fail(enum deliver_status status, const char *error,
+			enum deliver_status *status_r, const char **error_r)
+{
+	*status_r = status;
+	*error_r = error;
+	return -1;
+}
+
+static int deliver_fail_errno(int err, const char *what, bool opening,
+			      enum deliver_status *status_r,
+			      const char **error_r)
+{
+	return deliver_fail(opening ? deliver_open_status(err) :
+				      DELIVER_TEMPFAIL,
+			    deliver_errno_text(what, err), status_r, error_r);
+}
+
+/* ---- the Maildir ------------------------------------------------------- */
+
+/* mkdir -p path (mode 0700 for what it creates). */
+static int deliver_mkdirs(const char *path)
+{
+	char buf[4096];
+	size_t len = strlen(path);
+
+	if (len == 0 || len >= sizeof(buf)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	memcpy(buf, path, len + 1);
+	for (size_t i = 1; i <= len; i++) {
+		if (buf[i] != '/' && buf[i] != '\0')
+			continue;
+		char c = buf[i];
+		buf[i] = '\0';
+		if (mkdir(buf, 0700) < 0 && errno != EEXIST)
+			return -1;
+		buf[i] = c;
+	}
+	return 0;
+}
+
+static int deliver_open_maildir(const char *path)
+{
+	const int flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC;
+	int fd = open(path, flags);
+
+	if (fd >= 0 || errno != ENOENT)
+		return fd;
+	if (deliver_mkdirs(path) < 0)
+		return -1;
+	return open(path, flags);
+}
+
+/* Opens (creating it if missing) subdirectory name of the Maildir. */
+static int deliver_open_subdir(int dir_fd, const char *name)
+{
+	const int flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+	int fd = openat(dir_fd, name, flags);
+
+	if (fd >= 0 || errno != ENOENT)
+		return fd;
+	if (mkdirat(dir_fd, name, 0700) < 0 && errno != EEXIST)
+		return -1;
+	return openat(dir_fd, name, flags);
+}
+
+static int deliver_open_dirs(struct deliver *d, const char *path,
+			     enum deliver_status *status_r,
+			     const char **error_r)
+{
+	int cur_fd;
+
+	d->dir_fd = deliver_open_maildir(path);
+	if (d->dir_fd < 0)
+		return deliver_fail_errno(errno, "open Maildir", true,
+					  status_r, error_r);
+	d->tmp_fd = deliver_open_subdir(d->dir_fd, "tmp");
+	if (d->tmp_fd < 0)
+		return deliver_fail_errno(errno, "tmp/", true, status_r,
+					  error_r);
+	d->new_fd = deliver_open_subdir(d->dir_fd, "new");
+	if (d->new_fd < 0)
+		return deliver_fail_errno(errno, "new/", true, status_r,
+					  error_r);
+	/* Readers expect cur/ too. */
+	cur_fd = deliver_open_subdir(d->dir_fd, "cur");
+	if (cur_fd < 0)
+		return deliver_fail_errno(errno, "cur/", true, status_r,
+					  error_r);
+	close(cur_fd);
+	return 0;
+}
+
+/* A fresh directory stream on dir_fd (which stays open). */
+static DIR *deliver_opendir(int dir_fd)
+{
+	int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *dir;
+
+	if (fd < 0)
+		return NULL;
+	dir = fdopendir(fd);
+	if (dir == NULL)
+		close(fd);
+	return dir;
+}
+
+/* ---- quota ------------------------------------------------------------- */
+
+/* Adds one directory entry to the usage if it is a message. */
+static void deliver_usage_add(int dir_fd, const struct dirent *de,
+			      uint64_t *bytes, uint64_t *count)
+{
+	struct maildir_name mn;
+	struct stat st;
+	size_t len = strlen(de->d_name);
+
+	if (de->d_name[0] == '.' ||
+	    (de->d_type != DT_REG && de->d_type != DT_UNKNOWN))
+		return;
+	maildir_name_parse(de->d_name, len, &mn);
+	if (de->d_type == DT_REG && mn.has_size) {
+		*bytes += mn.size;
+		(*count)++;
+		return;
+	}
+	if (fstatat(dir_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    !S_ISREG(st.st_mode))
+		return; /* gone since readdir, or not a message */
+	*bytes += (uint64_t)st.st_size;
+	(*count)++;
+}
+
+/* What new/ or cur/ holds.  -1 with errno if it cannot be read. */
+static int deliver_usage_dir(int dir_fd, uint64_t *bytes, uint64_t *count)
+{
+	DIR *dir = deliver_opendir(dir_fd);
+	struct dirent *de;
+
+	if (dir == NULL)
+		return -1;
+	for (;;) {
+		errno = 0;
+		if ((de = readdir(dir)) == NULL)
+			break;
+		deliver_usage_add(dir_fd, de, bytes, count);
+	}
+	int err = errno;
+	closedir(dir);
+	errno = err;
+	return err == 0 ? 0 : -1;
+}
+
+static int deliver_usage(struct deliver *d, enum deliver_status *status_r,
+			 const char **error_r)
+{
+	int cur_fd = openat(d->dir_fd, "cur",
+			    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+	d->used_bytes = d->used_count = 0;
+	if (cur_fd < 0)
+		return deliver_fail_errno(errno, "cur/", true, status_r,
+					  error_r);
+	int ret = deliver_usage_dir(d->new_fd, &d->used_bytes, &d->used_count);
+	if (ret == 0)
+		ret = deliver_usage_dir(cur_fd, &d->used_bytes, &d->used_count);
+	int err = errno;
+	close(cur_fd);
+	if (ret < 0)
+		return deliver_fail_errno(err, "quota scan", false, status_r,
+					  error_r);
+	return 0;
+}
+
+/* Would a message of size bytes (on disk) fit? */
+static int deliver_quota_check(const struct deliver *d, uint64_t size,
+			       enum deliver_status *status_r,
+			       const char **error_r)
+{
+	if (d->quota_storage > 0 && size > d->quota_storage)
+		return deliver_fail(DELIVER_TOO_BIG,
+				    "message is larger than the quota",
+				    status_r, error_r);
+	if (d->quota_storage > 0 && d->used_bytes + size > d->quota_storage)
+		return deliver_fail(DELIVER_OVER_QUOTA,
+				    "mailbox is over its storage quota",
+				    status_r, error_r);
+	if (d->quota_messages > 0 && d->used_count + 1 > d->quota_messages)
+		return deliver_fail(DELIVER_OVER_QUOTA,
+				    "mailbox is over its message quota",
+				    status_r, error_r);
+	return 0;
+}
+
+/* ---- tmp/ -------------------------------------------------------------- */
+
+/* Removes tmp/ files a crash left behind (older than 36 hours). */
+static void deliver_clean_tmp(int tmp_fd)
+{
+	DIR *dir = deliver_opendir(tmp_fd);
+	struct dirent *de;
+	struct stat st;
+	time_t now = time(NULL);
+
+	if (dir == NULL)
+		return;
+	for (int n = 0; n < DELIVER_TMP_SCAN_MAX; n++) {
+		if ((de = readdir(dir)) == NULL)
+			break;
+		if (de->d_name[0] == '.' ||
+		    (de->d_type != DT_REG && de->d_type != DT_UNKNOWN))
+			continue;
+		if (fstatat(tmp_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISREG(st.st_mode) &&
+		    st.st_mtime < now - DELIVER_TMP_STALE_S)
+			(void)unlinkat(tmp_fd, de->d_name, 0);
+	}
+	closedir(dir);
+}
+
+/* The host name as it goes into a file name: [A-Za-z0-9.-] only (no '/',
+   ':' or ',', which mean something in a Maildir name), short. */
+static void deliver_host(char out[DELIVER_HOST_MAX + 1])
+{
+	char host[256];
+	size_t n = 0;
+
+	if (gethostname(host, sizeof(host)) < 0)
+		snprintf(host, sizeof(host), "localhost");
+	host[sizeof(host) - 1] = '\0';
+	for (const char *p = host; *p != '\0' && n < DELIVER_HOST_MAX; p++) {
+		char c = *p;
+		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			  (c >= '0' && c <= '9') || c == '-' || c == '.';
+		if (!ok)
+			c = '_';
+		out[n++] = c;
+	}
+	if (n == 0)
+		out[n++] = 'x';
+	out[n] = '\0';
+}
+
+/* A new unique base name into out. */
+static void deliver_make_base(char out[DELIVER_NAME_MAX])
+{
+	char host[DELIVER_HOST_MAX + 1];
+	struct timespec ts;
+	uint32_t rnd;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd))
+		rnd = (uint32_t)ts.tv_nsec ^
+		      (atomic_fetch_add(&deliver_counter, 1) << 20);
+	deliver_host(host);
+	snprintf(out, DELIVER_NAME_MAX, "%lld.M%06ldP%dR%08x.%s",
+		 (long long)ts.tv_sec, ts.tv_nsec / 1000, (int)getpid(),
+		 (unsigned int)rnd, host);
+}
+
+static int deliver_create_tmp(struct deliver *d, enum deliver_status *status_r,
+			      const char **error_r)
+{
+	const int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+			  O_NOCTTY | O_CLOEXEC;
+
+	for (int tries = 0; tries < DELIVER_NAME_TRIES; tries++) {
+		deliver_make_base(d->base);
+		d->fd = openat(d->tmp_fd, d->base, flags, 0600);
+		if (d->fd >= 0)
+			return 0;
+		int err = errno;
+		d->base[0] = '\0'; /* not ours: never to be removed */
+		if (err != EEXIST)
+			return deliver_fail_errno(err, "create in tmp/", true,
+						  status_r, error_r);
+	}
+	return deliver_fail(DELIVER_TEMPFAIL, "no unique name in tmp/",
+			    status_r, error_r);
+}
+
+/* ---- writing ----------------------------------------------------------- */
+
+/* Writes the buffer out. */
+static int deliver_flush(struct deliver *d, enum deliver_status *status_r,
+			 const char **error_r)
+{
+	size_t off = 0;
+
+	while (off < d->buf_len) {
+		ssize_t n = write(d->fd, d->buf + off, d->buf_len - off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return deliver_fail_errno(errno, "write", false,
+						  status_r, error_r);
+		if (n == 0)
+			return deliver_fail(DELIVER_TEMPFAIL,
+					    "write: no progress", status_r,
+					    error_r);
+		off += (size_t)n;
+	}
+	d->buf_len = 0;
+	return 0;
+}
+
+/* Converts in[0..len) into the buffer, flushing as it fills. */
+static int deliver_put(struct deliver *d, const uint8_t *in, size_t len,
+		       enum deliver_status *status_r, const char **error_r)
+{
+	while (len > 0) {
+		size_t room = DELIVER_BUF_SIZE - d->buf_len;
+
+		if (room < 2) {
+			if (deliver_flush(d, status_r, error_r) < 0)
+				return -1;
+			continue;
+		}
+		/* MAIL_LINES_OUT_MAX(n) = n + 1 <= room. */
+		size_t n = len < room - 1 ? len : room - 1;
+		d->buf_len += mail_lines_convert(&d->lines, in, n,
+						 d->buf + d->buf_len);
+		in += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/* An address fit for a header line: no control bytes, not too long. */
+static bool deliver_addr_ok(const char *addr)
+{
+	size_t len = strnlen(addr, DELIVER_ADDR_MAX + 1);
+
+	if (len > DELIVER_ADDR_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)addr[i];
+		if (c < 0x20 || c == 0x7f)
+			return false;
+	}
+	return true;
+}
+
+/* "<a>" -> "a": the envelope's brackets, if the caller left them on. */
+static void deliver_unbracket(const char *addr, const char **p_r,
+			      size_t *len_r)
+{
+	size_t len = strlen(addr);
+
+	if (len >= 2 && addr[0] == '<' && addr[len - 1] == '>') {
+		addr++;
+		len -= 2;
+	}
+	*p_r = addr;
+	*len_r = len;
+}
+
+/* Return-Path and Delivered-To, through the same conversion and counts as
+   the message. */
+static int deliver_headers(struct deliver *d, const struct deliver_envelope *env,
+			   enum deliver_status *status_r, const char **error_r)
+{
+	char line[DELIVER_ADDR_MAX + 32];
+	const char *p;
+	size_t len;
+	int n;
+
+	if (env == NULL)
+		return 0;
+	if (env->return_path != NULL) {
+		deliver_unbracket(env->return_path, &p, &len);
+		n = snprintf(line, sizeof(line), "Return-Path: <%.*s>\n",
+			     (int)len, p);
+		if (deliver_put(d, (const uint8_t *)line, (size_t)n, status_r,
+				error_r) < 0)
+			return -1;
+	}
+	if (env->delivered_to != NULL && env->delivered_to[0] != '\0') {
+		deliver_unbracket(env->delivered_to, &p, &len);
+		n = snprintf(line, sizeof(line), "Delivered-To: %.*s\n",
+			     (int)len, p);
+		if (deliver_put(d, (const uint8_t *)line, (size_t)n, status_r,
+				error_r) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* ---- the interface ----------------------------------------------------- */
+
+static struct deliver *deliver_new(const struct user_policy *policy,
+				   uint64_t size_limit)
+{
+	struct deliver *d = malloc(sizeof(*d));
+
+	if (d == NULL)
+		return NULL;
+	memset(d, 0, offsetof(struct deliver, buf));
+	d->dir_fd = d->tmp_fd = d->new_fd = d->fd = -1;
+	d->size_limit = size_limit;
+	d->quota_storage = policy != NULL && policy->quota_storage > 0 ?
+			   (uint64_t)policy->quota_storage : 0;
+	d->quota_messages = policy != NULL && policy->quota_messages > 0 ?
+			    (uint64_t)policy->quota_messages : 0;
+	mail_lines_init(&d->lines);
+	return d;
+}
+
+/* Closes everything, removes the tmp/ file if there is one, frees. */
+static void deliver_free(struct deliver *d, bool remove_tmp)
+{
+	if (d->fd >= 0)
+		close(d->fd);
+	if (remove_tmp && d->tmp_fd >= 0 && d->base[0] != '\0')
+		(void)unlinkat(d->tmp_fd, d->base, 0);
+	if (d->tmp_fd >= 0)
+		close(d->tmp_fd);
+	if (d->new_fd >= 0)
+		close(d->new_fd);
+	if (d->dir_fd >= 0)
+		close(d->dir_fd);
+	free(d);
+}
+
+bool deliver_envelope_valid(const struct deliver_envelope *env)
+{
+	return env == NULL ||
+	       ((env->return_path == NULL || deliver_addr_ok(env->return_path)) &&
+		(env->delivered_to == NULL || deliver_addr_ok(env->delivered_to)));
+}
+
+static int deliver_start(struct deliver *d, const char *path,
+			 const struct deliver_envelope *env,
+			 uint64_t size_hint, enum deliver_status *status_r,
+			 const char **error_r)
+{
+	if (!deliver_envelope_valid(env))
+		return deliver_fail(DELIVER_PERMFAIL,
+				    "envelope address too long or with "
+				    "control characters", status_r, error_r);
+	if (d->size_limit > 0 && size_hint > d->size_limit)
+		return deliver_fail(DELIVER_TOO_BIG,
+				    "message is larger than message_size_limit",
+				    status_r, error_r);
+	if (deliver_open_dirs(d, path, status_r, error_r) < 0)
+		return -1;
+	if ((d->quota_storage > 0 || d->quota_messages > 0) &&
+	    (deliver_usage(d, status_r, error_r) < 0 ||
+	     deliver_quota_check(d, size_hint, status_r, error_r) < 0))
+		return -1;
+	deliver_clean_tmp(d->tmp_fd);
+	if (deliver_create_tmp(d, status_r, error_r) < 0)
+		return -1;
+	return deliver_headers(d, env, status_r, error_r);
+}
+
+int deliver_begin(const char *path, const struct deliver_envelope *env,
+		  const struct user_policy *policy, uint64_t size_hint,
+		  uint64_t size_limit, struct deliver **d_r,
+		  enum deliver_status *status_r, const char **error_r)
+{
+	struct deliver *d = deliver_new(policy, size_limit);
+
+	*d_r = NULL;
+	if (d == NULL)
+		return deliver_fail(DELIVER_TEMPFAIL, "out of memory",
+				    status_r, error_r);
+	if (deliver_start(d, path, env, size_hint, status_r, error_r) < 0) {
+		deliver_free(d, true);
+		return -1;
+	}
+	*d_r = d;
+	return 0;
+}
+
+/* The limits, checked while the message grows: stop before the disk
+   fills with something that will be refused anyway. */
+static int deliver_limits(const struct deliver *d,
+			  enum deliver_status *status_r, const char **error_r)
+{
+	if (d->size_limit > 0 && d->received > d->size_limit)
+		return deliver_fail(DELIVER_TOO_BIG,
+				    "message is larger than message_size_limit",
+				    status_r, error_r);
+	return deliver_quota_check(d, mail_lines_disk_size(&d->lines),
+				   status_r, error_r);
+}
+
+/* After a failure: the tmp/ file goes at once (a full disk gets its space
+   back), and every later call reports the same failure. */
+static int deliver_set_failed(struct deliver *d, enum deliver_status status,
+			      const char *error)
+{
+	d->failed = true;
+	d->fail_status = status;
+	/* Copied: the thread-local text is overwritten by the next error. */
+	snprintf(d->fail_error, sizeof(d->fail_error), "%s", error);
+	if (d->fd >= 0) {
+		close(d->fd);
+		d->fd = -1;
+	}
+	(void)unlinkat(d->tmp_fd, d->base, 0);
+	d->base[0] = '\0';
+	return -1;
+}
+
+/* The failure recorded by deliver_set_failed, in the thread-local buffer
+   (d may be freed before the caller reads it). */
+static int deliver_fail_again(const struct deliver *d,
+			      enum deliver_status *status_r,
+			      const char **error_r)
+{
+	snprintf(deliver_errbuf, sizeof(deliver_errbuf), "%s", d->fail_error);
+	return deliver_fail(d->fail_status, deliver_errbuf, status_r, error_r);
+}
+
+int deliver_write(struct deliver *d, const void *data, size_t len,
+		  enum deliver_status *status_r, const char **error_r)
+{
+	if (d->failed)
+		return deliver_fail_again(d, status_r, error_r);
+	d->received += len;
+	/* The size limit is known before writing; the quota needs the
+	   converted size, so it is checked after (one chunk later). */
+	if (deliver_limits(d, status_r, error_r) < 0 ||
+	    deliver_put(d, data, len, status_r, error_r) < 0 ||
+	    deliver_limits(d, status_r, error_r) < 0)
+		return deliver_set_failed(d, *status_r, *error_r);
+	return 0;
+}
+
+/* Moves the file into new/ under its final name (into name_r). */
+static int deliver_rename(struct deliver *d, char *name_r, size_t size,
+			  enum deliver_status *status_r, const char **error_r)
+{
+	char base[DELIVER_NAME_MAX];
+	int ret = -1;
+
+	snprintf(base, sizeof(base), "%s", d->base);
+	for (int tries = 0; tries < DELIVER_NAME_TRIES && ret < 0; tries++) {
+		if (tries > 0)
+			deliver_make_base(base);
+		snprintf(name_r, size, "%s,S=%llu,W=%llu", base,
+			 (unsigned long long)mail_lines_disk_size(&d->lines),
+			 (unsigned long long)mail_lines_wire_size(&d->lines));
+		ret = renameat2(d->tmp_fd, d->base, d->new_fd, name_r,
+				RENAME_NOREPLACE);
+		if (ret < 0 && (errno == EINVAL || errno == ENOSYS)) {
+			/* No RENAME_NOREPLACE here: link() never replaces
+			   either; the tmp/ name goes afterwards. */
+			ret = linkat(d->tmp_fd, d->base, d->new_fd, name_r, 0);
+			if (ret == 0)
+				(void)unlinkat(d->tmp_fd, d->base, 0);
+		}
+		if (ret < 0 && errno != EEXIST)
+			return deliver_fail_errno(errno, "rename into new/",
+						  false, status_r, error_r);
+	}
+	if (ret < 0)
+		return deliver_fail(DELIVER_TEMPFAIL, "no unique name in new/",
+				    status_r, error_r);
+	d->base[0] = '\0'; /* nothing left in tmp/ */
+	return 0;
+}
+
+/* Everything up to the rename: the whole file durable in tmp/. */
+static int deliver_finish_file(struct deliver *d,
+			       enum deliver_status *status_r,
+			       const char **error_r)
+{
+	struct stat st;
+	int fd;
+
+	if (d->buf_len == DELIVER_BUF_SIZE &&
+	    deliver_flush(d, status_r, error_r) < 0)
+		return -1;
+	d->buf_len += mail_lines_finish(&d->lines, d->buf + d->buf_len);
+	if (deliver_limits(d, status_r, error_r) < 0 ||
+	    deliver_flush(d, status_r, error_r) < 0)
+		return -1;
+	if (fsync(d->fd) < 0)
+		return deliver_fail_errno(errno, "fsync", false, status_r,
+					  error_r);
+	if (fstat(d->fd, &st) < 0)
+		return deliver_fail_errno(errno, "fstat", false, status_r,
+					  error_r);
+	if ((uint64_t)st.st_size != mail_lines_disk_size(&d->lines))
+		return deliver_fail(DELIVER_TEMPFAIL,
+				    "file size differs from bytes written",
+				    status_r, error_r);
+	fd = d->fd;
+	d->fd = -1;
+	/* close() can report a write error (NFS). */
+	if (close(fd) < 0)
+		return deliver_fail_errno(errno, "close", false, status_r,
+					  error_r);
+	return 0;
+}
+
+int deliver_commit(struct deliver **dp, char **name_r,
+		   enum deliver_status *status_r, const char **error_r)
+{
+	struct deliver *d = *dp;
+	char name[DELIVER_NAME_MAX + 64];
+
+	*dp = NULL;
+	if (name_r != NULL)
+		*name_r = NULL;
+	if (d->failed) {
+		deliver_fail_again(d, status_r, error_r);
+		deliver_free(d, true);
+		return -1;
+	}
+	if (deliver_finish_file(d, status_r, error_r) < 0 ||
+	    deliver_rename(d, name, sizeof(name), status_r, error_r) < 0) {
+		deliver_free(d, true);
+		return -1;
+	}
+	if (fsync(d->new_fd) < 0) {
+		/* Not durable, so not a success: take it back out, so that
+		   the sender's retry does not make a second copy. */
+		deliver_fail_errno(errno, "fsync new/", false, status_r,
+				   error_r);
+		(void)unlinkat(d->new_fd, name, 0);
+		(void)fsync(d->new_fd);
+		deliver_free(d, false);
+		return -1;
+	}
+	deliver_free(d, false);
+	/* Out of memory here leaves *name_r NULL: the message is delivered
+	   all the same, only its name is not reported. */
+	if (name_r != NULL)
+		*name_r = strdup(name);
+	*status_r = DELIVER_OK;
+	return 0;
+}
+
+void deliver_abort(struct deliver **dp)
+{
+	struct deliver *d = *dp;
+
+	if (d == NULL)
+		return;
+	*dp = NULL;
+	deliver_free(d, true);
+}

@@ -1,0 +1,42 @@
+/*
+ * lmtp-conn.h — one LMTP connection from the MTA, in a mail process: a
+ * socket and its timers joined to an lmtp_session (the protocol core),
+ * carrying out its actions.
+ *
+ * Every mail process accepts on the lmtp_listen socket (bound by the
+ * master).  A recipient is looked up with the auth process
+ * (USERDB_LOOKUP, userdb-lookup.h) over the mail process's own auth line;
+ * its delivery is opened (deliver_begin: quota checked, tmp/ file made) on
+ * the job pool, so an unknown user or a full mailbox is refused at RCPT.
+ * The message goes to the pool in pieces of at most LMTP_CHUNK_MAX bytes,
+ * one deliver_write per recipient each, and the socket is not read while a
+ * piece is being written: memory per connection is bounded whatever the
+ * message size.  After the final dot each recipient's copy is committed
+ * (fsync, rename into new/, fsync new/) in its own job and answered as soon
+ * as it is durable, in RCPT order; a copy that failed is answered with its
+ * failure.  A connection that ends before the final dot leaves nothing in
+ * new/; one that ends during the commits leaves the copies already
+ * committed (the one in flight included) and aborts the others.
+ */
+#ifndef POPBOX_LMTP_CONN_H
+#define POPBOX_LMTP_CONN_H
+
+#include <sys/socket.h>
+
+struct loop;
+
+/* Idle time allowed between two commands or two pieces of a message
+   (RFC 5321 section 4.5.3.2.7: a server waits at least 5 minutes). */
+#define LMTP_IDLE_TIMEOUT_S 300
+/* Open LMTP connections per mail process; more are refused with 421 (an
+   MTA opens a few: Postfix's default destination concurrency is 20). */
+#define LMTP_CONN_MAX 256
+
+/* Readies the module for loop's process (hostname, size limit); once,
+   before the first accept. */
+void lmtp_conn_setup(struct loop *loop);
+/* Takes over fd, a connection accepted on the LMTP listener. */
+void lmtp_conn_accept(struct loop *loop, int fd, const struct sockaddr *addr,
+		      socklen_t addrlen);
+
+#endif

@@ -1,0 +1,62 @@
+/*
+ * userdb-lookup.h — a recipient's record from the auth process, for
+ * delivery: AUTH_MSG_USERDB_LOOKUP and its USERDB_REPLY (auth-proto.h).
+ *
+ * No password is involved: the question is only "does this user exist,
+ * and where is its mail".  The auth process answers peers running as
+ * mail_user: the mail processes (LMTP) over their usual auth connection
+ * (auth_client_request with userdb_lookup_request, then
+ * userdb_lookup_reply_get in the callback), and popbox-deliver over the
+ * filesystem socket userdb_socket (userdb_lookup_socket, blocking).
+ *
+ * The reply is decoded as untrusted bytes: every field is checked (a user
+ * name that passes username_valid, bounded paths, a policy in range), and
+ * anything unexpected is a TEMPFAIL, never a guess.
+ */
+#ifndef POPBOX_USERDB_LOOKUP_H
+#define POPBOX_USERDB_LOOKUP_H
+
+#include <stdint.h>
+
+#include "ipc.h"
+#include "passdb.h"
+
+/* Longest home or mail path carried (PATH_MAX with its NUL). */
+#define USERDB_PATH_MAX 4096
+/* How long popbox-deliver waits for the auth process by default. */
+#define USERDB_TIMEOUT_MS 30000
+
+/* Fills w with a lookup of user (id 0: auth_client_request sets it). */
+void userdb_lookup_request(struct ipc_writer *w, const char *user);
+
+/*
+ * The auth side: fills w with the reply to request id.  status is an enum
+ * auth_status; user is used (and must be non-NULL) only for
+ * AUTH_STATUS_OK.
+ */
+void userdb_lookup_reply_put(struct ipc_writer *w, uint32_t id,
+			     uint32_t status, const struct passdb_user *user);
+
+/*
+ * Decodes a reply; NULL (the auth process could not answer) is a
+ * TEMPFAIL.  Returns PASSDB_OK with *user_r filled (owned strings: free
+ * with passdb_user_clear; the policy is the passwd-file's, unresolved),
+ * PASSDB_FAIL for an unknown user, PASSDB_TEMPFAIL for anything else (the
+ * auth side's TEMPFAIL, a refused or malformed reply, out of memory).
+ * *user_r is zeroed unless the result is PASSDB_OK.
+ */
+enum passdb_result userdb_lookup_reply_get(const struct ipc_msg *reply,
+					   struct passdb_user *user_r);
+
+/*
+ * Blocking client: connects to the SOCK_SEQPACKET socket at path (whose
+ * listener must be root or this process's own user), asks for user and
+ * waits at most timeout_ms for the answer.  Results as
+ * userdb_lookup_reply_get; on PASSDB_TEMPFAIL *error_r says why.
+ */
+enum passdb_result userdb_lookup_socket(const char *path, const char *user,
+					int timeout_ms,
+					struct passdb_user *user_r,
+					const char **error_r);
+
+#endif
