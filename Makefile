@@ -22,7 +22,7 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 WARN     := -Wall -Wextra -Wformat=2 -Wshadow -Wpointer-arith -Wvla -Werror
-CPPFLAGS += -Ilib -Ipopboxd -D_GNU_SOURCE -MMD -MP
+CPPFLAGS += -Ilib -Ipopboxd -Ifetch -D_GNU_SOURCE -MMD -MP
 CFLAGS   += -std=c17 $(WARN) -g -pthread $(PKG_CFLAGS)
 LDLIBS   += $(PKG_LIBS) -lcrypt -pthread
 
@@ -37,11 +37,15 @@ CPPFLAGS += -U_FORTIFY_SOURCE -D_FORTIFY_SOURCE=3
 LDFLAGS  += -pie -Wl,-z,relro,-z,now
 endif
 
-LIB_SRC   := $(wildcard lib/*.c) $(filter-out popboxd/main.c,$(wildcard popboxd/*.c))
+LIB_SRC   := $(wildcard lib/*.c) $(filter-out popboxd/main.c,$(wildcard popboxd/*.c)) \
+             $(wildcard fetch/*.c)
 LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 LIBPOPBOX := $(BUILD)/libpopbox.a
 
-PROGRAMS  := $(BUILD)/popboxd $(BUILD)/popbox $(BUILD)/popbox-deliver
+# popbox-fetch (issue 6) joins once its main file exists.
+FETCH_MAIN := $(wildcard tools/popbox-fetch.c)
+PROGRAMS  := $(BUILD)/popboxd $(BUILD)/popbox $(BUILD)/popbox-deliver \
+             $(if $(FETCH_MAIN),$(BUILD)/popbox-fetch)
 UNIT_SRC  := $(wildcard tests/unit/test-*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(wildcard bench/*.c)
@@ -68,6 +72,9 @@ $(BUILD)/popbox: $(BUILD)/obj/tools/popbox.o $(LIBPOPBOX)
 $(BUILD)/popbox-deliver: $(BUILD)/obj/tools/popbox-deliver.o $(LIBPOPBOX)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+$(BUILD)/popbox-fetch: $(BUILD)/obj/tools/popbox-fetch.o $(LIBPOPBOX)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBPOPBOX)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
@@ -86,6 +93,7 @@ run: deps all
 test-build:
 	@$(MAKE) --no-print-directory BUILD=build/asan SANITIZE=1 \
 		build/asan/popboxd build/asan/popbox build/asan/popbox-deliver \
+		$(if $(FETCH_MAIN),build/asan/popbox-fetch) \
 		$(UNIT_BIN:$(BUILD)/%=build/asan/%) \
 		$(BENCH_BIN:$(BUILD)/%=build/asan/%)
 

@@ -29,6 +29,7 @@ command -v readelf >/dev/null || {
 
 if [ $# -eq 1 ] && [ -d "$1" ]; then
 	bins=("$1/popboxd" "$1/popbox" "$1/popbox-deliver")
+	[ -e tools/popbox-fetch.c ] && bins+=("$1/popbox-fetch")
 else
 	bins=("$@")
 fi

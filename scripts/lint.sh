@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# lint.sh — static analysis of lib/*.c popboxd/*.c tools/*.c: clang-tidy
+# lint.sh — static analysis of lib/*.c popboxd/*.c fetch/*.c tools/*.c: clang-tidy
 # with the checks in .clang-tidy, then cppcheck.  Prints every finding and
 # exits 1 if there is any (0 if clean, 2 if a tool is missing).
 #
@@ -19,7 +19,8 @@ command -v cppcheck >/dev/null || {
 	echo "lint: cppcheck not found (scripts/install-deps.sh)" >&2; exit 2; }
 
 jobs=${JOBS:-$(nproc 2>/dev/null || echo 2)}
-sources=(lib/*.c popboxd/*.c tools/*.c)
+shopt -s nullglob
+sources=(lib/*.c popboxd/*.c fetch/*.c tools/*.c)
 # The compile flags of the Makefile that matter to the parser.
 read -r -a cflags <<<"-Ilib -Ipopboxd -D_GNU_SOURCE -std=c17 -pthread \
 	$(pkg-config --cflags libevent libssl 2>/dev/null)"
