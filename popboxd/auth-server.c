@@ -623,13 +623,7 @@ static void handle_token_check(struct peer *p, const struct ipc_msg *msg)
 		return;
 	}
 	ipc_put_u32(&reply_writer, AUTH_TAG_STATUS, AUTH_STATUS_OK);
-	ipc_put_str(&reply_writer, AUTH_TAG_USER, rec.name);
-	ipc_put_u32(&reply_writer, AUTH_TAG_UID, (uint32_t)rec.uid);
-	ipc_put_u32(&reply_writer, AUTH_TAG_GID, (uint32_t)rec.gid);
-	ipc_put_str(&reply_writer, AUTH_TAG_HOME, rec.home != NULL ? rec.home : "");
-	if (rec.mail != NULL)
-		ipc_put_str(&reply_writer, AUTH_TAG_MAIL, rec.mail);
-	user_policy_ipc_put(&reply_writer, &rec.policy);
+	userdb_record_put(&reply_writer, &rec);
 	reply_send(p, &reply_writer);
 	passdb_user_clear(&rec);
 	OPENSSL_cleanse(token, sizeof(token));

@@ -38,6 +38,7 @@
 #include "log.h"
 #include "pop3-parse.h"
 #include "sasl.h"
+#include "userdb-lookup.h"
 #include "wire.h"
 
 /* Stop feeding commands while this much output waits (backpressure). */
@@ -495,9 +496,7 @@ static void conn_auth_forget(struct conn *c)
 static void conn_token_reply(const struct ipc_msg *reply, void *context)
 {
 	struct conn *c = context;
-	uint32_t status = AUTH_STATUS_TEMPFAIL, uid = 0, gid = 0;
-	char name[USERNAME_MAX + 1], home[4096], mail[4096];
-	struct user_policy policy;
+	uint32_t status = AUTH_STATUS_TEMPFAIL;
 
 	c->auth_handle = 0;
 	c->job_running = false;
@@ -507,39 +506,20 @@ static void conn_token_reply(const struct ipc_msg *reply, void *context)
 	}
 	if (reply == NULL || !ipc_get_u32(reply, AUTH_TAG_STATUS, &status) ||
 	    status != AUTH_STATUS_OK ||
-	    !ipc_get_str(reply, AUTH_TAG_USER, name, sizeof(name)) ||
-	    !username_valid(name, strlen(name)) ||
-	    !ipc_get_u32(reply, AUTH_TAG_UID, &uid) ||
-	    !ipc_get_u32(reply, AUTH_TAG_GID, &gid) ||
-	    !ipc_get_str(reply, AUTH_TAG_HOME, home, sizeof(home)) ||
-	    !user_policy_ipc_get(reply, &policy)) {
-		c->job_error = reply == NULL ? "auth process unavailable" :
-			       "login token refused";
+	    userdb_record_get(reply, &c->user, &c->job_error) < 0) {
+		if (reply == NULL || status != AUTH_STATUS_OK)
+			c->job_error = reply == NULL ? "auth process unavailable" :
+				       "login token refused";
 		c->login_result = POP3_LOGIN_SYS_TEMP;
 		login_finish(c, NULL);
 		return;
 	}
-	bool has_mail = ipc_get_str(reply, AUTH_TAG_MAIL, mail, sizeof(mail));
-	c->user.name = strdup(name);
-	c->user.home = strdup(home);
-	c->user.mail = has_mail ? strdup(mail) : NULL;
-	c->user.uid = (uid_t)uid;
-	c->user.gid = (gid_t)gid;
-	c->user.policy = policy;
-	if (c->user.name == NULL || c->user.home == NULL ||
-	    (has_mail && c->user.mail == NULL)) {
-		passdb_user_clear(&c->user);
-		c->job_error = "out of memory";
-		c->login_result = POP3_LOGIN_SYS_TEMP;
-		login_finish(c, name);
-		return;
-	}
-	user_policy_resolve(&policy, c->loop->ctx->set, &c->policy);
+	user_policy_resolve(&c->user.policy, c->loop->ctx->set, &c->policy);
 	if (c->policy.pop3 == 0) {
 		/* pop3=no: checked only now, after the credential, so a wrong
 		   password looks like any other; the maildrop stays shut. */
 		c->login_result = POP3_LOGIN_DISABLED;
-		login_finish(c, name);
+		login_finish(c, c->user.name);
 		return;
 	}
 	pop3_session_set_expire(c->session,

@@ -3,8 +3,8 @@
  *
  * The steps, and what a crash (SIGKILL, power loss) after each leaves:
  *   begin   mkdir the Maildir and tmp/ new/ cur/ if missing; quota scan;
- *           create tmp/<base> exclusively; the header lines go into the
- *           write buffer                          -> nothing, or tmp/<base>
+ *           create tmp/<base> exclusively; write the header lines
+ *                                                 -> nothing, or tmp/<base>
  *   write   convert CRLF to LF, count disk and wire bytes, write() in
  *           64 KiB pieces                          -> a partial tmp/<base>
  *   commit  fsync the file, close, rename it into new/<base>,S=<n>,W=<m>
@@ -55,6 +55,7 @@
 #include <unistd.h>
 
 #include "mail-lines.h"
+#include "maildir-dir.h"
 #include "maildir-name.h"
 
 /* Write buffer: a few large writes instead of one per line. */
@@ -77,7 +78,8 @@
 #define DELIVER_ERROR_MAX 256
 
 struct deliver {
-	int dir_fd, tmp_fd, new_fd, fd;
+	int dir_fd;                   /* the Maildir, during deliver_begin only */
+	int tmp_fd, new_fd, fd;
 	char base[DELIVER_NAME_MAX];  /* the name in tmp/ */
 	struct mail_lines lines;
 	uint64_t received;            /* message bytes fed (size limit) */
@@ -87,10 +89,22 @@ struct deliver {
 	bool failed;                  /* a write failed: only abort is left */
 	enum deliver_status fail_status;
 	char fail_error[DELIVER_ERROR_MAX];
-	size_t buf_len;
-	uint8_t buf[DELIVER_BUF_SIZE];
 };
 
+/*
+ * The bytes of one call (deliver_begin's headers, one deliver_write, the
+ * end in deliver_commit) on their way to d's file.  The buffer is the
+ * thread's and is empty again when the call returns, so an open delivery
+ * holds no buffer of its own: the LMTP listener keeps one per recipient
+ * open for as long as the MTA takes to send the message.
+ */
+struct deliver_out {
+	struct deliver *d;
+	size_t len;
+	uint8_t *buf;                 /* DELIVER_BUF_SIZE bytes */
+};
+
+static _Thread_local uint8_t deliver_wbuf[DELIVER_BUF_SIZE];
 static _Thread_local char deliver_errbuf[DELIVER_ERROR_MAX];
 static atomic_uint deliver_counter;
 
@@ -215,50 +229,36 @@ static int deliver_open_dirs(struct deliver *d, const char *path,
 	return 0;
 }
 
-/* A fresh directory stream on dir_fd (which stays open). */
-static DIR *deliver_opendir(int dir_fd)
-{
-	int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *dir;
-
-	if (fd < 0)
-		return NULL;
-	dir = fdopendir(fd);
-	if (dir == NULL)
-		close(fd);
-	return dir;
-}
-
 /* ---- quota ------------------------------------------------------------- */
 
-/* Adds one directory entry to the usage if it is a message. */
+/* Adds one directory entry to the usage if it is a message (as the
+   maildrop lists them): its size from ",S=", else from fstatat. */
 static void deliver_usage_add(int dir_fd, const struct dirent *de,
 			      uint64_t *bytes, uint64_t *count)
 {
 	struct maildir_name mn;
 	struct stat st;
-	size_t len = strlen(de->d_name);
+	int64_t size;
 
-	if (de->d_name[0] == '.' ||
-	    (de->d_type != DT_REG && de->d_type != DT_UNKNOWN))
+	if (!maildir_dir_is_msg(dir_fd, de, &size))
 		return;
-	maildir_name_parse(de->d_name, len, &mn);
-	if (de->d_type == DT_REG && mn.has_size) {
-		*bytes += mn.size;
-		(*count)++;
-		return;
+	maildir_name_parse(de->d_name, strlen(de->d_name), &mn);
+	if (size < 0 && mn.has_size)
+		size = (int64_t)mn.size; /* at most MAILDIR_NAME_SIZE_MAX */
+	if (size < 0) {
+		if (fstatat(dir_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !S_ISREG(st.st_mode))
+			return; /* gone since readdir, or not a message */
+		size = st.st_size;
 	}
-	if (fstatat(dir_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
-	    !S_ISREG(st.st_mode))
-		return; /* gone since readdir, or not a message */
-	*bytes += (uint64_t)st.st_size;
+	*bytes += (uint64_t)size;
 	(*count)++;
 }
 
 /* What new/ or cur/ holds.  -1 with errno if it cannot be read. */
 static int deliver_usage_dir(int dir_fd, uint64_t *bytes, uint64_t *count)
 {
-	DIR *dir = deliver_opendir(dir_fd);
+	DIR *dir = maildir_dir_open(dir_fd);
 	struct dirent *de;
 
 	if (dir == NULL)
@@ -321,18 +321,18 @@ static int deliver_quota_check(const struct deliver *d, uint64_t size,
 /* Removes tmp/ files a crash left behind (older than 36 hours). */
 static void deliver_clean_tmp(int tmp_fd)
 {
-	DIR *dir = deliver_opendir(tmp_fd);
+	DIR *dir = maildir_dir_open(tmp_fd);
 	struct dirent *de;
 	struct stat st;
 	time_t now = time(NULL);
+	int64_t size;
 
 	if (dir == NULL)
 		return;
 	for (int n = 0; n < DELIVER_TMP_SCAN_MAX; n++) {
 		if ((de = readdir(dir)) == NULL)
 			break;
-		if (de->d_name[0] == '.' ||
-		    (de->d_type != DT_REG && de->d_type != DT_UNKNOWN))
+		if (!maildir_dir_is_msg(tmp_fd, de, &size))
 			continue;
 		if (fstatat(tmp_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
 		    S_ISREG(st.st_mode) &&
@@ -405,14 +405,21 @@ static int deliver_create_tmp(struct deliver *d, enum deliver_status *status_r,
 
 /* ---- writing ----------------------------------------------------------- */
 
+static void deliver_out_start(struct deliver_out *o, struct deliver *d)
+{
+	o->d = d;
+	o->len = 0;
+	o->buf = deliver_wbuf;
+}
+
 /* Writes the buffer out. */
-static int deliver_flush(struct deliver *d, enum deliver_status *status_r,
+static int deliver_flush(struct deliver_out *o, enum deliver_status *status_r,
 			 const char **error_r)
 {
 	size_t off = 0;
 
-	while (off < d->buf_len) {
-		ssize_t n = write(d->fd, d->buf + off, d->buf_len - off);
+	while (off < o->len) {
+		ssize_t n = write(o->d->fd, o->buf + off, o->len - off);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
@@ -424,26 +431,26 @@ static int deliver_flush(struct deliver *d, enum deliver_status *status_r,
 					    error_r);
 		off += (size_t)n;
 	}
-	d->buf_len = 0;
+	o->len = 0;
 	return 0;
 }
 
 /* Converts in[0..len) into the buffer, flushing as it fills. */
-static int deliver_put(struct deliver *d, const uint8_t *in, size_t len,
+static int deliver_put(struct deliver_out *o, const uint8_t *in, size_t len,
 		       enum deliver_status *status_r, const char **error_r)
 {
 	while (len > 0) {
-		size_t room = DELIVER_BUF_SIZE - d->buf_len;
+		size_t room = DELIVER_BUF_SIZE - o->len;
 
 		if (room < 2) {
-			if (deliver_flush(d, status_r, error_r) < 0)
+			if (deliver_flush(o, status_r, error_r) < 0)
 				return -1;
 			continue;
 		}
 		/* MAIL_LINES_OUT_MAX(n) = n + 1 <= room. */
 		size_t n = len < room - 1 ? len : room - 1;
-		d->buf_len += mail_lines_convert(&d->lines, in, n,
-						 d->buf + d->buf_len);
+		o->len += mail_lines_convert(&o->d->lines, in, n,
+					     o->buf + o->len);
 		in += n;
 		len -= n;
 	}
@@ -485,17 +492,19 @@ static int deliver_headers(struct deliver *d, const struct deliver_envelope *env
 			   enum deliver_status *status_r, const char **error_r)
 {
 	char line[DELIVER_ADDR_MAX + 32];
+	struct deliver_out o;
 	const char *p;
 	size_t len;
 	int n;
 
 	if (env == NULL)
 		return 0;
+	deliver_out_start(&o, d);
 	if (env->return_path != NULL) {
 		deliver_unbracket(env->return_path, &p, &len);
 		n = snprintf(line, sizeof(line), "Return-Path: <%.*s>\n",
 			     (int)len, p);
-		if (deliver_put(d, (const uint8_t *)line, (size_t)n, status_r,
+		if (deliver_put(&o, (const uint8_t *)line, (size_t)n, status_r,
 				error_r) < 0)
 			return -1;
 	}
@@ -503,11 +512,11 @@ static int deliver_headers(struct deliver *d, const struct deliver_envelope *env
 		deliver_unbracket(env->delivered_to, &p, &len);
 		n = snprintf(line, sizeof(line), "Delivered-To: %.*s\n",
 			     (int)len, p);
-		if (deliver_put(d, (const uint8_t *)line, (size_t)n, status_r,
+		if (deliver_put(&o, (const uint8_t *)line, (size_t)n, status_r,
 				error_r) < 0)
 			return -1;
 	}
-	return 0;
+	return deliver_flush(&o, status_r, error_r);
 }
 
 /* ---- the interface ----------------------------------------------------- */
@@ -515,11 +524,10 @@ static int deliver_headers(struct deliver *d, const struct deliver_envelope *env
 static struct deliver *deliver_new(const struct user_policy *policy,
 				   uint64_t size_limit)
 {
-	struct deliver *d = malloc(sizeof(*d));
+	struct deliver *d = calloc(1, sizeof(*d));
 
 	if (d == NULL)
 		return NULL;
-	memset(d, 0, offsetof(struct deliver, buf));
 	d->dir_fd = d->tmp_fd = d->new_fd = d->fd = -1;
 	d->size_limit = size_limit;
 	d->quota_storage = policy != NULL && policy->quota_storage > 0 ?
@@ -593,6 +601,10 @@ int deliver_begin(const char *path, const struct deliver_envelope *env,
 		deliver_free(d, true);
 		return -1;
 	}
+	/* Not needed any more: an open delivery holds DELIVER_OPEN_FDS
+	   (tmp/, new/ and the file). */
+	close(d->dir_fd);
+	d->dir_fd = -1;
 	*d_r = d;
 	return 0;
 }
@@ -641,13 +653,17 @@ static int deliver_fail_again(const struct deliver *d,
 int deliver_write(struct deliver *d, const void *data, size_t len,
 		  enum deliver_status *status_r, const char **error_r)
 {
+	struct deliver_out o;
+
 	if (d->failed)
 		return deliver_fail_again(d, status_r, error_r);
 	d->received += len;
+	deliver_out_start(&o, d);
 	/* The size limit is known before writing; the quota needs the
 	   converted size, so it is checked after (one chunk later). */
 	if (deliver_limits(d, status_r, error_r) < 0 ||
-	    deliver_put(d, data, len, status_r, error_r) < 0 ||
+	    deliver_put(&o, data, len, status_r, error_r) < 0 ||
+	    deliver_flush(&o, status_r, error_r) < 0 ||
 	    deliver_limits(d, status_r, error_r) < 0)
 		return deliver_set_failed(d, *status_r, *error_r);
 	return 0;
@@ -692,15 +708,14 @@ static int deliver_finish_file(struct deliver *d,
 			       enum deliver_status *status_r,
 			       const char **error_r)
 {
+	struct deliver_out o;
 	struct stat st;
 	int fd;
 
-	if (d->buf_len == DELIVER_BUF_SIZE &&
-	    deliver_flush(d, status_r, error_r) < 0)
-		return -1;
-	d->buf_len += mail_lines_finish(&d->lines, d->buf + d->buf_len);
+	deliver_out_start(&o, d);
+	o.len = mail_lines_finish(&d->lines, o.buf);
 	if (deliver_limits(d, status_r, error_r) < 0 ||
-	    deliver_flush(d, status_r, error_r) < 0)
+	    deliver_flush(&o, status_r, error_r) < 0)
 		return -1;
 	if (fsync(d->fd) < 0)
 		return deliver_fail_errno(errno, "fsync", false, status_r,

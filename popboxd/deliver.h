@@ -48,6 +48,11 @@ struct deliver_envelope {
 
 struct deliver;
 
+/* Descriptors an open delivery holds (between deliver_begin and its
+   commit or abort); it holds no buffer of its own, only a few hundred
+   bytes.  For callers that keep many open at once (LMTP). */
+#define DELIVER_OPEN_FDS 3
+
 /*
  * Starts a delivery into the Maildir at path (created with tmp/ new/ cur/
  * if missing).  policy is the user's resolved policy (user_policy_resolve):

@@ -20,6 +20,7 @@
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <stdatomic.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,9 @@
 #define LMTP_RETRY_MS 1000
 /* Failure texts kept per recipient for the log. */
 #define LMTP_ERROR_MAX 160
+/* The share of the process's descriptors that open copies may take (one
+   in LMTP_COPIES_FD_SHARE): the rest stay for POP3 sessions. */
+#define LMTP_COPIES_FD_SHARE 4
 
 enum lmtp_job_kind {
 	LMTP_JOB_OPEN,     /* RCPT: deliver_begin */
@@ -74,6 +78,7 @@ struct lmtp_conn {
 	bool dead;                      /* ended: free when the job returns */
 	bool closing;                   /* flushing the last replies */
 	bool peer_eof;                  /* the MTA half-closed */
+	bool copy_reserved;             /* RCPT in progress holds a copy slot */
 	uint32_t auth_handle;           /* pending lookup, 0 if none */
 	struct passdb_user user;        /* RCPT: the record being opened */
 	/* A job's result, handed from the pool thread to the loop. */
@@ -93,6 +98,12 @@ struct lmtp_conn {
 
 static struct lmtp_config lmtp_cfg;
 static unsigned int lmtp_open_count;
+/* Copies (open deliveries) in this process: every accepted recipient of a
+   transaction not yet ended, and every RCPT being opened.  Each may hold
+   DELIVER_OPEN_FDS descriptors, so a client (LMTP has no login) cannot
+   take them all: past lmtp_copies_max, RCPT is answered 451 until others
+   finish.  Per connection, LMTP_MAX_RECIPIENTS bounds them as well. */
+static size_t lmtp_copies, lmtp_copies_max;
 static atomic_uint_fast64_t lmtp_counter;
 static struct ipc_writer lmtp_writer;   /* loops are single-threaded */
 
@@ -160,7 +171,26 @@ static bool rcpts_open(const struct lmtp_conn *c)
 	return c->opened != NULL;
 }
 
-/* Forgets the recipients; their copies must be committed or aborted. */
+/* A slot for the copy RCPT is about to open; false if none is left. */
+static bool copy_reserve(struct lmtp_conn *c)
+{
+	if (lmtp_copies >= lmtp_copies_max)
+		return false;
+	lmtp_copies++;
+	c->copy_reserved = true;
+	return true;
+}
+
+/* The RCPT in progress ended without a recipient: its slot is free. */
+static void copy_release(struct lmtp_conn *c)
+{
+	if (c->copy_reserved)
+		lmtp_copies--;
+	c->copy_reserved = false;
+}
+
+/* Forgets the recipients (and frees their slots); their copies must be
+   committed or aborted. */
 static void rcpts_clear(struct lmtp_conn *c)
 {
 	for (size_t i = 0; i < c->rcpt_count; i++) {
@@ -168,6 +198,7 @@ static void rcpts_clear(struct lmtp_conn *c)
 		free(c->rcpts[i].address);
 		memset(&c->rcpts[i], 0, sizeof(c->rcpts[i]));
 	}
+	lmtp_copies -= c->rcpt_count;
 	c->rcpt_count = 0;
 	c->commit_next = 0;
 }
@@ -293,9 +324,12 @@ static void open_done(struct lmtp_conn *c)
 		log_refused(c, a->address, c->user.name, status_name(c->job_status),
 			    c->job_error);
 		passdb_user_clear(&c->user);
+		copy_release(c);
 		lmtp_session_rcpt_done(c->session, result_of(c->job_status));
 		return;
 	}
+	/* The slot passes to the recipient (rcpts_clear frees it). */
+	c->copy_reserved = false;
 	struct lmtp_rcpt *r = &c->rcpts[c->rcpt_count];
 	r->user = c->user.name;     /* taken over */
 	c->user.name = NULL;
@@ -418,6 +452,7 @@ static void lookup_reply(const struct ipc_msg *reply, void *context)
 		lmtp_start_job(c, LMTP_JOB_OPEN);
 		return;
 	case PASSDB_FAIL:
+		copy_release(c);
 		lmtp_session_rcpt_done(c->session, LMTP_RESULT_UNKNOWN_USER);
 		/* That was the last name to try: the recipient is refused. */
 		if (lmtp_session_action(c->session)->type != LMTP_ACTION_RCPT)
@@ -428,6 +463,7 @@ static void lookup_reply(const struct ipc_msg *reply, void *context)
 		log_refused(c, address, a->user, "tempfail",
 			    reply == NULL ? "auth process unavailable" :
 			    "user database unavailable");
+		copy_release(c);
 		lmtp_session_rcpt_done(c->session, LMTP_RESULT_TEMPFAIL);
 		break;
 	}
@@ -437,12 +473,19 @@ static void lookup_reply(const struct ipc_msg *reply, void *context)
 /* Asks auth for the recipient's record; answers at once if it cannot. */
 static void lmtp_lookup(struct lmtp_conn *c, const struct lmtp_action *a)
 {
+	if (!copy_reserve(c)) {
+		log_refused(c, a->address, a->user, "busy",
+			    "too many deliveries open in this process");
+		lmtp_session_rcpt_done(c->session, LMTP_RESULT_TEMPFAIL);
+		return;
+	}
 	userdb_lookup_request(&lmtp_writer, a->user);
 	c->auth_handle = auth_client_request(c->loop->ctx->auth, &lmtp_writer,
 					     lookup_reply, c);
 	if (c->auth_handle == 0) {
 		log_refused(c, a->address, a->user, "tempfail",
 			    "auth process unavailable");
+		copy_release(c);
 		lmtp_session_rcpt_done(c->session, LMTP_RESULT_TEMPFAIL);
 		return;
 	}
@@ -488,6 +531,7 @@ static void lmtp_free(struct lmtp_conn *c, const char *reason)
 		return;
 	}
 	rcpts_clear(c);
+	copy_release(c);
 	passdb_user_clear(&c->user);
 	free(c->job_name);
 	lmtp_session_free(&c->session);
@@ -678,6 +722,18 @@ static void lmtp_peer_name(int fd, const struct sockaddr *addr, char *buf,
 void lmtp_conn_setup(struct loop *loop)
 {
 	const struct server_context *ctx = loop->ctx;
+	struct rlimit rl;
+
+	/* No more than the connections can hold, and no more than their
+	   share of the descriptors. */
+	lmtp_copies_max = (size_t)LMTP_CONN_MAX * LMTP_MAX_RECIPIENTS;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    rl.rlim_cur / LMTP_COPIES_FD_SHARE / DELIVER_OPEN_FDS < lmtp_copies_max)
+		lmtp_copies_max = rl.rlim_cur / LMTP_COPIES_FD_SHARE /
+				  DELIVER_OPEN_FDS;
+	if (lmtp_copies_max < 1)
+		lmtp_copies_max = 1;
+	log_info("event=lmtp-setup copies_max=%zu", lmtp_copies_max);
 
 	lmtp_cfg = (struct lmtp_config){
 		.hostname = ctx->hostname,

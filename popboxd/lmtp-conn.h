@@ -11,7 +11,11 @@
  * The message goes to the pool in pieces of at most LMTP_CHUNK_MAX bytes,
  * one deliver_write per recipient each, and the socket is not read while a
  * piece is being written: memory per connection is bounded whatever the
- * message size.  After the final dot each recipient's copy is committed
+ * message size.  Open copies (DELIVER_OPEN_FDS descriptors each) are
+ * capped per process at a quarter of the descriptor limit, so a client
+ * that opens recipient after recipient cannot starve POP3 of descriptors:
+ * past the cap, RCPT gets 451 4.3.0 and the MTA retries those recipients
+ * later.  After the final dot each recipient's copy is committed
  * (fsync, rename into new/, fsync new/) in its own job and answered as soon
  * as it is durable, in RCPT order; a copy that failed is answered with its
  * failure.  A connection that ends before the final dot leaves nothing in

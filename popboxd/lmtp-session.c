@@ -19,6 +19,7 @@
 
 #include "log.h"
 #include "passdb.h"
+#include "reply-line.h"
 #include "strnum.h"
 
 /* Where the data scanner is within a line of the message. */
@@ -62,23 +63,15 @@ struct lmtp_session {
 static void out_printf(struct lmtp_session *s, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
-/* One reply line; over-long text is cut (it never comes from the client
-   except as a checked address, which fits). */
+/* One reply line (lib/reply-line.h): over-long text is cut, and the only
+   client text in a reply is a checked address, which fits. */
 static void out_printf(struct lmtp_session *s, const char *fmt, ...)
 {
-	char line[LMTP_LINE_MAX];
 	va_list args;
-	int n;
 
 	va_start(args, fmt);
-	n = vsnprintf(line, sizeof(line) - 2, fmt, args);
+	reply_line_vprintf(s->output, s->context, fmt, args);
 	va_end(args);
-	if (n < 0)
-		return;
-	if ((size_t)n > sizeof(line) - 3)
-		n = (int)(sizeof(line) - 3);
-	memcpy(line + n, "\r\n", 2);
-	s->output(s->context, line, (size_t)n + 2);
 }
 
 /* ---- state ---- */

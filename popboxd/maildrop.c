@@ -56,6 +56,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "maildir-dir.h"
 #include "maildir-name.h"
 #include "maildrop-cache.h"
 #include "retention.h"
@@ -632,42 +633,6 @@ static int md_scan_add(struct md_scan *s, const char *name, size_t len,
 	return 0;
 }
 
-/* Opens a fresh directory stream on dir_fd (which stays open). */
-static DIR *md_opendir(int dir_fd)
-{
-	int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *dir;
-
-	if (fd < 0)
-		return NULL;
-	dir = fdopendir(fd);
-	if (dir == NULL)
-		close(fd);
-	return dir;
-}
-
-/*
- * Is this directory entry a message?  Regular files only, never names
- * starting with '.'; fstatat only when the file system gives no d_type.
- */
-static bool md_dirent_is_msg(int dir_fd, const struct dirent *de,
-			     int64_t *st_size_r)
-{
-	struct stat st;
-
-	*st_size_r = -1;
-	if (de->d_name[0] == '.')
-		return false;
-	if (de->d_type == DT_REG)
-		return true;
-	if (de->d_type != DT_UNKNOWN ||
-	    fstatat(dir_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
-	    !S_ISREG(st.st_mode))
-		return false;
-	*st_size_r = st.st_size;
-	return true;
-}
-
 /* Adds the messages of one directory; stops at the entries limit. */
 static int md_scan_dir(struct md_scan *s, int dir_fd, uint8_t dir,
 		       const char **what_r)
@@ -677,14 +642,14 @@ static int md_scan_dir(struct md_scan *s, int dir_fd, uint8_t dir,
 	DIR *d;
 
 	*what_r = "opendir";
-	if ((d = md_opendir(dir_fd)) == NULL)
+	if ((d = maildir_dir_open(dir_fd)) == NULL)
 		return -1;
 	*what_r = "readdir";
 	for (;;) {
 		errno = 0;
 		if ((de = readdir(d)) == NULL)
 			break;
-		if (!md_dirent_is_msg(dir_fd, de, &st_size))
+		if (!maildir_dir_is_msg(dir_fd, de, &st_size))
 			continue;
 		if (s->count >= MAILDROP_CACHE_ENTRIES_MAX)
 			break; /* the listing is truncated; see maildrop_open */
@@ -965,12 +930,12 @@ static int md_refind(struct maildrop *md, size_t i)
 	DIR *d;
 
 	for (int k = 0; k < 2; k++) {
-		if ((d = md_opendir(md->sub_fd[dirs[k]])) == NULL)
+		if ((d = maildir_dir_open(md->sub_fd[dirs[k]])) == NULL)
 			return -1;
 		while ((de = readdir(d)) != NULL) {
 			if (!md_name_has_base(de->d_name, m->name,
 					      m->base_len) ||
-			    !md_dirent_is_msg(md->sub_fd[dirs[k]], de,
+			    !maildir_dir_is_msg(md->sub_fd[dirs[k]], de,
 					      &st_size))
 				continue;
 			if ((name = strdup(de->d_name)) == NULL) {

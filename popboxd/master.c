@@ -77,7 +77,7 @@ struct master {
 	struct role_user users[3];
 	int auth_fd;               /* listening SOCK_SEQPACKET */
 	int userdb_fd;             /* at userdb_socket, for auth; or -1 */
-	struct userdb_socket_id userdb_id;
+	struct unix_listen_id userdb_id;
 	/* One listening SOCK_STREAM per mail process slot, so login
 	   processes spread hand-overs evenly (one shared socket let the
 	   first mail process to wake take most of them). */

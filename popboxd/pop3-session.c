@@ -17,6 +17,7 @@
 #include "base64.h"
 #include "log.h"
 #include "pop3-parse.h"
+#include "reply-line.h"
 #include "strnum.h"
 
 /* A user name never needs more; longer ones are refused at USER. */
@@ -66,19 +67,11 @@ static void out_printf(struct pop3_session *s, const char *fmt, ...)
 
 static void out_printf(struct pop3_session *s, const char *fmt, ...)
 {
-	char line[POP3_LINE_MAX];
 	va_list args;
-	int n;
 
 	va_start(args, fmt);
-	n = vsnprintf(line, sizeof(line) - 2, fmt, args);
+	reply_line_vprintf(s->output, s->context, fmt, args);
 	va_end(args);
-	if (n < 0)
-		return;
-	if ((size_t)n > sizeof(line) - 3)
-		n = (int)(sizeof(line) - 3);
-	memcpy(line + n, "\r\n", 2);
-	out_write(s, line, (size_t)n + 2);
 }
 
 /* Staging for multi-line listings: one output call per few KiB. */

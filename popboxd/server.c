@@ -20,8 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "auth-client.h"
@@ -31,6 +29,7 @@
 #include "listen-addr.h"
 #include "lmtp-conn.h"
 #include "log.h"
+#include "unix-listen.h"
 
 /* Pending connections per listening socket. */
 #define SERVER_BACKLOG 1024
@@ -126,88 +125,23 @@ static int bind_address(struct server *server, const char *spec, bool tls,
 }
 
 /*
- * A socket file left by an earlier popboxd is replaced if nobody listens
- * on it; a live one (another popboxd) or a file that is not a socket is
- * never touched.
- */
-static int unix_remove_stale(const char *path, const char **error_r)
-{
-	struct sockaddr_un sun;
-	struct stat st;
-
-	if (lstat(path, &st) < 0) {
-		if (errno == ENOENT)
-			return 0;
-		*error_r = strerror(errno);
-		return -1;
-	}
-	if (!S_ISSOCK(st.st_mode)) {
-		*error_r = "the path exists and is not a socket";
-		return -1;
-	}
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		*error_r = strerror(errno);
-		return -1;
-	}
-	memset(&sun, 0, sizeof(sun));
-	sun.sun_family = AF_UNIX;
-	memcpy(sun.sun_path, path, strlen(path));
-	int live = connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0 ||
-		   errno != ECONNREFUSED;
-	close(fd);
-	if (live) {
-		*error_r = "another server is listening there";
-		return -1;
-	}
-	if (unlink(path) < 0) {
-		*error_r = strerror(errno);
-		return -1;
-	}
-	return 0;
-}
-
-/*
  * The LMTP socket file, mode 0666 (as Dovecot's lmtp socket): who may hand
- * over mail is decided by the directory's permissions.  Its directory is
- * made (0755) if missing.
+ * over mail is decided by the directory's permissions.  Made the safe way
+ * (lib/unix-listen.h): the directory is often the MTA's, writable by a
+ * user that is not root.
  */
 static int bind_unix(const char *path, const char **error_r)
 {
-	struct sockaddr_un sun;
-	size_t len = strlen(path);
+	const struct unix_listen_params params = {
+		.type = SOCK_STREAM,
+		.mode = 0666,
+		.backlog = SERVER_BACKLOG,
+	};
+	struct unix_listen_id id;
+	int fd = unix_listen(path, &params, &id, error_r);
 
-	if (len >= sizeof(sun.sun_path)) {
-		*error_r = "socket path too long";
-		return -1;
-	}
-	char dir[sizeof(sun.sun_path)];
-	memcpy(dir, path, len + 1);
-	char *slash = strrchr(dir, '/');
-	if (slash != NULL && slash != dir) {
-		*slash = '\0';
-		if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
-			*error_r = strerror(errno);
-			return -1;
-		}
-	}
-	if (unix_remove_stale(path, error_r) < 0)
-		return -1;
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		*error_r = strerror(errno);
-		return -1;
-	}
-	memset(&sun, 0, sizeof(sun));
-	sun.sun_family = AF_UNIX;
-	memcpy(sun.sun_path, path, len);
-	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
-	    chmod(path, 0666) < 0 || listen(fd, SERVER_BACKLOG) < 0) {
-		*error_r = strerror(errno);
-		close(fd);
-		return -1;
-	}
-	log_info("event=listening proto=lmtp path=%s", path);
+	if (fd >= 0)
+		log_info("event=listening proto=lmtp path=%s", path);
 	return fd;
 }
 

@@ -41,13 +41,8 @@ void userdb_lookup_request(struct ipc_writer *w, const char *user)
 	userdb_request_fill(w, user, 0);
 }
 
-void userdb_lookup_reply_put(struct ipc_writer *w, uint32_t id,
-			     uint32_t status, const struct passdb_user *user)
+void userdb_record_put(struct ipc_writer *w, const struct passdb_user *user)
 {
-	ipc_writer_init(w, AUTH_MSG_USERDB_REPLY, id);
-	ipc_put_u32(w, AUTH_TAG_STATUS, status);
-	if (status != AUTH_STATUS_OK)
-		return;
 	ipc_put_str(w, AUTH_TAG_USER, user->name);
 	ipc_put_u32(w, AUTH_TAG_UID, (uint32_t)user->uid);
 	ipc_put_u32(w, AUTH_TAG_GID, (uint32_t)user->gid);
@@ -57,25 +52,27 @@ void userdb_lookup_reply_put(struct ipc_writer *w, uint32_t id,
 	user_policy_ipc_put(w, &user->policy);
 }
 
-/* The fields of an OK reply into *user_r; TEMPFAIL if any is bad. */
-static enum passdb_result userdb_reply_record(const struct ipc_msg *reply,
-					      struct passdb_user *user_r)
+int userdb_record_get(const struct ipc_msg *msg, struct passdb_user *user_r,
+		      const char **error_r)
 {
 	char name[USERNAME_MAX + 1], home[USERDB_PATH_MAX];
 	char mail[USERDB_PATH_MAX];
 	uint32_t uid, gid;
 	struct user_policy policy;
 
-	if (!ipc_get_str(reply, AUTH_TAG_USER, name, sizeof(name)) ||
+	memset(user_r, 0, sizeof(*user_r));
+	user_policy_init(&user_r->policy);
+	*error_r = "malformed user record";
+	if (!ipc_get_str(msg, AUTH_TAG_USER, name, sizeof(name)) ||
 	    !username_valid(name, strlen(name)) ||
-	    !ipc_get_u32(reply, AUTH_TAG_UID, &uid) ||
-	    !ipc_get_u32(reply, AUTH_TAG_GID, &gid) ||
-	    !ipc_get_str(reply, AUTH_TAG_HOME, home, sizeof(home)) ||
-	    !user_policy_ipc_get(reply, &policy))
-		return PASSDB_TEMPFAIL;
-	bool has_mail = reply->fields[AUTH_TAG_MAIL].present;
-	if (has_mail && !ipc_get_str(reply, AUTH_TAG_MAIL, mail, sizeof(mail)))
-		return PASSDB_TEMPFAIL;
+	    !ipc_get_u32(msg, AUTH_TAG_UID, &uid) ||
+	    !ipc_get_u32(msg, AUTH_TAG_GID, &gid) ||
+	    !ipc_get_str(msg, AUTH_TAG_HOME, home, sizeof(home)) ||
+	    !user_policy_ipc_get(msg, &policy))
+		return -1;
+	bool has_mail = msg->fields[AUTH_TAG_MAIL].present;
+	if (has_mail && !ipc_get_str(msg, AUTH_TAG_MAIL, mail, sizeof(mail)))
+		return -1;
 	user_r->name = strdup(name);
 	user_r->home = strdup(home);
 	user_r->mail = has_mail ? strdup(mail) : NULL;
@@ -85,16 +82,26 @@ static enum passdb_result userdb_reply_record(const struct ipc_msg *reply,
 	if (user_r->name == NULL || user_r->home == NULL ||
 	    (has_mail && user_r->mail == NULL)) {
 		passdb_user_clear(user_r);
-		return PASSDB_TEMPFAIL;
+		*error_r = "out of memory";
+		return -1;
 	}
-	return PASSDB_OK;
+	return 0;
+}
+
+void userdb_lookup_reply_put(struct ipc_writer *w, uint32_t id,
+			     uint32_t status, const struct passdb_user *user)
+{
+	ipc_writer_init(w, AUTH_MSG_USERDB_REPLY, id);
+	ipc_put_u32(w, AUTH_TAG_STATUS, status);
+	if (status == AUTH_STATUS_OK)
+		userdb_record_put(w, user);
 }
 
 enum passdb_result userdb_lookup_reply_get(const struct ipc_msg *reply,
 					   struct passdb_user *user_r)
 {
+	const char *error;
 	uint32_t status;
-	enum passdb_result result;
 
 	memset(user_r, 0, sizeof(*user_r));
 	user_policy_init(&user_r->policy);
@@ -103,14 +110,10 @@ enum passdb_result userdb_lookup_reply_get(const struct ipc_msg *reply,
 		return PASSDB_TEMPFAIL;
 	if (status == AUTH_STATUS_FAIL)
 		return PASSDB_FAIL;
-	if (status != AUTH_STATUS_OK)
+	if (status != AUTH_STATUS_OK ||
+	    userdb_record_get(reply, user_r, &error) < 0)
 		return PASSDB_TEMPFAIL;
-	result = userdb_reply_record(reply, user_r);
-	if (result != PASSDB_OK) {
-		memset(user_r, 0, sizeof(*user_r));
-		user_policy_init(&user_r->policy);
-	}
-	return result;
+	return PASSDB_OK;
 }
 
 /* ---- the blocking client ------------------------------------------------ */

@@ -12,6 +12,11 @@
  * The reply is decoded as untrusted bytes: every field is checked (a user
  * name that passes username_valid, bounded paths, a policy in range), and
  * anything unexpected is a TEMPFAIL, never a guess.
+ *
+ * The record's fields (user, uid, gid, home, mail, policy: never a
+ * password) travel the same way in the TOKEN_REPLY that gives a mail
+ * process its logged-in user: userdb_record_put and userdb_record_get are
+ * the one codec for both.
  */
 #ifndef POPBOX_USERDB_LOOKUP_H
 #define POPBOX_USERDB_LOOKUP_H
@@ -25,6 +30,18 @@
 #define USERDB_PATH_MAX 4096
 /* How long popbox-deliver waits for the auth process by default. */
 #define USERDB_TIMEOUT_MS 30000
+
+/* Appends user's record fields to w (after its STATUS). */
+void userdb_record_put(struct ipc_writer *w, const struct passdb_user *user);
+
+/*
+ * Decodes the record fields of msg into *user_r (owned strings: free with
+ * passdb_user_clear; the policy as sent, unresolved).  Returns 0, or -1
+ * with *user_r cleared and *error_r "malformed user record" (a field
+ * missing, too long or out of range) or "out of memory".
+ */
+int userdb_record_get(const struct ipc_msg *msg, struct passdb_user *user_r,
+		      const char **error_r);
 
 /* Fills w with a lookup of user (id 0: auth_client_request sets it). */
 void userdb_lookup_request(struct ipc_writer *w, const char *user);

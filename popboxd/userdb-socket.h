@@ -6,12 +6,11 @@
  *
  * Who may connect: the socket file belongs to mail_user and has mode 0600
  * (popboxd started as root), or to the user who started popboxd; the auth
- * process checks each peer's uid again (SO_PEERCRED).  Its directory is
- * made (0755) if missing.  A stale socket (nobody listening) is replaced;
- * a live one belongs to another popboxd and is left alone; a file that is
- * not a socket is never removed.  None of this stops popboxd: POP3 does
- * not depend on it, so a problem is logged as an error and the socket is
- * simply not served.
+ * process checks each peer's uid again (SO_PEERCRED).  How the file is
+ * made (its directory, a stale socket replaced, no chmod or chown that
+ * follows a symlink) is lib/unix-listen.h's.  None of this stops popboxd:
+ * POP3 does not depend on it, so a problem is logged as an error and the
+ * socket is simply not served.
  */
 #ifndef POPBOX_USERDB_SOCKET_H
 #define POPBOX_USERDB_SOCKET_H
@@ -19,22 +18,17 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
-/* Which file we made, so that stopping removes ours and nobody else's. */
-struct userdb_socket_id {
-	dev_t dev;
-	ino_t ino;
-	bool made;
-};
+#include "unix-listen.h"
 
 /*
  * Makes the listening SOCK_SEQPACKET socket (non-blocking, close-on-exec)
- * at path.  With privileged, the file is chowned to uid:gid.  Returns the
+ * at path.  With privileged, the file is given to uid:gid.  Returns the
  * descriptor, or -1 (logged) if there is none to serve.
  */
 int userdb_socket_listen(const char *path, bool privileged, uid_t uid,
-			 gid_t gid, struct userdb_socket_id *id_r);
+			 gid_t gid, struct unix_listen_id *id_r);
 
 /* Removes the socket file at path if it is still the one we made. */
-void userdb_socket_unlink(const char *path, const struct userdb_socket_id *id);
+void userdb_socket_unlink(const char *path, const struct unix_listen_id *id);
 
 #endif

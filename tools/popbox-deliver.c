@@ -29,8 +29,12 @@
  *   EX_NOUSER    67  no such user (5.1.1)
  *   EX_CANTCREAT 73  the Maildir cannot be made or used (5.2.0)
  *   EX_TEMPFAIL  75  over quota (4.2.2), full disk, I/O error, auth
- *                    process not reachable, any transient fault (4.3.0)
- *   EX_CONFIG    78  the config does not load, no such mail_user (4.3.5)
+ *                    process not reachable, any transient fault (4.3.0);
+ *                    the config does not load, no such mail_user, no
+ *                    Maildir path from mail_location (4.3.5): the admin's
+ *                    to fix, and meanwhile the MTA keeps the mail (also an
+ *                    MTA that goes by the exit code alone, such as Exim's
+ *                    pipe transport, which would bounce on EX_CONFIG)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -129,10 +133,10 @@ static int pd_drop_privileges(const struct popboxd_settings *set)
 		return EX_OK;
 	pw = getpwnam(set->mail_user);
 	if (pw == NULL)
-		return pd_fail(EX_CONFIG, "4.3.5", "mail_user '%s' does not exist",
+		return pd_fail(EX_TEMPFAIL, "4.3.5", "mail_user '%s' does not exist",
 			       set->mail_user);
 	if (pw->pw_uid == 0 || pw->pw_gid == 0)
-		return pd_fail(EX_CONFIG, "4.3.5", "mail_user may not be root");
+		return pd_fail(EX_TEMPFAIL, "4.3.5", "mail_user may not be root");
 	uid_t uid = pw->pw_uid;
 	gid_t gid = pw->pw_gid;
 	if (initgroups(pw->pw_name, gid) < 0 || setgid(gid) < 0 ||
@@ -230,12 +234,16 @@ static int pd_read_first(uint8_t *buf, size_t size, size_t *len,
 		return EX_OK;
 	while ((lf = memchr(buf, '\n', *len)) == NULL) {
 		if (*eof_r || *len > PD_FROM_LINE_MAX)
-			return pd_fail(EX_DATAERR, "5.6.0", "the first line "
-				       "starts with \"From \" but does not end");
+			break;
 		if (pd_read_some(buf, size, len, *len + 1, eof_r) < 0)
 			return pd_fail(EX_TEMPFAIL, "4.3.0", "read: %s",
 				       strerror(errno));
 	}
+	/* The limit holds however much the reads brought in at once. */
+	if (lf == NULL || (size_t)(lf - buf) > PD_FROM_LINE_MAX)
+		return pd_fail(EX_DATAERR, "5.6.0", "the first line starts "
+			       "with \"From \" but does not end within %d bytes",
+			       PD_FROM_LINE_MAX);
 	*start_r = (size_t)(lf - buf) + 1;
 	return EX_OK;
 }
@@ -337,7 +345,7 @@ static int pd_run(const struct pd_args *a, struct popboxd_settings *set)
 				  &error) < 0) {
 		ex = strcmp(error, "out of memory") == 0 ?
 		     pd_fail(EX_TEMPFAIL, "4.3.0", "out of memory") :
-		     pd_fail(EX_CONFIG, "4.3.5", "%s: Maildir: %s", user.name,
+		     pd_fail(EX_TEMPFAIL, "4.3.5", "%s: Maildir: %s", user.name,
 			     error);
 		passdb_user_clear(&user);
 		return ex;
@@ -368,7 +376,7 @@ int main(int argc, char **argv)
 	}
 	settings_init(&set);
 	if (settings_load(&set, a.config, &error) < 0) {
-		ex = pd_fail(EX_CONFIG, "4.3.5", "%s: %s", a.config, error);
+		ex = pd_fail(EX_TEMPFAIL, "4.3.5", "%s: %s", a.config, error);
 		settings_free(&set);
 		return ex;
 	}

@@ -195,9 +195,24 @@ static int popbox_passwd(int argc, char **argv)
 	return ret;
 }
 
+/* Loads the config at path into *set (settings_free it afterwards), or
+   says why not and returns EX_CONFIG. */
+static int popbox_load_config(const char *path, struct popboxd_settings *set)
+{
+	const char *error;
+
+	settings_init(set);
+	if (settings_load(set, path, &error) < 0) {
+		fprintf(stderr, "popbox: %s\n", error);
+		settings_free(set);
+		return EX_CONFIG;
+	}
+	return EX_OK;
+}
+
 static int popbox_check_config(int argc, char **argv)
 {
-	const char *path = POPBOX_DEFAULT_CONFIG, *error;
+	const char *path = POPBOX_DEFAULT_CONFIG;
 	struct popboxd_settings set;
 	int opt;
 
@@ -212,12 +227,8 @@ static int popbox_check_config(int argc, char **argv)
 		fputs(popbox_usage, stderr);
 		return EX_USAGE;
 	}
-	settings_init(&set);
-	if (settings_load(&set, path, &error) < 0) {
-		fprintf(stderr, "popbox: %s\n", error);
-		settings_free(&set);
+	if (popbox_load_config(path, &set) != EX_OK)
 		return EX_CONFIG;
-	}
 	settings_print(&set, stdout);
 	settings_free(&set);
 	return EX_OK;
@@ -538,7 +549,7 @@ static void expire_account(struct expire_run *run,
 
 static int popbox_expire(int argc, char **argv)
 {
-	const char *path = POPBOX_DEFAULT_CONFIG, *error;
+	const char *path = POPBOX_DEFAULT_CONFIG;
 	struct expire_accounts accounts = { NULL, 0, 0 };
 	struct expire_run run;
 	struct popboxd_settings set;
@@ -561,12 +572,8 @@ static int popbox_expire(int argc, char **argv)
 		fputs(popbox_usage, stderr);
 		return EX_USAGE;
 	}
-	settings_init(&set);
-	if (settings_load(&set, path, &error) < 0) {
-		fprintf(stderr, "popbox: %s\n", error);
-		settings_free(&set);
+	if (popbox_load_config(path, &set) != EX_OK)
 		return EX_CONFIG;
-	}
 	ret = expire_load_accounts(set.passdb_file, &accounts);
 	if (ret == EX_OK)
 		ret = expire_become_mail_user(&set);

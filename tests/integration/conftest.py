@@ -532,19 +532,38 @@ class RawPOP3:
     def wait_closed(self, timeout=5.0) -> bool:
         """True if the server closes the connection within timeout (any
         bytes that arrive first are kept in buf)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.sock.settimeout(max(0.05, deadline - time.monotonic()))
-            try:
-                chunk = self.sock.recv(65536)
-            except socket.timeout:
-                return False
-            except ConnectionResetError:
-                return True
-            if not chunk:
-                return True
-            self.buf += chunk
-        return False
+        return recv_until_closed(self.sock, self.buf, timeout)
+
+
+def recv_until_closed(sock, buf: bytearray, timeout: float) -> bool:
+    """True if the peer closes sock within timeout; bytes that arrive
+    first are appended to buf (the raw POP3 and LMTP clients)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            return False
+        except ConnectionResetError:
+            return True
+        if not chunk:
+            return True
+        buf += chunk
+    return False
+
+
+def wait_for(cond, timeout=5.0, what="condition", interval=0.02):
+    """Polls cond() until it returns something true, and returns that;
+    fails the test after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
 
 
 @pytest.fixture

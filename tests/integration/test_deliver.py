@@ -159,6 +159,19 @@ def test_mbox_from_line_dropped_and_no_headers(env, server, raw):
     assert sorted(got) == sorted([MSG, b"Return-Path: <>\r\nDelivered-To: carol\r\n" + MSG])
 
 
+def test_overlong_from_line_refused_whole(env, server):
+    """A first line starting "From " but longer than an envelope line
+    (1000 bytes) is refused, also when it arrives in one read, never
+    silently dropped from the stored message."""
+    s = server()
+    for length in (3000, 60000):
+        data = b"From " + b"x" * length + b"\n" + MSG
+        r = deliver(s.conf_path, "carol", data, *std_args())
+        assert r.returncode == EX_DATAERR, r
+        assert r.stderr.startswith(b"5.6.0 "), r.stderr
+        assert_nothing_stored(env, "carol")
+
+
 # ------------------------------------------------------------ failures
 
 
@@ -211,8 +224,10 @@ def test_too_big_is_dataerr(env, server):
 
 
 def test_bad_arguments_and_config(env):
+    # A config that does not load is the admin's to fix: the MTA keeps the
+    # mail (EX_TEMPFAIL, which every MTA retries, not EX_CONFIG).
     r = deliver(env.root / "none.conf", "alice", MSG)
-    assert r.returncode == 78 and r.stderr.startswith(b"4.3.5 "), r
+    assert r.returncode == EX_TEMPFAIL and r.stderr.startswith(b"4.3.5 "), r
     r = subprocess.run([str(DELIVER)], capture_output=True, timeout=30)
     assert r.returncode == 64, r
     conf = deliver_conf(env)

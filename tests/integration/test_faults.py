@@ -241,9 +241,10 @@ def load_update_maildrop(env):
     return out
 
 
-def run_update_under_shim(env, server, killshim, at, when, tag):
+def run_update_under_shim(env, server, killshim, at, when, tag, **settings):
     """One session under the shim: login, DELE the marked messages, arm,
-    QUIT.  Returns (killed, trace lines)."""
+    QUIT.  settings: config overrides (test_retention: keep_days).
+    Returns (killed, trace lines)."""
     md = env.maildir("alice")
     arm = env.root / f"arm-{tag}"
     trace = env.root / f"trace-{tag}"
@@ -253,7 +254,8 @@ def run_update_under_shim(env, server, killshim, at, when, tag):
     # Appendable by every process the daemon runs, whatever its user.
     trace.touch()
     os.chmod(trace, 0o666)
-    s = server(_env={"LD_PRELOAD": killshim, "POPBOX_KILL_AT": str(at),
+    s = server(**settings,
+               _env={"LD_PRELOAD": killshim, "POPBOX_KILL_AT": str(at),
                      "POPBOX_KILL_WHEN": when, "POPBOX_KILL_ARM": str(arm),
                      "POPBOX_KILL_TRACE": str(trace)})
     marked = {base_name(fill(n, d)) for _, n, m, d in UPDATE_MSGS if m}

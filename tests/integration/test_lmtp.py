@@ -11,15 +11,15 @@ lines the delivery adds; LIST's size must be RETR's octet count.
 import os
 import pwd
 import re
+import resource
 import signal
 import smtplib
 import socket
 import stat
-import time
 
 import pytest
 
-from conftest import IS_ROOT, SOCKET_TIMEOUT
+from conftest import IS_ROOT, SOCKET_TIMEOUT, recv_until_closed, wait_for
 
 SENDER = "sender@example.org"
 
@@ -93,19 +93,7 @@ class RawLMTP:
         return self.reply()
 
     def wait_closed(self, timeout=10.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.sock.settimeout(max(0.05, deadline - time.monotonic()))
-            try:
-                chunk = self.sock.recv(65536)
-            except socket.timeout:
-                return False
-            except ConnectionResetError:
-                return True
-            if not chunk:
-                return True
-            self.buf += chunk
-        return False
+        return recv_until_closed(self.sock, self.buf, timeout)
 
 
 def raw_lmtp(srv) -> RawLMTP:
@@ -162,13 +150,6 @@ def new_files(env, user):
 
 def tmp_files(env, user):
     return sorted((env.mail_root / user / "Maildir" / "tmp").iterdir())
-
-
-def wait_for(cond, timeout=5.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def add_user(env, name, extra=""):
@@ -427,6 +408,38 @@ def test_rset_drops_open_deliveries(server, env):
     assert new_files(env, "alice") == []
     srv.wait_log(r"event=lmtp-disconnect session=\S+ rip=127.0.0.1 delivered=0 "
                  r"reason=disconnected")
+
+
+def test_open_copies_are_capped(server, raw, env):
+    """A client (LMTP has no login) that opens recipient after recipient
+    without sending DATA cannot use up the mail process's descriptors:
+    past its share (a quarter of the limit, DELIVER_OPEN_FDS per copy),
+    RCPT gets 451 4.3.0; POP3 logins still work; the slots come back when
+    the transactions end."""
+    def low_fd_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (512, 512))
+
+    srv = lmtp_server(server, workers="1", _preexec=low_fd_limit)
+    cap = int(srv.wait_log(r"event=lmtp-setup copies_max=(\d+)").group(1))
+    if cap > 60:
+        pytest.skip(f"the descriptor limit was raised again (cap {cap})")
+    assert cap == 512 // 4 // 3
+    conns = [raw_lmtp(srv) for _ in range(3)]
+    codes = []
+    for c in conns:
+        codes += transaction(c, ["alice@example.org"] * 60)
+    assert codes.count(250) == cap, codes
+    assert set(codes) == {250, 451}, codes
+    assert "reason=busy" in srv.log()
+    pop = raw(srv)
+    pop.login("bob", env.passwords["bob"])
+    assert pop.cmd("QUIT").startswith(b"+OK")
+    for c in conns:
+        assert c.cmd("RSET")[0] == 250
+    wait_for(lambda: tmp_files(env, "alice") == [], what="RSET to close the copies")
+    assert transaction(conns[0], ["alice@example.org"] * 3) == [250] * 3
+    for c in conns:
+        c.close()
 
 
 def test_bad_commands_and_long_lines(server):

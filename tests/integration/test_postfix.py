@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUILD, IS_ROOT, MPOP, USERS
+from conftest import BUILD, IS_ROOT, MPOP, USERS, wait_for
 
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 SWAKS = shutil.which("swaks")
@@ -72,16 +72,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_for(cond, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class Postfix:
@@ -270,7 +260,9 @@ def assert_arrived_intact(message: bytes, rcpt: bytes):
 
 # ---------------------------------------------------------------- A: LMTP
 
-def test_smtp_to_postfix_to_lmtp_to_pop3(env, server, postfix_factory):
+def popboxd_behind_postfix_lmtp(env, server, postfix_factory):
+    """popboxd with an LMTP socket, and a Postfix that relays example.test
+    to it.  Returns (popboxd, Postfix)."""
     sock = env.root / "lmtp.sock"
     s = server(lmtp_listen=f"unix:{sock}")
     wait_for(sock.exists, 10, "popboxd's LMTP socket")
@@ -280,6 +272,11 @@ def test_smtp_to_postfix_to_lmtp_to_pop3(env, server, postfix_factory):
         "relay_recipient_maps": "",
         "transport_maps": f"inline:{{ example.test=lmtp:unix:{sock} }}",
     })
+    return s, pf
+
+
+def test_smtp_to_postfix_to_lmtp_to_pop3(env, server, postfix_factory):
+    s, pf = popboxd_behind_postfix_lmtp(env, server, postfix_factory)
 
     qid = pf.send("alice@example.test, bob@example.test")
     status, text = pf.wait_status(qid)
@@ -302,15 +299,7 @@ def test_smtp_to_postfix_to_lmtp_to_pop3(env, server, postfix_factory):
 
 @pytest.mark.skipif(MPOP is None, reason="mpop is not installed")
 def test_lmtp_delivery_fetched_by_mpop(env, server, postfix_factory):
-    sock = env.root / "lmtp.sock"
-    s = server(lmtp_listen=f"unix:{sock}")
-    wait_for(sock.exists, 10, "popboxd's LMTP socket")
-    pf = postfix_factory({
-        "mydestination": "",
-        "relay_domains": "example.test",
-        "relay_recipient_maps": "",
-        "transport_maps": f"inline:{{ example.test=lmtp:unix:{sock} }}",
-    })
+    s, pf = popboxd_behind_postfix_lmtp(env, server, postfix_factory)
     status, text = pf.wait_status(pf.send("carol@example.test"))
     assert status == "sent", f"{status}: {text}"
 

@@ -25,9 +25,10 @@ from pathlib import Path
 import pytest
 
 from conftest import POPBOX, USERS, RawPOP3, own, own_tree
-from test_faults import (MAX_STEPS, UPDATE_MSGS, age_dirs, assert_cache_true,
-                         assert_view_is_disk, base_name, disk_messages, fill,
-                         killshim, load_update_maildrop, steps_of)
+from test_faults import (MAX_STEPS, age_dirs, assert_cache_true,
+                         assert_view_is_disk, base_name, disk_messages,
+                         killshim, load_update_maildrop, run_update_under_shim,
+                         steps_of)
 
 PW = {u: pw for u, (_, pw) in USERS.items()}
 DAY = 86400
@@ -634,48 +635,6 @@ def test_expire_usage_and_config_errors(env):
 # ---------------------------------------------------------------- faults
 
 
-def run_keep_update_under_shim(env, server, killshim, at, when, tag):
-    """One session with keep_days under the shim: login, DELE the marked
-    messages, arm, QUIT.  Returns (killed, trace lines)."""
-    arm = env.root / f"arm-{tag}"
-    trace = env.root / f"trace-{tag}"
-    for p in (arm, trace):
-        if p.exists():
-            p.unlink()
-    trace.touch()
-    os.chmod(trace, 0o666)
-    s = server(keep_days=5,
-               _env={"LD_PRELOAD": killshim, "POPBOX_KILL_AT": str(at),
-                     "POPBOX_KILL_WHEN": when, "POPBOX_KILL_ARM": str(arm),
-                     "POPBOX_KILL_TRACE": str(trace)})
-    marked = {base_name(fill(n, d)) for _, n, m, d in UPDATE_MSGS if m}
-    c = RawPOP3(s.host, s.port, timeout=20)
-    try:
-        c.login("alice", PW["alice"])
-        _, uidls = c.multi("UIDL")
-        for line in uidls.split(b"\r\n")[:-1]:
-            n, u = line.decode().split(" ")
-            if u in marked:
-                assert c.cmd(f"DELE {n}").startswith(b"+OK")
-        arm.touch()
-        c.send("QUIT\r\n")
-        try:
-            reply = c.readline()
-        except (EOFError, ConnectionResetError):
-            reply = None
-    finally:
-        c.close()
-    lines = trace.read_text().splitlines()
-    killed = any(l.startswith("kill ") for l in lines)
-    if killed:
-        assert reply is None or reply.startswith(b"-ERR"), reply
-    else:
-        assert reply is not None and reply.startswith(b"+OK"), (reply, s.log())
-    s.stop()
-    arm.unlink()
-    return killed, lines
-
-
 def check_after_keep(env, checker, before, completed):
     """Each marked message in exactly one place, whole; unmarked untouched;
     a clean server lists the disk; the survivors can still be deleted."""
@@ -720,8 +679,9 @@ def test_sigkill_at_every_step_of_a_keeping_update(env, server, killshim,
         if k.exists():
             subprocess.run(["rm", "-rf", str(k)], check=True)
         assert_view_is_disk(checker, env.maildir("alice"))
-        killed, trace = run_keep_update_under_shim(env, server, killshim, n,
-                                                   when, f"keep-{when}-{n}")
+        killed, trace = run_update_under_shim(env, server, killshim, n,
+                                              when, f"keep-{when}-{n}",
+                                              keep_days=5)
         steps = steps_of(trace)
         assert len(steps) == (n if killed else n - 1), trace
         check_after_keep(env, checker, before, completed=not killed)

@@ -22,7 +22,6 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -33,28 +32,20 @@
 #include "user-policy.h"
 #include "wire.h"
 
+#include "tmpdir-fixture.h"
+
 struct fixture {
 	char root[64];
 	char path[96];    /* root/Maildir: does not exist before a test */
 	char buf[512];
 };
 
-static int rm_one(const char *p, const struct stat *st, int flag,
-		  struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(p);
-}
-
 static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
 
 	assert_non_null(f);
-	strcpy(f->root, "/tmp/popbox-deliver-XXXXXX");
-	assert_non_null(mkdtemp(f->root));
+	tmpdir_make(f->root, sizeof(f->root), "popbox-deliver");
 	snprintf(f->path, sizeof(f->path), "%s/Maildir", f->root);
 	*state = f;
 	return 0;
@@ -64,7 +55,7 @@ static int teardown(void **state)
 {
 	struct fixture *f = *state;
 
-	nftw(f->root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	tmpdir_remove(f->root);
 	free(f);
 	return 0;
 }
@@ -514,6 +505,80 @@ static void test_abort(void **state)
 	assert_nothing_left(f);
 }
 
+/* ASan's count of live heap bytes (NULL in a build without it). */
+size_t __sanitizer_get_current_allocated_bytes(void) __attribute__((weak));
+
+static int open_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	int n = 0;
+
+	assert_non_null(d);
+	while (readdir(d) != NULL)
+		n++;
+	closedir(d);
+	return n;
+}
+
+#define MANY_OPEN 40
+
+/*
+ * The LMTP listener holds one open delivery per recipient while the MTA
+ * sends the message: each must stay small (DELIVER_OPEN_FDS descriptors,
+ * no buffer of its own: 64 KiB each once let a client pin gigabytes), and
+ * copies written in turn, piece by piece, must not mix.
+ */
+static void test_open_deliveries_are_small(void **state)
+{
+	struct fixture *f = *state;
+	struct user_policy pol = no_quota();
+	struct deliver *d[MANY_OPEN];
+	enum deliver_status status;
+	const char *error;
+	char piece[64], name[256];
+	size_t heap = 0;
+	int fds;
+
+	/* The Maildir and this thread's write buffer exist before counting. */
+	assert_int_equal(deliver_msg(f, NULL, &pol, 0, "x\n", 2, 2, &status,
+				     NULL), 0);
+	fds = open_fds();
+	if (__sanitizer_get_current_allocated_bytes != NULL)
+		heap = __sanitizer_get_current_allocated_bytes();
+	for (int i = 0; i < MANY_OPEN; i++) {
+		assert_int_equal(deliver_begin(f->path, NULL, &pol, 0, 0, &d[i],
+					       &status, &error), 0);
+		snprintf(piece, sizeof(piece), "copy %d\r\n", i);
+		assert_int_equal(deliver_write(d[i], piece, strlen(piece),
+					       &status, &error), 0);
+	}
+	assert_true(open_fds() - fds <= MANY_OPEN * DELIVER_OPEN_FDS);
+	if (__sanitizer_get_current_allocated_bytes != NULL)
+		assert_true(__sanitizer_get_current_allocated_bytes() - heap <
+			    MANY_OPEN * 2048);
+	for (int i = 0; i < MANY_OPEN; i++) {
+		snprintf(piece, sizeof(piece), "end %d\r\n", i);
+		assert_int_equal(deliver_write(d[i], piece, strlen(piece),
+					       &status, &error), 0);
+	}
+	for (int i = 0; i < MANY_OPEN; i++) {
+		char *file = NULL;
+		uint8_t *data;
+		size_t len;
+
+		assert_int_equal(deliver_commit(&d[i], &file, &status, &error),
+				 0);
+		snprintf(name, sizeof(name), "new/%s", file);
+		data = read_all(P(f, name), &len);
+		snprintf(piece, sizeof(piece), "copy %d\nend %d\n", i, i);
+		assert_int_equal(len, strlen(piece));
+		assert_memory_equal(data, piece, len);
+		free(data);
+		free(file);
+	}
+	assert_int_equal(open_fds(), fds);
+}
+
 /* A Maildir that cannot be made is PERMFAIL, with nothing made. */
 static void test_permfail(void **state)
 {
@@ -585,6 +650,7 @@ int main(void)
 		T(test_abort),
 		T(test_permfail),
 		T(test_stale_tmp_cleaned),
+		T(test_open_deliveries_are_small),
 	};
 #undef T
 	return cmocka_run_group_tests(tests, NULL, NULL);

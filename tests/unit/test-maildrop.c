@@ -23,7 +23,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -39,27 +38,19 @@
 #include "retention.h"
 #include "wire.h"
 
+#include "tmpdir-fixture.h"
+
 struct fixture {
 	char path[64];
 	char buf[512];
 };
-
-static int rm_one(const char *p, const struct stat *st, int flag,
-		  struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(p);
-}
 
 static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
 
 	assert_non_null(f);
-	strcpy(f->path, "/tmp/popbox-test-XXXXXX");
-	assert_non_null(mkdtemp(f->path));
+	tmpdir_make(f->path, sizeof(f->path), "popbox-test");
 	*state = f;
 	return 0;
 }
@@ -68,7 +59,7 @@ static int teardown(void **state)
 {
 	struct fixture *f = *state;
 
-	nftw(f->path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	tmpdir_remove(f->path);
 	free(f);
 	return 0;
 }
