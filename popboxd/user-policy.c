@@ -153,7 +153,14 @@ void user_policy_resolve(const struct user_policy *user,
 		effective_r->quota_messages = (int64_t)set->quota_messages;
 	if (user->keep_days == USER_POLICY_UNSET)
 		effective_r->keep_days = (int32_t)set->keep_days;
-	if (user->expire_days == USER_POLICY_UNSET)
+	/*
+	 * A site whose expire_days is "never" promises every client, before
+	 * login, that nothing expires (RFC 2449 section 6.7: "EXPIRE NEVER",
+	 * which takes no USER tag).  So an account's own expire_days counts
+	 * only under a numeric site value ("EXPIRE n USER"); under "never" it
+	 * is ignored, and `popbox expire` says so.
+	 */
+	if (user->expire_days == USER_POLICY_UNSET || set->expire_days < 0)
 		effective_r->expire_days = set->expire_days < 0 ?
 			USER_POLICY_NEVER : set->expire_days;
 	if (user->pop3 == USER_POLICY_UNSET)

@@ -9,7 +9,10 @@
  *   keep_days=N      DELEted messages are kept out of sight for N days
  *                    before `popbox expire` removes them (0: removed at QUIT)
  *   expire_days=N|never   messages older than N days (since delivery) are
- *                    removed by `popbox expire`; CAPA EXPIRE announces it
+ *                    removed by `popbox expire`; CAPA EXPIRE announces it.
+ *                    Honoured only when the site's expire_days is a number:
+ *                    a site set to "never" announces EXPIRE NEVER before
+ *                    login, a promise no account may break
  *   pop3=yes|no      POP access on or off ("no": the login fails with [AUTH])
  *
  * Pure: no I/O, no globals.  The parser of the extra fields is fuzzed with

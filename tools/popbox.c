@@ -540,6 +540,11 @@ static void expire_account(struct expire_run *run,
 	char *path = NULL;
 
 	user_policy_resolve(&e->policy, run->set, &eff);
+	if (e->policy.expire_days != USER_POLICY_UNSET &&
+	    e->policy.expire_days != eff.expire_days)
+		fprintf(stderr, "popbox expire: %s: its expire_days is ignored: "
+			"the site's expire_days is never (docs/retention.md)\n",
+			e->user);
 	if (settings_user_maildir(run->set, e->user, e->home, e->mail, &path,
 				  &error) == 0)
 		outcome = expire_maildir(run, path, &eff, &r, &error);

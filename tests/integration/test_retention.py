@@ -169,11 +169,13 @@ def delete_and_quit(srv, user, pick):
 
 def test_capa_expire_never(env, server):
     """Site default NEVER: NEVER before login (USER may not follow NEVER,
-    RFC 2449 section 9) and after it; an account's own value after login."""
+    RFC 2449 section 9) and after it, for every account: an account's own
+    expire_days would break the promise made before login, so it is
+    ignored under a never site."""
     set_fields(env, "bob", "expire_days=7")
     s = server()
     assert capa_expire(s, "alice") == (["NEVER"], ["NEVER"])
-    assert capa_expire(s, "bob") == (["NEVER"], ["7"])
+    assert capa_expire(s, "bob") == (["NEVER"], ["NEVER"])
 
 
 def test_capa_expire_number(env, server):
@@ -444,16 +446,20 @@ def test_expire_per_user_overrides(env):
         "dave": ["d3000", "d31", "d6", "d8"],    # his own 3650
     }, out
     assert user_line(out, "carol") is None and user_line(out, "bob")["expired"] == 4
-    # The site default never, with one account that expires.
+    # The site default never: bob's own 7 days no longer count either.
     rc, out, err = run_expire(env)
     assert rc == 0, err
     assert {u: sorted(n.rsplit(".", 1)[1] for n in env.files(u))
             for u in USERS}["bob"] == ["d6"]
     assert summary(out)["messages"] == 0, out
+    # An account's own expire_days does not count under a never site
+    # (CAPA said EXPIRE NEVER before login): nothing removed, and said so.
     set_fields(env, "alice", "expire_days=5")
-    rc, out, _ = run_expire(env)
-    assert sorted(n.rsplit(".", 1)[1] for n in env.files("alice")) == []
-    assert summary(out)["messages"] == 2 and user_line(out, "alice")["expired"] == 2
+    rc, out, err = run_expire(env)
+    assert rc == 0, err
+    assert sorted(n.rsplit(".", 1)[1] for n in env.files("alice")) == ["d6", "d8"]
+    assert summary(out)["messages"] == 0, out
+    assert "alice: its expire_days is ignored" in err, err
 
 
 KEPT_CASES = [

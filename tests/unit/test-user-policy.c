@@ -331,6 +331,11 @@ static void test_resolve(void **state)
 	user_policy_resolve(&user, &set, &eff);
 	assert_int_equal(eff.expire_days, 9);
 	assert_int_equal(eff.pop3, 1);
+	/* Under a "never" site an account's own expire_days does not count:
+	   CAPA promised EXPIRE NEVER before login. */
+	set.expire_days = -1;
+	user_policy_resolve(&user, &set, &eff);
+	assert_int_equal(eff.expire_days, USER_POLICY_NEVER);
 	settings_free(&set);
 }
 
