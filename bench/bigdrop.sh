@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bigdrop.sh — one big maildrop (issue 7): BENCH_BIGDROP_MESSAGES messages
-# (default 100,000) of about 4 KB in one Maildir's new/, as Postfix
-# delivers them (names without ,S= or ,W=).  For popboxd and tuned
+# (default 100,000) of 3.2-4.9 KB (bench/corpus.py, seed 7) in one
+# Maildir's new/, as Postfix delivers them (names without ,S= or ,W=).  For popboxd and tuned
 # Dovecot: the time from connect to STAT's reply (greeting, USER, PASS,
 # STAT: the maildrop opened and listed), then a full UIDL and a full LIST,
 # timed by Python's poplib (bench/bigdrop.sh's own helper; every listing's
@@ -19,27 +19,31 @@
 #                                  after `echo 3 > /proc/sys/vm/drop_caches`
 #   second login, page cache cold  the second copy again, after another drop
 # The cold rows need root and a writable drop_caches; when it cannot be
-# written they are left out (said in the report).  One run of each case
-# (BENCH_ROUNDS does not apply: a first login happens once per copy).
+# written they are left out (said in the report).  BENCH_ROUNDS rounds (3),
+# each on its own copies (a first login happens once per copy), servers in
+# turn; medians and spread.
 #
-# Knobs: BENCH_BIGDROP_MESSAGES (100000), BENCH_BUILD (build/release),
-# BENCH_BIGDROP_DOVECOT (1), BENCH_KEEP=1.  Result: bench/results/bigdrop-DATE.md.
+# Knobs: BENCH_BIGDROP_MESSAGES (100000), BENCH_ROUNDS (3), BENCH_BUILD (build/release),
+# BENCH_BIGDROP_DOVECOT (1), BENCH_POPBOXD (a popboxd binary to measure
+# instead of BENCH_BUILD's), BENCH_NO_MAKE=1 (build nothing), BENCH_KEEP=1.
+# Result: bench/results/bigdrop-DATE.md.
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 build=${BENCH_BUILD:-build/release}
 N=${BENCH_BIGDROP_MESSAGES:-100000}
+ROUNDS=${BENCH_ROUNDS:-3}
 WITH_DOVECOT=${BENCH_BIGDROP_DOVECOT:-1}
 PASSWORD=bench-$RANDOM$RANDOM
-POPBOXD=$top/$build/popboxd
+POPBOXD=${BENCH_POPBOXD:-$top/$build/popboxd}
 PY=/usr/bin/python3
 
 say() { printf 'bigdrop.sh: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "run as root (popboxd and Dovecot drop privileges)"
-make --no-print-directory "$build/popboxd" >&2
+[ "${BENCH_NO_MAKE:-0}" = 1 ] || make --no-print-directory "$build/popboxd" >&2
 # shellcheck source=bench/dovecot.sh
 . "$top/bench/dovecot.sh"
 . "$top/bench/common.sh"
@@ -68,37 +72,12 @@ trap 'say interrupted; exit 130' INT TERM
 
 say "writing $N messages of ~4 KB to $WORK/src"
 T0=$(date +%s)
-"$PY" - "$WORK/src" "$N" <<'EOF'
-import os, random, sys
-root, n = sys.argv[1], int(sys.argv[2])
-random.seed(7)
-words = ("the of and to in is that for it as was with be by on not this are or from at which "
-         "report server mailbox message delivery queue account retrieve protocol network client "
-         "session password backup archive weekly invoice meeting agenda project budget review").split()
-lines = [" ".join(random.choice(words) for _ in range(9 + k % 5)) for k in range(1000)]
-for d in ("new", "cur", "tmp"):
-    os.makedirs(root + "/" + d)
-newdir = root + "/new/"
-for j in range(n):
-    head = ("Return-Path: <sender%d@lists.example.net>\nDelivered-To: big@example.org\n"
-            "Received: from mx1.example.net (mx1.example.net [192.0.2.10])\n"
-            "\tby mail.example.org (Postfix) with ESMTPS id 4Q%08X\n"
-            "\tfor <big@example.org>; Tue, 14 Nov 2023 22:13:%02d +0000 (UTC)\n"
-            "From: \"Sender %d\" <sender%d@lists.example.net>\nTo: big@example.org\n"
-            "Subject: Notification %d\nDate: Tue, 14 Nov 2023 22:13:%02d +0000\n"
-            "Message-ID: <%d.big@lists.example.net>\nMIME-Version: 1.0\n"
-            "Content-Type: text/plain; charset=utf-8\n\n" % (j, j, j % 60, j, j, j, j % 60, j))
-    target = 3200 + (j * 797) % 1700
-    out, size, i = [head], len(head), (j * 31) % 1000
-    while size < target:
-        l = "." + lines[i] if i % 53 == 0 else lines[i]
-        out.append(l + "\n"); size += len(l) + 1; i = (i + 1) % 1000
-    fd = os.open("%s%d.V803I%xM%d.bench.example.org" % (newdir, 1700000000 + j, 4096 + j, j),
-                 os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    os.write(fd, "".join(out).encode())
-    os.close(fd)
-EOF
-CORPUS_BYTES=$(du -sb "$WORK/src" | awk '{ print $1 }')
+# bench/corpus.py (seed 7), all in new/; then src is that Maildir.
+CORPUS_LINE=$("$PY" "$top/bench/corpus.py" --root "$WORK/corpus" --user big --messages "$N" \
+	--size 3200-4900 --seed 7 --age 0) || die "bench/corpus.py failed"
+CORPUS_LINE=${CORPUS_LINE#corpus: }
+mv "$WORK/corpus/big/Maildir" "$WORK/src"
+CORPUS_BYTES=$(kv bytes <<<" $CORPUS_LINE")
 say "corpus written in $(($(date +%s) - T0)) s: $N messages, $CORPUS_BYTES bytes"
 
 # Copies: bigwarm (page cache warm cases) and bigcold (cold), hard links.
@@ -165,10 +144,13 @@ LABELS=(popboxd) KINDS=(popboxd) PORTS=()
 for k in "${!KINDS[@]}"; do
 	root=$WORK/srv$k
 	mkdir -p "$root"
-	mkcopy "$root" bigwarm
-	[ "$CAN_DROP" = 1 ] && mkcopy "$root" bigcold
+	: > "$root.passwd"
+	for ((r = 1; r <= ROUNDS; r++)); do
+		mkcopy "$root" "bigwarm$r"
+		[ "$CAN_DROP" = 1 ] && mkcopy "$root" "bigcold$r"
+		printf 'bigwarm%d:{PLAIN}%s::::::\nbigcold%d:{PLAIN}%s::::::\n' "$r" "$PASSWORD" "$r" "$PASSWORD" >> "$root.passwd"
+	done
 	chown -R nobody:nogroup "$root"
-	printf 'bigwarm:{PLAIN}%s::::::\nbigcold:{PLAIN}%s::::::\n' "$PASSWORD" "$PASSWORD" > "$root.passwd"
 	chmod 600 "$root.passwd"
 	if [ "${KINDS[$k]}" = dovecot ]; then
 		start_dovecot "$root" "$root.passwd"
@@ -202,25 +184,35 @@ EOF
 
 RES=$WORK/res.tsv
 : > "$RES"
-measure() { # CASE LOGIN PAGECACHE USER
-	local k out
-	for k in "${!KINDS[@]}"; do
-		if [ "$3" = cold ]; then sync; echo 3 > /proc/sys/vm/drop_caches; fi
-		out=$(timed "$4" "${PORTS[$k]}") || { say "${LABELS[$k]} $1: failed"; out="- - - -"; }
-		say "${LABELS[$k]}, $2 login, page cache $3: login-to-STAT, UIDL, LIST ms, count: $out"
-		printf '%s\t%s\t%s\t%s\n' "$2" "$3" "${LABELS[$k]}" "${out// /$'\t'}" >> "$RES"
+# measure LOGIN PAGECACHE USER ROUND: each server in turn (the order
+# rotates each round); appends to res.tsv: login cache label round
+# login_ms uidl_ms list_ms count load_before load_after
+measure() {
+	local i k out la0 la1
+	for ((i = 0; i < ${#KINDS[@]}; i++)); do
+		k=$(((i + $4 - 1) % ${#KINDS[@]}))
+		if [ "$2" = cold ]; then sync; echo 3 > /proc/sys/vm/drop_caches; fi
+		la0=$(loadavg)
+		out=$(timed "$3" "${PORTS[$k]}") || { say "${LABELS[$k]} $1 $2: failed"; out="- - - -"; }
+		la1=$(loadavg)
+		say "round $4, ${LABELS[$k]}, $1 login, page cache $2: login-to-STAT, UIDL, LIST ms, count: $out"
+		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "${LABELS[$k]}" "$4" "${out// /$'\t'}" \
+			"$la0" "$la1" >> "$RES"
 	done
 }
 T_START=$(date +%s)
-# Page cache warm: every message read once (drop_caches above emptied it).
-find "$WORK/src" -type f -exec cat {} + > /dev/null
-sync
-measure a first warm bigwarm
-measure b second warm bigwarm
-if [ "$CAN_DROP" = 1 ]; then
-	measure c first cold bigcold
-	measure d second cold bigcold
-fi
+for ((r = 1; r <= ROUNDS; r++)); do
+	# Page cache warm: every message read once through the copies about
+	# to be measured (drop_caches may have emptied it).
+	find "$WORK"/srv*/"bigwarm$r" -type f -exec cat {} + > /dev/null
+	sync
+	measure first warm "bigwarm$r" "$r"
+	measure second warm "bigwarm$r" "$r"
+	if [ "$CAN_DROP" = 1 ]; then
+		measure first cold "bigcold$r" "$r"
+		measure second cold "bigcold$r" "$r"
+	fi
+done
 T_END=$(date +%s)
 
 report() {
@@ -228,33 +220,72 @@ report() {
 	echo
 	echo "Machine: $MACHINE."
 	echo
-	echo "One Maildir, $N messages in new/ ($CORPUS_BYTES bytes; names without ,S= or ,W=),"
+	echo "One Maildir, $N messages in new/ ($CORPUS_BYTES bytes; bench/corpus.py, seed 7:"
+	echo "$CORPUS_LINE; names without ,S= or ,W=),"
 	echo "plain POP3 on 127.0.0.1, Python poplib.  Login to STAT: connect, greeting,"
 	echo "USER, PASS, STAT's reply.  First login: popboxd's popbox.cache absent,"
 	echo "Dovecot's index and dovecot-uidlist absent; second: what the first wrote."
-	echo "Page cache warm: the files just written and read; cold: after"
+	echo "Page cache warm: every file just read; cold: after"
 	echo "\`echo 3 > /proc/sys/vm/drop_caches\` (dentries, inodes and pages)."
 	[ "$CAN_DROP" = 1 ] || echo "drop_caches could not be written here: no cold rows."
-	echo "One run per case.  Took $((T_END - T_START)) s."
+	echo "$ROUNDS rounds, each on fresh copies (hard links), servers in turn; every figure"
+	echo "is the median of the rounds and in brackets their spread"
+	echo "($(awk "$AWK_CELL"'BEGIN { print spread_name('"$ROUNDS"') }')).  Load average (1/5/15 min) before the first case"
+	echo "$(head -n 1 "$RES" | cut -f9), after the last $(tail -n 1 "$RES" | cut -f10).  Took $((T_END - T_START)) s."
 	echo
 	echo "| login | page cache | server | login to STAT (ms) | UIDL (ms) | LIST (ms) | messages |"
 	echo "|---|---|---|---:|---:|---:|---:|"
-	awk -F'\t' '{ printf "| %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7 }' "$RES"
+	awk -F'\t' -v OFS='\t' '{ print $1, $2, $3, $5, $6, $7 }' "$RES" | spread 3 > "$WORK/spread.tsv"
+	awk -F'\t' "$AWK_CELL"'NR == FNR { c[$1 "\t" $2 "\t" $3] = $8; next }
+		{ printf "| %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, cell($5, $6, $7, 1),
+			cell($8, $9, $10, 1), cell($11, $12, $13, 1), c[$1 "\t" $2 "\t" $3] }' "$RES" "$WORK/spread.tsv"
 	echo
 	if [ "$WITH_DOVECOT" = 1 ]; then
-		echo "popboxd ÷ Dovecot tuned (below 1: popboxd is faster):"
+		echo "popboxd ÷ Dovecot tuned (below 1: popboxd is faster): the ratio of the"
+		echo "medians, and in brackets the spread of the per-round ratios."
 		echo
 		echo "| login | page cache | login to STAT | UIDL | LIST |"
 		echo "|---|---|---:|---:|---:|"
-		awk -F'\t' '{ k = $1 "\t" $2; v[k "\t" $3] = $4 "\t" $5 "\t" $6
-			if (!(k in s)) { s[k] = 1; o[++n] = k } }
-			END { for (i = 1; i <= n; i++) {
-				split(v[o[i] "\tpopboxd"], a, "\t"); split(v[o[i] "\tDovecot tuned"], b, "\t")
+		awk -F'\t' '
+		function sortv(n,   i, j, t) { for (i = 2; i <= n; i++) { t = x[i]
+			for (j = i - 1; j >= 1 && x[j] > t; j--) x[j + 1] = x[j]; x[j + 1] = t } }
+		function spr(list,   n, i, parts) {
+			n = split(list, parts, " "); if (n == 0) return "-"
+			for (i = 1; i <= n; i++) x[i] = parts[i] + 0
+			sortv(n)
+			if (n <= 3) return sprintf("%.2f–%.2f", x[1], x[n])
+			return sprintf("%.2f–%.2f", x[int(0.25 * (n - 1) + 0.5) + 1], x[int(0.75 * (n - 1) + 0.5) + 1])
+		}
+		NR == FNR { k = $1 "\t" $2; for (m = 0; m < 3; m++) med[k "\t" $3, m] = $(5 + 3 * m)
+			if (!(k in s)) { s[k] = 1; o[++n] = k }; next }
+		{ k = $1 "\t" $2 "\t" $4; for (m = 0; m < 3; m++) v[k "\t" $3, m] = $(5 + m) }
+		END {
+			for (i = 1; i <= n; i++) {
+				line = ""
+				for (m = 0; m < 3; m++) {
+					a = med[o[i] "\tpopboxd", m]; b = med[o[i] "\tDovecot tuned", m]
+					if (a == "" || b == "" || a == "-" || b == "-" || b + 0 == 0) { line = line " | -"; continue }
+					l = ""
+					for (r = 1; r <= 1000; r++) {
+						pa = v[o[i] "\t" r "\tpopboxd", m]; pb = v[o[i] "\t" r "\tDovecot tuned", m]
+						if (pa == "" && pb == "") break
+						if (pa != "" && pb != "" && pa != "-" && pb != "-" && pb + 0 > 0) l = l " " pa / pb
+					}
+					line = line sprintf(" | %.2f (%s)", a / b, spr(l))
+				}
 				split(o[i], f, "\t")
-				if (b[1] + 0 == 0 || b[2] + 0 == 0 || b[3] + 0 == 0) continue
-				printf "| %s | %s | %.3f | %.3f | %.3f |\n", f[1], f[2], a[1] / b[1], a[2] / b[2], a[3] / b[3] } }' "$RES"
+				printf "| %s | %s%s |\n", f[1], f[2], line
+			}
+		}' "$WORK/spread.tsv" "$RES"
 		echo
 	fi
+	echo "<details><summary>Every run</summary>"
+	echo
+	echo "| login | page cache | server | round | login to STAT (ms) | UIDL (ms) | LIST (ms) | messages | load avg before → after |"
+	echo "|---|---|---|---:|---:|---:|---:|---:|---|"
+	awk -F'\t' '{ printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s → %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 }' "$RES"
+	echo
+	echo "</details>"
 }
 
 mkdir -p "$top/bench/results"

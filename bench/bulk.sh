@@ -13,7 +13,7 @@
 # size, QUITs.  With 1 connection user b1 holds the whole download; with 4,
 # users b40..b43 hold a quarter each (the same files, hard-linked).  Bytes
 # are the un-stuffed message octets; MB = 10^6 bytes.  Every case runs
-# BENCH_ROUNDS times (default 3), servers in turn; medians.  One warm-up
+# BENCH_ROUNDS times (default 3), servers in turn; medians and spread.  One warm-up
 # download per server before (popboxd writes its cache, Dovecot its
 # indexes; the page cache holds the messages): the figures are warm.
 #
@@ -23,9 +23,11 @@
 # CPU per MB is coarse (a run under a tick shows 0).
 #
 # Knobs: BENCH_BULK_MB (200), BENCH_ROUNDS (3), BENCH_BUILD (build/release),
-# BENCH_BULK_DOVECOT (1: run tuned Dovecot too), BENCH_KEEP=1 (keep the
+# BENCH_BULK_DOVECOT (1: run tuned Dovecot too), BENCH_POPBOXD (a popboxd
+# binary to measure instead of BENCH_BUILD's), BENCH_NO_MAKE=1 (build
+# nothing), BENCH_KEEP=1 (keep the
 # temp dir).  Results: bench/results/bulk-DATE.md and bulk-DATE.tsv (the
-# medians, for bench/plot.sh).
+# medians and spread, for bench/plot.sh).
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -36,7 +38,7 @@ ROUNDS=${BENCH_ROUNDS:-3}
 WITH_DOVECOT=${BENCH_BULK_DOVECOT:-1}
 PASSWORD=bench-$RANDOM$RANDOM
 TLSLOAD=$top/$build/bench/tlsload
-POPBOXD=$top/$build/popboxd
+POPBOXD=${BENCH_POPBOXD:-$top/$build/popboxd}
 CLK_TCK=$(getconf CLK_TCK)
 PY=/usr/bin/python3
 
@@ -44,7 +46,7 @@ say() { printf 'bulk.sh: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "run as root (popboxd and Dovecot drop privileges)"
-make --no-print-directory "$build/popboxd" "$build/bench/tlsload" >&2
+[ "${BENCH_NO_MAKE:-0}" = 1 ] || make --no-print-directory "$build/popboxd" "$build/bench/tlsload" >&2
 # shellcheck source=bench/dovecot.sh
 . "$top/bench/dovecot.sh"
 . "$top/bench/common.sh"
@@ -75,48 +77,19 @@ trap 'say interrupted; exit 130' INT TERM
 NMSG=$((MB * 10))       # messages of ~100 KB
 [ $((NMSG % 4)) -eq 0 ] || NMSG=$(((NMSG / 4 + 1) * 4))
 say "making $NMSG messages of ~100 KB in $WORK"
-mkdir -p "$WORK/src" "$WORK/tls"
-"$PY" - "$WORK/src" "$NMSG" <<'EOF'
-import os, random, sys
-root, n = sys.argv[1], int(sys.argv[2])
-random.seed(7)
-words = ("the of and to in is that for it as was with be by on not this are or from at which "
-         "report server mailbox message delivery queue account retrieve protocol network client "
-         "session password backup archive weekly invoice meeting agenda project budget review").split()
-lines = []
-for k in range(4000):
-    s = " ".join(random.choice(words) for _ in range(11 + k % 5))
-    lines.append(s[:76])
-os.makedirs(root + "/cur")
-for j in range(n):
-    head = ("Return-Path: <sender%d@lists.example.net>\nFrom: \"Sender %d\" <sender%d@lists.example.net>\n"
-            "To: user@example.org\nSubject: Attachment %d\nDate: Tue, 14 Nov 2023 22:13:%02d +0000\n"
-            "Message-ID: <%d.bulk@lists.example.net>\nMIME-Version: 1.0\n"
-            "Content-Type: text/plain; charset=utf-8\n\n" % (j, j, j, j, j % 60, j))
-    body, size, i = [], len(head), (j * 37) % 4000
-    target = 98000 + (j * 797) % 4000
-    while size < target:
-        if i % 97 == 5:
-            l = ".a line starting with a dot"
-        elif i % 211 == 7:
-            l = "."
-        else:
-            l = lines[i % 4000]
-        body.append(l)
-        size += len(l) + 1
-        i += 1
-    name = "%d.V803I%xM%d.bench.example.org:2,S" % (1700000000 + j, 4096 + j, 100000 + j)
-    with open("%s/cur/%s" % (root, name), "w") as f:
-        f.write(head + "\n".join(body) + "\n")
-EOF
-CORPUS_BYTES=$(cat "$WORK"/src/cur/* | wc -c)
+mkdir -p "$WORK/tls"
+# bench/corpus.py (seed 7): one user's worth, all read (cur/, :2,S).
+CORPUS_LINE=$("$PY" "$top/bench/corpus.py" --root "$WORK/corpus" --user src --messages "$NMSG" \
+	--size 98000-102000 --cur "$NMSG" --seed 7) || die "bench/corpus.py failed"
+CORPUS_LINE=${CORPUS_LINE#corpus: }
+CORPUS_BYTES=$(kv bytes <<<" $CORPUS_LINE")
 say "corpus: $NMSG messages, $CORPUS_BYTES bytes"
 
 # Users: b1 (all), b40..b43 (a quarter each); hard links, no copies.
 mkusers() { # MAILROOT
 	local root=$1 i=0 f q
 	for u in b1 b40 b41 b42 b43; do mkdir -p "$root/$u/Maildir/new" "$root/$u/Maildir/cur" "$root/$u/Maildir/tmp"; done
-	for f in "$WORK"/src/cur/*; do
+	for f in "$WORK"/corpus/src/Maildir/cur/*; do
 		ln "$f" "$root/b1/Maildir/cur/"
 		q=$((i * 4 / NMSG))
 		ln "$f" "$root/b4$q/Maildir/cur/"
@@ -245,17 +218,19 @@ for p in "${PIDS[@]}"; do settle "$p"; done
 # bulk_run K TRANSPORT CONC ROUND [warmup]
 : > "$RES/bulk.tsv"
 bulk_run() {
-	local k=$1 tr=$2 conc=$3 round=$4 port flags=() out line c0 c1
+	local k=$1 tr=$2 conc=$3 round=$4 port flags=() out line c0 c1 la0 la1
 	local label=${LABELS[$k]}
 	if [ "$tr" = tls ]; then port=${TLSS[$k]}; flags=(--tls); else port=${PLAINS[$k]}; fi
 	[ "${KINDS[$k]}" = dovecot ] && flags+=(--allow-added-crlf)
 	if [ "$conc" = 1 ]; then flags+=(-u "b%d" -f 1); else flags+=(-u "b4%d" -f 0); fi
 	out=$WORK/run-$k-$tr-$conc-$round.out
 	sleep 0.5
+	la0=$(loadavg)
 	c0=$(cpu_ticks "${PIDS[$k]}")
 	"$TLSLOAD" bulk -c "$conc" -t 600 --timeout 60 -p "$PASSWORD" "${flags[@]}" \
 		127.0.0.1 "$port" </dev/null >"$out" 2>&1 || true
 	c1=$(cpu_ticks "${PIDS[$k]}")
+	la1=$(loadavg)
 	[ "${5:-}" = warmup ] && return 0
 	line=$(grep '^tlsload: bulk ' "$out" || true)
 	if [ -z "$line" ]; then cat "$out" >&2; say "$label: no result"; return 0; fi
@@ -267,8 +242,8 @@ bulk_run() {
 	cli=$(awk -v c="$cli" -v n="$bytes" 'BEGIN { if (n > 0) printf "%.2f", c * 1e3 / (n / 1e6); else print "-" }')
 	say "$tr c=$conc round $round $label: $mbs MB/s, server $srv ms/MB, client $cli ms/MB, $bytes bytes, errors $errs"
 	[ "$errs" = 0 ] || grep '^tlsload: failure' "$out" | sed 's/^/bulk.sh:   /' >&2 || true
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tr" "$conc" "$label" "$round" \
-		"$mbs" "$srv" "$cli" "$errs" "$bytes" >> "$RES/bulk.tsv"
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tr" "$conc" "$label" "$round" \
+		"$mbs" "$srv" "$cli" "$errs" "$bytes" "$la0" "$la1" >> "$RES/bulk.tsv"
 }
 
 T_START=$(date +%s)
@@ -287,26 +262,61 @@ for tr in plain tls; do
 done
 T_END=$(date +%s)
 
-# Medians by MB/s: tr conc label mbs srv cli errs(sum) runs
-sort -t$'\t' -k1,1 -k2,2n -k3,3 -k5,5n "$RES/bulk.tsv" | awk -F'\t' -v OFS='\t' '
-	function flush() { if (n == 0) return; m = int((n + 1) / 2)
-		print k1, k2, k3, mbs[m], srv[m], cli[m], errs, n; n = 0; errs = 0 }
-	{ key = $1 "\t" $2 "\t" $3
-	  if (key != last) { flush(); last = key; k1 = $1; k2 = $2; k3 = $3 }
-	  n++; mbs[n] = $5; srv[n] = $6; cli[n] = $7; errs += $8 }
-	END { flush() }' > "$RES/medians.tsv"
+# Medians and spread, each figure on its own: spread.tsv: tr conc label
+# runs, then median lo hi of mbs srv cli (columns 5-13).  medians.tsv
+# (for bench/plot.sh): tr conc label mbs srv cli errs(sum) runs, then the
+# lo and hi of mbs, srv and cli.
+sort -t$'\t' -k1,1 -k2,2n -k3,3 -k4,4n "$RES/bulk.tsv" |
+	awk -F'\t' -v OFS='\t' '{ print $1, $2, $3, $5, $6, $7 }' | spread 3 > "$RES/spread.tsv"
+awk -F'\t' -v OFS='\t' 'NR == FNR { e[$1 "\t" $2 "\t" $3] += $8; next }
+	{ print $1, $2, $3, $5, $8, $11, e[$1 "\t" $2 "\t" $3] + 0, $4, $6, $7, $9, $10, $12, $13 }' \
+	"$RES/bulk.tsv" "$RES/spread.tsv" > "$RES/medians.tsv"
+
+# popboxd ÷ Dovecot tuned per workload: ratio of the medians, and the
+# spread of the per-round ratios, for MB/s and server CPU per MB.
+ratio_rows() {
+	awk -F'\t' '
+	function sortv(n,   i, j, t) { for (i = 2; i <= n; i++) { t = x[i]
+		for (j = i - 1; j >= 1 && x[j] > t; j--) x[j + 1] = x[j]; x[j + 1] = t } }
+	function spr(list,   n, i, parts) {
+		n = split(list, parts, " "); if (n == 0) return "-"
+		for (i = 1; i <= n; i++) x[i] = parts[i] + 0
+		sortv(n)
+		if (n <= 3) return sprintf("%.2f–%.2f", x[1], x[n])
+		return sprintf("%.2f–%.2f", x[int(0.25 * (n - 1) + 0.5) + 1], x[int(0.75 * (n - 1) + 0.5) + 1])
+	}
+	NR == FNR { k = $1 "\t" $2; r[k "\t" $3] = $4; c[k "\t" $3] = $5
+		if (!(k in seen)) { seen[k] = 1; o[++n] = k }; next }
+	{ k = $1 "\t" $2 "\t" $4; if ($3 == "popboxd") { pr[k] = $5; pc[k] = $6 } else { dr[k] = $5; dc[k] = $6 } }
+	END {
+		for (k in pr) if ((k in dr) && dr[k] > 0 && dc[k] > 0) {
+			split(k, f, "\t"); g = f[1] "\t" f[2]
+			lr[g] = lr[g] " " pr[k] / dr[k]; lc[g] = lc[g] " " pc[k] / dc[k]
+		}
+		for (i = 1; i <= n; i++) { a = o[i] "\tpopboxd"; b = o[i] "\tDovecot tuned"
+			if (!(a in r) || !(b in r) || r[b] == 0 || c[b] == 0) continue
+			split(o[i], f, "\t")
+			printf "| %s | %s | %.2f (%s) | %.2f (%s) |\n", f[1], f[2], r[a] / r[b], spr(lr[o[i]]), c[a] / c[b], spr(lc[o[i]])
+		}
+	}' "$RES/medians.tsv" "$RES/bulk.tsv"
+}
 
 report() {
 	echo "## Bulk download: popboxd beside Dovecot ($(date -u +%Y-%m-%d))"
 	echo
 	echo "Machine: $MACHINE."
 	echo
-	echo "$NMSG messages, $CORPUS_BYTES bytes (about $((CORPUS_BYTES / NMSG)) each), RETRed whole:"
+	echo "$NMSG messages, $CORPUS_BYTES bytes (about $((CORPUS_BYTES / NMSG)) each; bench/corpus.py, seed 7:"
+	echo "$CORPUS_LINE), RETRed whole:"
 	echo "1 connection (one user with all of them) or 4 (four users with a quarter"
 	echo "each).  Warm: page cache, popboxd's cache and Dovecot's indexes made by a"
-	echo "warm-up download.  Median of $ROUNDS rounds by MB/s (MB = 10^6 bytes of"
-	echo "un-stuffed message octets); server CPU is user+system of all its processes"
-	echo "per MB; client CPU the load generator's.  Took $((T_END - T_START)) s."
+	echo "warm-up download.  $ROUNDS rounds, servers in turn; every figure is the median"
+	echo "of the rounds and in brackets their spread ($(awk "$AWK_CELL"'BEGIN { print spread_name('"$ROUNDS"') }'); none when they agree"
+	echo "at the precision shown).  MB = 10^6 bytes of un-stuffed message octets;"
+	echo "server CPU is user+system of all its processes per MB; client CPU the load"
+	echo "generator's.  Load average (1/5/15 min) before the first run"
+	echo "$(head -n 1 "$RES/bulk.tsv" | cut -f10), after the last $(tail -n 1 "$RES/bulk.tsv" | cut -f11); every run's below: other work"
+	echo "on the machine disturbs MB/s more than CPU per MB.  Took $((T_END - T_START)) s."
 	echo
 	echo "Machine limits, measured in this run: AES-128-GCM (openssl speed -evp, 16 KB"
 	echo "blocks, one core) **$AES16K MB/s**; raw loopback TCP (Python sender and receiver,"
@@ -314,27 +324,24 @@ report() {
 	echo
 	echo "| transport | connections | server | MB/s | server CPU (ms/MB) | client CPU (ms/MB) | errors |"
 	echo "|---|---:|---|---:|---:|---:|---:|"
-	awk -F'\t' '{ printf "| %s | %s | %s | %.1f | %.2f | %.2f | %d |\n", $1, $2, $3, $4, $5, $6, $7 }' "$RES/medians.tsv"
+	awk -F'\t' "$AWK_CELL"'{ printf "| %s | %s | %s | %s | %s | %s | %d |\n", $1, $2, $3,
+		cell($4, $9, $10, 1), cell($5, $11, $12, 2), cell($6, $13, $14, 2), $7 }' "$RES/medians.tsv"
 	echo
 	if [ "$WITH_DOVECOT" = 1 ]; then
-		echo "popboxd ÷ Dovecot tuned (medians): MB/s, and server CPU per MB (below 1:"
-		echo "popboxd needs less)."
+		echo "popboxd ÷ Dovecot tuned per workload: the ratio of the medians, and in"
+		echo "brackets the spread of the per-round ratios; MB/s (above 1: popboxd moves"
+		echo "more), server CPU per MB (below 1: popboxd needs less)."
 		echo
 		echo "| transport | connections | MB/s | server CPU per MB |"
 		echo "|---|---:|---:|---:|"
-		awk -F'\t' '{ k = $1 "\t" $2; r[k "\t" $3] = $4; c[k "\t" $3] = $5
-			if (!(k in seen)) { seen[k] = 1; o[++n] = k } }
-			END { for (i = 1; i <= n; i++) { a = o[i] "\tpopboxd"; b = o[i] "\tDovecot tuned"
-				if (!(a in r) || !(b in r) || r[b] == 0 || c[b] == 0) continue
-				split(o[i], f, "\t")
-				printf "| %s | %s | %.3f | %.3f |\n", f[1], f[2], r[a] / r[b], c[a] / c[b] } }' "$RES/medians.tsv"
+		ratio_rows
 		echo
 	fi
 	echo "<details><summary>Every run</summary>"
 	echo
-	echo "| transport | connections | server | round | MB/s | server CPU (ms/MB) | client CPU (ms/MB) | errors | bytes |"
-	echo "|---|---:|---|---:|---:|---:|---:|---:|---:|"
-	sort -t$'\t' -k1,1 -k2,2n -k3,3 -k4,4n "$RES/bulk.tsv" | awk -F'\t' '{ printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9 }'
+	echo "| transport | connections | server | round | MB/s | server CPU (ms/MB) | client CPU (ms/MB) | errors | bytes | load avg before → after |"
+	echo "|---|---:|---|---:|---:|---:|---:|---:|---:|---|"
+	sort -t$'\t' -k1,1 -k2,2n -k3,3 -k4,4n "$RES/bulk.tsv" | awk -F'\t' '{ printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s → %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 }'
 	echo
 	echo "</details>"
 }
@@ -344,7 +351,7 @@ stamp=$(date -u +%Y%m%d-%H%M%S)
 outfile=$top/bench/results/bulk-$stamp.md
 report | tee "$outfile"
 {
-	printf '# transport\tconnections\tserver\tmb_per_s\tserver_ms_per_mb\tclient_ms_per_mb\terrors\truns\n'
+	printf '# transport\tconnections\tserver\tmb_per_s\tserver_ms_per_mb\tclient_ms_per_mb\terrors\truns\tmb_lo\tmb_hi\tsrv_lo\tsrv_hi\tcli_lo\tcli_hi\n'
 	cat "$RES/medians.tsv"
 	printf '# limits\taes128gcm_16k_mb_per_s=%s\tloopback_1=%s\tloopback_4=%s\n' "$AES16K" "$LOOP1" "$LOOP4"
 } > "$top/bench/results/bulk-$stamp.tsv"

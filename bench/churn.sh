@@ -6,12 +6,17 @@
 #   bash bench/churn.sh                          (as root; from anywhere in the tree)
 #   BENCH_BEFORE_REV=3598e53 bash bench/churn.sh (also that commit's popboxd)
 #
-# Each session (bench/tlsload churn): connect, USER/PASS, STAT, UIDL, LIST,
-# RETR of every message, QUIT; every reply checked (RETR's octets against
+# Each session (bench/tlsload churn): connect, USER/PASS (or STLS first,
+# or AUTH PLAIN / AUTH SCRAM-SHA-256 instead: the extra rows below), STAT,
+# UIDL, LIST, RETR of every message, QUIT; every reply checked (RETR's octets against
 # LIST's size after un-stuffing, a UIDL for every message, QUIT's +OK).
 # C workers, each with its own user (a maildrop is locked per session),
 # for BENCH_SECONDS, BENCH_ROUNDS rounds with the servers in turn (the
-# order rotates each round); medians.  No session deletes anything, so the
+# order rotates each round); every figure as its median and spread (min-max
+# of up to 3 rounds, p25-p75 of more), and popboxd / Dovecot per workload
+# (ratio of the medians, and the spread of the per-round ratios).  The load
+# average before and after every run goes in the report: other work on a
+# shared machine shows there.  No session deletes anything, so the
 # maildrops are the same in every round.
 #
 # Server CPU per session: user+system time of all the server's processes
@@ -23,11 +28,12 @@
 # both cores, softirq included): work that was not ours, and the kernel's
 # loopback networking that no process is charged for.
 #
-# The corpus: BENCH_CHURN_USERS users, each with BENCH_CHURN_MESSAGES
-# messages of about 4 KB (realistic headers, a few lines starting with a
-# dot, one line that is a lone dot, one message without a final newline;
-# 12 read ones in cur/ with :2,S, the rest in new/; names without ,S=/,W=,
-# as Postfix writes them, so each server sizes messages itself).  Every
+# The corpus (bench/corpus.py, seed 7): BENCH_CHURN_USERS users, each with
+# BENCH_CHURN_MESSAGES messages of 3.2-4.9 KB (realistic headers, MIME
+# parts, 8-bit bytes, lines starting with a dot, lone dots, the 20th
+# message without a final newline; 12 read ones in cur/ with :2,S, the
+# rest in new/; names without ,S=/,W=, as Postfix writes them, so each
+# server sizes messages itself).  Every
 # server gets its own copy of the Maildirs and of the passwd-file.
 # Passwords: {PLAIN}, and {SHA512-CRYPT} (5,000 rounds, what
 # `openssl passwd -6` makes) when BENCH_CHURN_SCHEMES says so.
@@ -43,6 +49,14 @@
 #                            plain POP3 and/or implicit TLS (a full
 #                            handshake per session, ECDSA P-256)
 #   BENCH_CHURN_TLS_CONCURRENCY  workers per TLS run ("8")
+#   BENCH_CHURN_EXTRA        more ways to connect and log in, each
+#                            CONN[+LOGIN] (CONN: plain, tls or stls; LOGIN:
+#                            user, auth-plain or scram; default user), run
+#                            at BENCH_CHURN_EXTRA_CONCURRENCY ("8") with
+#                            BENCH_CHURN_EXTRA_SCHEME passwords (PLAIN:
+#                            SCRAM needs a password the server can derive
+#                            keys from); default "stls plain+auth-plain
+#                            plain+scram"; "" for none
 #   BENCH_CHURN_DOVECOT      1 (default) runs tuned Dovecot too; 0 does not
 #   BENCH_BEFORE_REV         a git revision: build its popboxd in a temp
 #                            worktree and run it too, as "popboxd REV"
@@ -51,6 +65,7 @@
 #   BENCH_BUILD              build dir (build/release)
 #   BENCH_POPBOXD            the popboxd to measure (BENCH_BUILD/popboxd);
 #                            label BENCH_POPBOXD_LABEL ("popboxd")
+#   BENCH_NO_MAKE=1          build nothing: use the binaries as they are
 #   BENCH_KEEP=1             keep the temp dir (logs, configs)
 # Everything listens on 127.0.0.1 on ports free at run time; nothing
 # outside a temp dir is written except bench/results/.  Every wait is
@@ -67,6 +82,9 @@ NMSG=${BENCH_CHURN_MESSAGES:-20}
 SCHEMES=${BENCH_CHURN_SCHEMES:-PLAIN SHA512-CRYPT}
 TRANSPORTS=${BENCH_CHURN_TLS:-plain tls}
 TLS_CONCS=${BENCH_CHURN_TLS_CONCURRENCY:-8}
+EXTRAS=${BENCH_CHURN_EXTRA-stls plain+auth-plain plain+scram}
+EXTRA_CONCS=${BENCH_CHURN_EXTRA_CONCURRENCY:-8}
+EXTRA_SCHEME=${BENCH_CHURN_EXTRA_SCHEME:-PLAIN}
 WITH_DOVECOT=${BENCH_CHURN_DOVECOT:-1}
 PASSWORD=bench-$RANDOM$RANDOM
 TLSLOAD=$top/$build/bench/tlsload
@@ -80,14 +98,14 @@ die() { say "$*"; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "run as root (popboxd and Dovecot drop privileges)"
 
 maxc=0
-for c in $CONCS $TLS_CONCS; do [ "$c" -gt "$maxc" ] && maxc=$c; done
+for c in $CONCS $TLS_CONCS $EXTRA_CONCS; do [ "$c" -gt "$maxc" ] && maxc=$c; done
 NUSERS=${BENCH_CHURN_USERS:-64}
 [ "$NUSERS" -ge "$maxc" ] || NUSERS=$maxc
 
 if [ -z "${BENCH_POPBOXD:-}" ]; then
-	make --no-print-directory "$build/popboxd" "$build/bench/tlsload" >&2
+	[ "${BENCH_NO_MAKE:-0}" = 1 ] || make --no-print-directory "$build/popboxd" "$build/bench/tlsload" >&2
 else
-	make --no-print-directory "$build/bench/tlsload" >&2
+	[ "${BENCH_NO_MAKE:-0}" = 1 ] || make --no-print-directory "$build/bench/tlsload" >&2
 fi
 # shellcheck source=bench/dovecot.sh
 . "$top/bench/dovecot.sh"
@@ -160,76 +178,9 @@ fi
 
 say "making $NUSERS users with $NMSG messages each in $WORK"
 mkdir -p "$WORK/mail" "$WORK/tls"
-awk -v users="$NUSERS" -v nmsg="$NMSG" -v root="$WORK/mail" '
-BEGIN {
-	srand(7)
-	nw = split("the of and to in is that for it as was with be by on not he this are or his from at which but have an they you were their one all we can her has there been if more when will would who so no time about report server mailbox message delivery queue account retrieve protocol network client session password backup archive weekly monthly invoice meeting agenda project budget review draft attached please thanks regards schedule update release notes change request", W, " ")
-	for (u = 0; u < users; u++) {
-		user = sprintf("u%05d", u)
-		md = root "/" user "/Maildir"
-		system("mkdir -p " md "/new " md "/cur " md "/tmp")
-		for (j = 1; j <= nmsg; j++) {
-			target = 3200 + (j * 797 + u * 131) % 1700
-			t = 1700000000 + j * 3607 + u
-			ss = sprintf("%02d", (j * 7) % 60)
-			msg = "Return-Path: <sender" j "@lists.example.net>\n"
-			msg = msg "Delivered-To: " user "@example.org\n"
-			msg = msg "Received: from mx" (j % 3 + 1) ".example.net (mx" (j % 3 + 1) ".example.net [192.0.2." (j + 10) "])\n"
-			msg = msg "\tby mail.example.org (Postfix) with ESMTPS id 4Q" sprintf("%08X", t) "\n"
-			msg = msg "\tfor <" user "@example.org>; Tue, 14 Nov 2023 22:13:" ss " +0000 (UTC)\n"
-			msg = msg "Received: from [10.0.0." j "] (unknown [198.51.100." j "])\n"
-			msg = msg "\tby mx" (j % 3 + 1) ".example.net (Postfix) with ESMTPSA id " sprintf("%08X", t * 3) ";\n"
-			msg = msg "\tTue, 14 Nov 2023 22:13:" ss " +0000 (UTC)\n"
-			msg = msg "DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.net;\n"
-			msg = msg "\ts=sel2023; t=" t "; h=from:to:subject:date:message-id;\n"
-			msg = msg "\tbh=" b64(44) ";\n"
-			msg = msg "\tb=" b64(70) "\n\t " b64(70) "\n\t " b64(70) "\n\t " b64(52) "\n"
-			msg = msg "From: \"Sender " j "\" <sender" j "@lists.example.net>\n"
-			msg = msg "To: " user "@example.org\n"
-			msg = msg "Subject: Weekly report " j " for " user "\n"
-			msg = msg "Date: Tue, 14 Nov 2023 22:13:" ss " +0000\n"
-			msg = msg "Message-ID: <" t "." j "." user "@lists.example.net>\n"
-			msg = msg "MIME-Version: 1.0\n"
-			msg = msg "Content-Type: text/plain; charset=utf-8; format=flowed\n"
-			msg = msg "Content-Transfer-Encoding: 8bit\n"
-			msg = msg "\n"
-			line = 0
-			while (length(msg) < target) {
-				line++
-				if (j % 3 == 0 && line == 5) { msg = msg ".signature follows the dot-stuffing rule\n"; continue }
-				if (j % 4 == 1 && line == 9) { msg = msg "..two dots at the start of this line\n"; continue }
-				if (j % 5 == 2 && line == 12) { msg = msg ".\n"; continue }
-				if (line % 11 == 0) { msg = msg "\n"; continue }
-				s = ""
-				while (length(s) < 60 + (line * 7) % 12)
-					s = s (s == "" ? "" : " ") W[int(rand() * nw) + 1]
-				msg = msg s "\n"
-			}
-			# One message ends without a newline.
-			if (j == 7)
-				msg = msg "-- \nno newline at the end of this message"
-			name = t ".V803I" sprintf("%x", 4096 + u * 64 + j) "M" (100000 + j * 37 + u) ".bench.example.org"
-			if (j <= 12)
-				file = md "/cur/" name ":2,S"
-			else
-				file = md "/new/" name
-			printf "%s", msg > file
-			close(file)
-		}
-	}
-}
-function b64(n,   s, k, A) {
-	A = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-	s = ""
-	for (k = 0; k < n; k++)
-		s = s substr(A, int(rand() * 64) + 1, 1)
-	return s
-}'
-# Directory times an hour back, as in a maildrop nothing was delivered to
-# lately (popboxd trusts its cache only for directories not touched in
-# the last seconds).
-find "$WORK/mail" -mindepth 3 -maxdepth 3 -type d -exec touch -d '-1 hour' {} +
-CORPUS_BYTES=$(find "$WORK/mail" -type f -exec cat {} + | wc -c)
+CORPUS_LINE=$(/usr/bin/python3 "$top/bench/corpus.py" --root "$WORK/mail" --users "$NUSERS" \
+	--messages "$NMSG" --size 3200-4900 --cur 12 --seed 7) || die "bench/corpus.py failed"
+CORPUS_BYTES=$(kv bytes <<<" $CORPUS_LINE")
 say "corpus: $((NUSERS * NMSG)) messages, $((CORPUS_BYTES / NUSERS / NMSG)) bytes on average"
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
@@ -319,24 +270,45 @@ mkdir -p "$RES"
 
 # ---------------------------------------------------------------- runs
 
+# tlsload's flags for a way to connect and log in: CONN[+LOGIN].
+tr_flags() { # TR
+	local conn=${1%%+*} login=user
+	case $1 in *+*) login=${1#*+} ;; esac
+	case $conn in
+	plain) ;;
+	tls) echo --tls ;;
+	stls) echo --stls ;;
+	*) die "unknown connection $conn in $1" ;;
+	esac
+	case $login in
+	user) ;;
+	auth-plain) echo --auth plain ;;
+	scram) echo --auth scram ;;
+	*) die "unknown login $login in $1" ;;
+	esac
+}
+
 # churn_run LABEL KIND ROOT PORT SCHEME TRANSPORT CONC ROUND: appends to
 # churn.tsv: scheme transport conc label round rate server_us client_us
 # errors p50 p99 other_cpu_pct sessions total messages added_crlf
+# load_before load_after
 churn_run() {
 	local label=$1 kind=$2 root=$3 port=$4 scheme=$5 tr=$6 conc=$7 round=$8
-	local c0 c1 b0 b1 out line flags=()
-	[ "$tr" = tls ] && flags=(--tls)
+	local c0 c1 b0 b1 out line flags=() la0 la1
+	read -ra flags <<<"$(tr_flags "$tr" | tr '\n' ' ')"
 	# Dovecot sends a CRLF after a message that lacks a final newline
 	# and leaves it out of LIST's size: accepted for it, and counted.
 	[ "$kind" = dovecot ] && flags+=(--allow-added-crlf)
 	out=$WORK/run-${label// /_}-$scheme-$tr-$conc-$round.out
 	sleep 0.5
+	la0=$(loadavg)
 	b0=$(busy_ticks)
 	c0=$(cpu_ticks "$root")
 	timeout $((SECS + 60)) "$TLSLOAD" churn -c "$conc" -t "$SECS" --timeout 20 \
 		-p "$PASSWORD" "${flags[@]}" 127.0.0.1 "$port" </dev/null >"$out" 2>&1 || true
 	c1=$(cpu_ticks "$root")
 	b1=$(busy_ticks)
+	la1=$(loadavg)
 	line=$(grep '^tlsload: churn ' "$out" || true)
 	if [ -z "$line" ]; then
 		cat "$out" >&2
@@ -359,9 +331,9 @@ churn_run() {
 			 printf "%.0f", 100 * o / (secs * n) }')
 	say "$scheme $tr c=$conc round $round $label: $rate sessions/s, server $srv us/session, client $cli us/session, p50 $p50 ms, p99 $p99 ms, errors $errs, other CPU $other %"
 	[ "$errs" = 0 ] || grep '^tlsload: failure' "$out" | sed "s/^/churn.sh:   /" >&2 || true
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scheme" "$tr" \
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scheme" "$tr" \
 		"$conc" "$label" "$round" "$rate" "$srv" "$cli" "$errs" "$p50" "$p99" \
-		"$other" "$sessions" "$total" "$msgs" "$added" >> "$RES/churn.tsv"
+		"$other" "$sessions" "$total" "$msgs" "$added" "$la0" "$la1" >> "$RES/churn.tsv"
 }
 
 T_START=$(date +%s)
@@ -396,17 +368,25 @@ for scheme in $SCHEMES; do
 			say "warning: the warm-up of ${LABELS[$k]} ($scheme) had errors"
 		}
 	done
+	plan=()
 	for tr in $TRANSPORTS; do
 		concs=$CONCS
 		[ "$tr" = tls ] && concs=$TLS_CONCS
-		for conc in $concs; do
-			for ((r = 1; r <= ROUNDS; r++)); do
-				for ((k = 0; k < ${#LABELS[@]}; k++)); do
-					j=$(((k + r - 1) % ${#LABELS[@]}))
-					if [ "$tr" = tls ]; then port=${tlss[$j]}; else port=${plains[$j]}; fi
-					churn_run "${LABELS[$j]}" "${kinds[$j]}" "${pids[$j]}" "$port" \
-						"$scheme" "$tr" "$conc" "$r"
-				done
+		for conc in $concs; do plan+=("$tr $conc"); done
+	done
+	if [ "$scheme" = "$EXTRA_SCHEME" ]; then
+		for tr in $EXTRAS; do
+			for conc in $EXTRA_CONCS; do plan+=("$tr $conc"); done
+		done
+	fi
+	for step in "${plan[@]}"; do
+		read -r tr conc <<<"$step"
+		for ((r = 1; r <= ROUNDS; r++)); do
+			for ((k = 0; k < ${#LABELS[@]}; k++)); do
+				j=$(((k + r - 1) % ${#LABELS[@]}))
+				if [ "${tr%%+*}" = tls ]; then port=${tlss[$j]}; else port=${plains[$j]}; fi
+				churn_run "${LABELS[$j]}" "${kinds[$j]}" "${pids[$j]}" "$port" \
+					"$scheme" "$tr" "$conc" "$r"
 			done
 		done
 	done
@@ -418,42 +398,86 @@ T_END=$(date +%s)
 
 # ---------------------------------------------------------------- report
 
-# Medians per (scheme, transport, concurrency, server), by rate; the other
-# columns are the median run's.  medians.tsv: scheme tr conc label rate
-# srv cli errs(sum) p50 p99 other(max) runs
-sort -t$'\t' -k1,1 -k2,2 -k3,3n -k4,4 -k6,6n "$RES/churn.tsv" | awk -F'\t' -v OFS='\t' '
-	function flush() {
-		if (n == 0) return
-		m = int((n + 1) / 2)
-		print k1, k2, k3, k4, rate[m], srv[m], cli[m], errs, p50[m], p99[m], omax, n
-		n = 0; errs = 0; omax = 0
+# Medians and spread per (scheme, transport, concurrency, server), each
+# figure on its own.  medians.tsv: scheme tr conc label runs, then median,
+# lo, hi of: rate srv cli p50 p99 (columns 6-20).
+sort -t$'\t' -k1,1 -k2,2 -k3,3n -k4,4 -k5,5n "$RES/churn.tsv" |
+	awk -F'\t' -v OFS='\t' '{ print $1, $2, $3, $4, $6, $7, $8, $10, $11 }' |
+	spread 4 > "$RES/medians.tsv"
+
+# Readable names of a transport token CONN[+LOGIN]: "CONN<TAB>LOGIN".
+AWK_TR='
+function tr_conn(t,   c) { c = t; sub(/\+.*/, "", c)
+	return c == "tls" ? "implicit TLS" : c == "stls" ? "STLS" : "plain" }
+function tr_login(t,   l) { l = (t ~ /\+/) ? t : "+user"; sub(/^[^+]*\+/, "", l)
+	return l == "auth-plain" ? "AUTH PLAIN" : l == "scram" ? "AUTH SCRAM-SHA-256" : "USER/PASS" }
+'
+
+# ratio_rows A B: popboxd-like A ÷ B per (scheme, tr, conc): the ratio of
+# the medians, and the spread of the per-round ratios (rounds where both
+# ran), for sessions/s and server CPU per session.
+ratio_rows() { # A B
+	awk -F'\t' -v A="$1" -v B="$2" "$AWK_CELL$AWK_TR"'
+	function sortv(n,   i, j, t) { for (i = 2; i <= n; i++) { t = x[i]
+		for (j = i - 1; j >= 1 && x[j] > t; j--) x[j + 1] = x[j]; x[j + 1] = t } }
+	function spr(list,   n, i, m, parts) {
+		n = split(list, parts, " "); if (n == 0) return ""
+		for (i = 1; i <= n; i++) x[i] = parts[i] + 0
+		sortv(n)
+		if (n <= 3) return sprintf("%.2f–%.2f", x[1], x[n])
+		return sprintf("%.2f–%.2f", x[int(0.25 * (n - 1) + 0.5) + 1], x[int(0.75 * (n - 1) + 0.5) + 1])
 	}
-	{
-		key = $1 "\t" $2 "\t" $3 "\t" $4
-		if (key != last) { flush(); last = key; k1 = $1; k2 = $2; k3 = $3; k4 = $4 }
-		n++; rate[n] = $6; srv[n] = $7; cli[n] = $8; p50[n] = $10; p99[n] = $11
-		errs += $9; if ($12 > omax) omax = $12
-	}
-	END { flush() }' > "$RES/medians.tsv"
+	NR == FNR { k = $1 "\t" $2 "\t" $3
+		if ($4 == A) { ra[k] = $6; ca[k] = $9 } else if ($4 == B) { rb[k] = $6; cb[k] = $9 }
+		if (!(k in seen)) { seen[k] = 1; order[++n] = k }
+		next }
+	{ k = $1 "\t" $2 "\t" $3 "\t" $5
+	  if ($4 == A) { rra[k] = $6; rca[k] = $7 } else if ($4 == B) { rrb[k] = $6; rcb[k] = $7 } }
+	END {
+		for (k in rra) if ((k in rrb) && rrb[k] > 0 && rcb[k] > 0 && rca[k] != "-" && rcb[k] != "-") {
+			split(k, f, "\t"); g = f[1] "\t" f[2] "\t" f[3]
+			lr[g] = lr[g] " " rra[k] / rrb[k]; lc[g] = lc[g] " " rca[k] / rcb[k]
+		}
+		for (i = 1; i <= n; i++) { k = order[i]
+			if (!(k in ra) || !(k in rb) || rb[k] == 0 || cb[k] == 0) continue
+			split(k, f, "\t")
+			printf "| %s | %s | %s | %s | %s ÷ %s | %.2f (%s) | %.2f (%s) |\n", f[1], tr_conn(f[2]), tr_login(f[2]), f[3],
+				A, B, ra[k] / rb[k], spr(lr[k]), ca[k] / cb[k], spr(lc[k])
+		}
+	}' "$RES/medians.tsv" "$RES/churn.tsv"
+}
 
 report() {
+	local la_first la_last
+	la_first=$(head -n 1 "$RES/churn.tsv" | cut -f17)
+	la_last=$(tail -n 1 "$RES/churn.tsv" | cut -f18)
 	echo "## Session churn: popboxd beside Dovecot ($(date -u +%Y-%m-%d))"
 	echo
 	echo "Machine: $MACHINE."
 	echo
-	echo "Each session: connect, USER/PASS, STAT, UIDL, LIST, RETR of all $NMSG messages"
-	echo "(about $((CORPUS_BYTES / NUSERS / NMSG)) bytes each), QUIT; every reply checked.  $NUSERS users, each"
-	echo "worker its own.  Each run $SECS s; median of $ROUNDS rounds by rate, servers in"
-	echo "turn.  Server CPU: user+system of all its processes (exited children"
-	echo "included) per session.  Client: the load generator's own CPU, on the same"
-	echo "$(nproc) cores.  Other CPU: the machine's busy time that was neither, in % of"
-	echo "all cores, highest of the rounds.  Servers: ${LABELS[*]}."
-	echo "Took $((T_END - T_START)) s."
+	echo "Each session: connect, log in, STAT, UIDL, LIST, RETR of all $NMSG messages"
+	echo "(bench/corpus.py, seed 7: ${CORPUS_LINE#corpus: }; about $((CORPUS_BYTES / NUSERS / NMSG)) bytes each), QUIT; every"
+	echo "reply checked.  $NUSERS users, each worker its own.  Each run $SECS s, $ROUNDS rounds,"
+	echo "servers in turn.  Every figure: the median of the rounds, and in brackets"
+	echo "the spread ($(awk "$AWK_CELL"'BEGIN { print spread_name('"$ROUNDS"') }') of the rounds; none when they agree at the"
+	echo "precision shown).  Server CPU: user+system of all its processes (exited"
+	echo "children included) per session.  Client: the load generator's own CPU, on"
+	echo "the same $(nproc) cores.  Other CPU: the machine's busy time that was neither,"
+	echo "in % of all cores, highest of the rounds.  Load average (1/5/15 min) before"
+	echo "the first run $la_first, after the last $la_last; every run's below.  Other work"
+	echo "on the machine (builds, tests) disturbs the rates more than the CPU per"
+	echo "session: compare servers on server CPU per session first."
+	echo "Servers: ${LABELS[*]}.  Took $((T_END - T_START)) s."
 	echo
-	echo "| passwords | transport | concurrency | server | sessions/s | server CPU (µs/session) | client CPU (µs/session) | p50 (ms) | p99 (ms) | errors | other CPU (%) |"
-	echo "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"
-	awk -F'\t' '{ printf "| %s | %s | %s | %s | %.1f | %.0f | %.0f | %.2f | %.2f | %d | %d |\n",
-		$1, $2, $3, $4, $5, $6, $7, $9, $10, $8, $11 }' "$RES/medians.tsv"
+	echo "| passwords | transport | login | concurrency | server | sessions/s | server CPU (µs/session) | client CPU (µs/session) | p50 (ms) | p99 (ms) | errors | other CPU (%) |"
+	echo "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"
+	awk -F'\t' "$AWK_CELL$AWK_TR"'
+		NR == FNR { k = $1 "\t" $2 "\t" $3 "\t" $4; e[k] += $9; if ($12 > o[k]) o[k] = $12; next }
+		{ k = $1 "\t" $2 "\t" $3 "\t" $4
+		  printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %d |\n",
+			$1, tr_conn($2), tr_login($2), $3, $4, cell($6, $7, $8, 1), cell($9, $10, $11, 0),
+			cell($12, $13, $14, 0), cell($15, $16, $17, 2), cell($18, $19, $20, 2), e[k], o[k] }' \
+		"$RES/churn.tsv" "$RES/medians.tsv"
 	echo
 	# Ratios: an older build against this one's popboxd (the cost of
 	# what changed), and this popboxd against Dovecot.
@@ -462,36 +486,27 @@ report() {
 		pairs+=("$POPBOXD_LABEL|${LABELS[0]}")
 	[ "$WITH_DOVECOT" = 1 ] && pairs+=("$POPBOXD_LABEL|Dovecot tuned")
 	if [ "${#pairs[@]}" -gt 0 ]; then
-		echo "Ratios of the medians (A ÷ B): sessions per second, and server CPU per"
-		echo "session (below 1: A needs less)."
+		echo "Ratios (A ÷ B) per workload: of the medians, and in brackets the spread"
+		echo "of the per-round ratios (round r of A ÷ round r of B), for sessions per"
+		echo "second (above 1: A does more) and server CPU per session (below 1: A"
+		echo "needs less)."
 		echo
-		echo "| passwords | transport | concurrency | A ÷ B | sessions/s | server CPU per session |"
-		echo "|---|---|---:|---|---:|---:|"
-		printf '%s\n' "${pairs[@]}" | awk -F'\t' '
-			NR == FNR { split($0, ab, "|"); A[++np] = ab[1]; B[np] = ab[2]; next }
-			{ key = $1 "\t" $2 "\t" $3; r[key "\t" $4] = $5; c[key "\t" $4] = $6
-			  if (!(key in seen)) { seen[key] = 1; order[++n] = key } }
-			END {
-				for (i = 1; i <= n; i++) for (j = 1; j <= np; j++) {
-					k = order[i]; a = k "\t" A[j]; b = k "\t" B[j]
-					if (!(a in r) || !(b in r) || r[b] == 0 || c[b] == 0) continue
-					split(k, f, "\t")
-					printf "| %s | %s | %s | %s ÷ %s | %.3f | %.3f |\n", f[1], f[2], f[3],
-						A[j], B[j], r[a] / r[b], c[a] / c[b]
-				}
-			}' - "$RES/medians.tsv"
+		echo "| passwords | transport | login | concurrency | A ÷ B | sessions/s | server CPU per session |"
+		echo "|---|---|---|---:|---|---:|---:|"
+		local pair
+		for pair in "${pairs[@]}"; do ratio_rows "${pair%%|*}" "${pair#*|}"; done
 		echo
 	fi
 	echo "<details><summary>Every run</summary>"
 	echo
-	echo "| passwords | transport | concurrency | server | round | sessions/s | server CPU (µs/session) | client CPU (µs/session) | errors | p50 (ms) | p99 (ms) | other CPU (%) | sessions in time | sessions in all |"
-	echo "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-	sort -t$'\t' -k1,1 -k2,2 -k3,3n -k4,4 -k5,5n "$RES/churn.tsv" | awk -F'\t' '{
-		printf "| %s |\n", $1 " | " $2 " | " $3 " | " $4 " | " $5 " | " $6 " | " $7 " | " $8 " | " $9 " | " $10 " | " $11 " | " $12 " | " $13 " | " $14 }'
+	echo "| passwords | transport | login | concurrency | server | round | sessions/s | server CPU (µs/session) | client CPU (µs/session) | errors | p50 (ms) | p99 (ms) | other CPU (%) | sessions in time | sessions in all | load avg before → after |"
+	echo "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+	sort -t$'\t' -k1,1 -k2,2 -k3,3n -k4,4 -k5,5n "$RES/churn.tsv" | awk -F'\t' "$AWK_TR"'{
+		printf "| %s | %s | %s | %s → %s |\n", $1 " | " tr_conn($2) " | " tr_login($2) " | " $3 " | " $4 " | " $5 " | " $6, $7 " | " $8 " | " $9 " | " $10 " | " $11 " | " $12, $13 " | " $14, $17, $18 }'
 	echo
 	echo "</details>"
 	awk -F'\t' '$16 > 0 { a[$4] += $16; m[$4] += $15 }
-		END { for (s in a) printf "\n%s: %d of %d messages retrieved were 2 octets longer than LIST said (a CRLF added after the message without a final newline, not counted in its size); accepted (--allow-added-crlf), not counted as errors.\n", s, a[s], m[s] }' "$RES/churn.tsv"
+		END { for (s in a) printf "\n%s: %d of %d messages retrieved were 2 octets longer than LIST said (a CRLF added after a message without a final newline, not counted in its size); accepted (--allow-added-crlf), not counted as errors.\n", s, a[s], m[s] }' "$RES/churn.tsv"
 }
 
 mkdir -p "$top/bench/results"

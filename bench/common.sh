@@ -14,6 +14,11 @@
 #   wait_stop PID [S]  SIGTERM, wait S seconds (30), SIGKILL; reaps it
 #   stop_popboxd_tree PID  stops a popboxd master, then any child of it left
 #   run_popboxd BIN CONF PASSWD KEYS  starts a popboxd (see below)
+#   loadavg            the 1-, 5- and 15-minute load averages, "a/b/c"
+#   spread K           summary of a TSV on stdin (see below)
+#   AWK_CELL           awk functions for report cells: cell(median, lo, hi,
+#                      decimals) prints "median (lo–hi)", or the median
+#                      alone when lo = hi; spread_name(n) says what lo–hi is
 
 cpu_ticks() { # ROOT
 	proc_tree "$1" | sed 's|.*|/proc/&/stat|' | xargs cat 2>/dev/null |
@@ -45,7 +50,7 @@ settle() { # ROOT
 machine_line() {
 	local cpu
 	cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
-	printf '%s\n' "$(nproc) cores ($cpu), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r), $(openssl version | awk '{ print $1, $2 }'), libevent $(pkg-config --modversion libevent 2>/dev/null), Dovecot $(dovecot_version 2>/dev/null || echo none), popbox $(git -C "$top" describe --always --dirty 2>/dev/null || echo '?')"
+	printf '%s\n' "$(nproc) cores ($cpu), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r), $(openssl version | awk '{ print $1, $2 }'), libevent $(pkg-config --modversion libevent 2>/dev/null), Dovecot $(dovecot_version 2>/dev/null || echo none), popbox $(git -C "$top" describe --always --dirty 2>/dev/null || echo '?')${BENCH_POPBOXD:+; popboxd measured: ${BENCH_POPBOXD_LABEL:+$BENCH_POPBOXD_LABEL, }$BENCH_POPBOXD}"
 }
 
 read -r PORT_LO _ < /proc/sys/net/ipv4/ip_local_port_range
@@ -113,3 +118,60 @@ run_popboxd() {
 	cat "$log" >&2
 	return 1
 }
+
+loadavg() {
+	awk '{ print $1 "/" $2 "/" $3 }' /proc/loadavg
+}
+
+# spread K: rows of a TSV on stdin grouped by their first K columns (groups
+# in the order they first appear); for every later column, over the
+# group's rows: the median, then the spread: min and max of up to 3
+# values, the 25th and 75th percentiles (nearest rank) of more.  "-" and
+# empty cells are left out.  Prints per group: the K key columns, the row
+# count, then "median lo hi" for each later column ("- - -" when none).
+spread() { # K
+	awk -F'\t' -v OFS='\t' -v k="$1" '
+	function sortv(n,   i, j, t) {
+		for (i = 2; i <= n; i++) {
+			t = a[i]
+			for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]
+			a[j + 1] = t
+		}
+	}
+	{
+		key = $1
+		for (i = 2; i <= k; i++) key = key OFS $i
+		if (!(key in cnt)) { order[++nk] = key; cnt[key] = 0 }
+		cnt[key]++
+		if (NF > nf) nf = NF
+		for (i = k + 1; i <= NF; i++)
+			if ($i != "-" && $i != "") { n = ++nv[key, i]; v[key, i, n] = $i + 0 }
+	}
+	END {
+		for (o = 1; o <= nk; o++) {
+			key = order[o]; line = key OFS cnt[key]
+			for (i = k + 1; i <= nf; i++) {
+				n = nv[key, i] + 0
+				if (n == 0) { line = line OFS "-" OFS "-" OFS "-"; continue }
+				for (j = 1; j <= n; j++) a[j] = v[key, i, j]
+				sortv(n)
+				med = (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+				if (n <= 3) { lo = a[1]; hi = a[n] }
+				else { lo = a[int(0.25 * (n - 1) + 0.5) + 1]; hi = a[int(0.75 * (n - 1) + 0.5) + 1] }
+				line = line OFS med OFS lo OFS hi
+			}
+			print line
+		}
+	}'
+}
+
+# shellcheck disable=SC2016
+AWK_CELL='
+function cell(m, lo, hi, d,   f) {
+	if (m == "-" || m == "") return "-"
+	f = "%." d "f"
+	if (sprintf(f, lo) == sprintf(f, hi)) return sprintf(f, m)
+	return sprintf(f " (" f "–" f ")", m, lo, hi)
+}
+function spread_name(n) { return n > 3 ? "p25–p75" : "min–max" }
+'

@@ -89,7 +89,7 @@ ssl = yes
 ssl_cert = <$cert
 ssl_key = <$key
 disable_plaintext_auth = no
-auth_mechanisms = plain
+auth_mechanisms = plain scram-sha-256
 passdb {
   driver = passwd-file
   args = scheme=PLAIN $passwd

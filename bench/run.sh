@@ -17,7 +17,10 @@
 # newest results (when gnuplot is there or can be installed).
 # BENCH_ONLY=maildrop, churn, tls, bulk or bigdrop runs one of them; the BENCH_* knobs of
 # each script pass through (BENCH_BEFORE_REV=3598e53 makes churn.sh run
-# that commit's popboxd too).  The churn and TLS benches need root (they
+# that commit's popboxd too; BENCH_POPBOXD=PATH measures that popboxd
+# binary instead of this tree's; BENCH_NO_MAKE=1 builds nothing and uses
+# the binaries as they are).  Every workload's Maildirs come from
+# bench/corpus.py (one generator, seeded: the same messages every run).  The churn and TLS benches need root (they
 # run Dovecot, and popboxd drops privileges) and install Debian's
 # dovecot-pop3d if it is missing.
 set -euo pipefail

@@ -49,6 +49,7 @@
 #                       mail processes than the 3 an even spread would
 #   BENCH_POPBOXD_HS_WORKERS  `workers` in the handshake part (default:
 #                       popboxd's own, one per core)
+#   BENCH_NO_MAKE=1     build nothing: use the binaries as they are
 #   BENCH_KEEP=1        keep the temp dir (logs, configs) for a look
 set -euo pipefail
 
@@ -75,9 +76,9 @@ die() { say "$*"; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "run as root (Dovecot and popboxd drop to nobody)"
 
 if [ -z "${BENCH_POPBOXD:-}" ]; then
-	make --no-print-directory "$build/popboxd" "$build/bench/tlsload" >&2
+	[ "${BENCH_NO_MAKE:-0}" = 1 ] || make --no-print-directory "$build/popboxd" "$build/bench/tlsload" >&2
 else
-	make --no-print-directory "$build/bench/tlsload" >&2
+	[ "${BENCH_NO_MAKE:-0}" = 1 ] || make --no-print-directory "$build/bench/tlsload" >&2
 fi
 # shellcheck source=bench/dovecot.sh
 . "$top/bench/dovecot.sh"
@@ -155,13 +156,10 @@ mkdir -p "$WORK/mail" "$WORK/tls"
 		printf 'u%05d:{PLAIN}%s::::::\n' "$i" "$PASSWORD"
 	done
 } > "$WORK/passwd"
-for ((i = 0; i < NUSERS; i++)); do
-	md=$WORK/mail/$(printf 'u%05d' "$i")/Maildir
-	mkdir -p "$md/new" "$md/cur" "$md/tmp"
-	printf 'From: bench@example.org\nTo: u%05d@example.org\nSubject: bench\nMessage-ID: <%d@bench>\n\nOne small message.\n' \
-		"$i" "$i" > "$md/new/1700000000.M${i}P1.bench"
-done
-chown -R nobody:nogroup "$WORK/mail"
+# One message of 1.5-2 KB each (bench/corpus.py, seed 7): an idle session
+# has a small maildrop open.
+/usr/bin/python3 "$top/bench/corpus.py" --root "$WORK/mail" --users "$NUSERS" --messages 1 \
+	--size 1500-2000 --seed 7 --owner nobody:nogroup >/dev/null || die "bench/corpus.py failed"
 # Each server reads its own copy of the same passwd-file, readable only by
 # the user that reads it: Dovecot's auth process runs as "dovecot";
 # popboxd's reader is found when it starts (start_popboxd).
@@ -271,9 +269,8 @@ stop_server() { # NAME PID
 # ---------------------------------------------------------------- machine
 
 MACHINE=$(machine_line)
-# The popboxd measured, when it is not this tree's build (git describe
-# above names the tree, not that binary).
-[ -n "${BENCH_POPBOXD:-}" ] && MACHINE="$MACHINE; popboxd measured: ${BENCH_POPBOXD_LABEL:-$BENCH_POPBOXD}"
+# (machine_line names the popboxd measured when it is not this tree's
+# build: BENCH_POPBOXD.)
 say "machine: $MACHINE"
 say "open files hard limit $FD_HARD, pid_max $PID_MAX, ports $PORT_LO-$PORT_HI"
 
@@ -290,7 +287,8 @@ mkdir -p "$RES"
 # procs1 kmem_per_conn_kb load_cpu_s secs failures
 hold_run() {
 	local label=$1 root=$2 port=$3 count=$4 mode=$5
-	local out=$WORK/$label-$mode.hold flags=() i pss0 pss1 k0 k1 np0 np1
+	local out=$WORK/$label-$mode.hold flags=() i pss0 pss1 k0 k1 np0 np1 la0 la1
+	la0=$(loadavg)
 	[ "$mode" = plain ] && flags=(--plain)
 	[ "$mode" = prelogin ] && flags=(--no-login)
 	settle "$root"
@@ -314,8 +312,8 @@ hold_run() {
 		cat "$out" >&2
 		stop_pid "$lpid" 300
 		say "$label $mode: tlsload never got ready"
-		printf '%s\t%s\t%s\t0\t%s\t0\t-\t%s\t0\t-\t-\t-\tnot-ready\n' \
-			"$label" "$mode" "$count" "$pss0" "$np0" >> "$RES/idle.tsv"
+		printf '%s\t%s\t%s\t0\t%s\t0\t-\t%s\t0\t-\t-\t-\tnot-ready\t%s\t%s\n' \
+			"$label" "$mode" "$count" "$pss0" "$np0" "$la0" "$(loadavg)" >> "$RES/idle.tsv"
 		return 0
 	fi
 	sleep 3
@@ -337,9 +335,10 @@ hold_run() {
 		kper=$(awk -v a="$k0" -v b="$k1" -v n="$ok" 'BEGIN { printf "%.1f", (b - a) / n }')
 	fi
 	say "$label $mode: $ok logged in, PSS $((pss0 / 1024)) -> $((pss1 / 1024)) MiB, $per KiB per connection, $np1 processes"
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+	la1=$(loadavg)
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
 		"$label" "$mode" "$count" "${ok:-0}" "$pss0" "$pss1" "$per" "$np0" "$np1" \
-		"$kper" "${cpu:--}" "${secs:--}" "${fails:-none}" >> "$RES/idle.tsv"
+		"$kper" "${cpu:--}" "${secs:--}" "${fails:-none}" "$la0" "$la1" >> "$RES/idle.tsv"
 	if [ "$label" = popboxd ] && [ "$POPBOXD_SPLIT" = 1 ]; then
 		# By role: master (root), auth, login, mail (mail_user).
 		awk -F'\t' -v mode="$mode" '
@@ -456,14 +455,17 @@ fi
 
 # hs_run LABEL ROOT PORT CERT CONC ROUND: appends to hs.tsv: cert conc
 # label round rate server_us_per_hs client_us_per_hs errors p50 p99
+# load_before load_after
 hs_run() {
 	local label=$1 root=$2 port=$3 cert=$4 conc=$5 round=$6
-	local c0 c1 out line
+	local c0 c1 out line la0 la1
 	out=$WORK/$label-$cert-$conc-$round.hs
+	la0=$(loadavg)
 	c0=$(cpu_ticks "$root")
 	timeout $((SECS + 120)) "$TLSLOAD" handshake -c "$conc" -t "$SECS" --timeout 10 \
 		127.0.0.1 "$port" </dev/null >"$out" 2>&1 || true
 	c1=$(cpu_ticks "$root")
+	la1=$(loadavg)
 	line=$(grep '^tlsload: handshake ' "$out" || true)
 	if [ -z "$line" ]; then
 		cat "$out" >&2
@@ -478,8 +480,8 @@ hs_run() {
 		'BEGIN { if (n > 0) printf "%.1f", (b - a) * 1e6 / hz / n; else print "-" }')
 	say "$cert c=$conc round $round $label: $rate/s, server ${srv} us/hs, client ${cli} us/hs, errors $errs ($(kv tls <<<"$line") $(kv cert <<<"$line"))"
 	[ "$errs" = 0 ] || grep '^tlsload: failure' "$out" | sed "s/^/tls.sh:   /" >&2 || true
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$cert" "$conc" "$label" \
-		"$round" "$rate" "$srv" "$cli" "$errs" "$p50" "$p99" >> "$RES/hs.tsv"
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$cert" "$conc" "$label" \
+		"$round" "$rate" "$srv" "$cli" "$errs" "$p50" "$p99" "$la0" "$la1" >> "$RES/hs.tsv"
 }
 
 if [[ " $PARTS " == *" handshake "* ]]; then
@@ -539,12 +541,17 @@ report() {
 			echo "the open-files hard limit of $fdh here, $count logged-in sessions were held."
 		fi
 		echo
-		echo "| server | connection | held | PSS before (MiB) | PSS held (MiB) | PSS per connection (KiB) | kernel per connection (KiB) | processes | set-up (s) | failures |"
-		echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"
+		echo "One run per row (a hold of thousands of connections takes minutes): no"
+		echo "spread here; memory per connection varied by a few percent between runs"
+		echo "on other days.  Load average (1/5/15 min) at the start and end of each hold"
+		echo "in the last column."
+		echo
+		echo "| server | connection | held | PSS before (MiB) | PSS held (MiB) | PSS per connection (KiB) | kernel per connection (KiB) | processes | set-up (s) | failures | load avg before → after |"
+		echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"
 		awk -F'\t' '{
-			printf "| %s | %s | %s of %s | %.1f | %.1f | %s | %s | %s -> %s | %s | %s |\n",
+			printf "| %s | %s | %s of %s | %.1f | %.1f | %s | %s | %s -> %s | %s | %s | %s → %s |\n",
 				$1, ($2 == "tls" ? "implicit TLS" : $2 == "plain" ? "plain" : "implicit TLS, not logged in"), $4, $3,
-				$5 / 1024, $6 / 1024, $7, $10, $8, $9, $12, $13
+				$5 / 1024, $6 / 1024, $7, $10, $8, $9, $12, $13, $14, $15
 		}' "$RES/idle.tsv"
 		echo
 		awk -F'\t' '
@@ -569,40 +576,63 @@ report() {
 		[ "${POPBOXD_SPLIT:-0}" = 1 ] &&
 			echo "popboxd: workers = ${BENCH_POPBOXD_HS_WORKERS:-its default, one per core ($(nproc) login and $(nproc) mail processes)}."
 		echo
-		echo "| certificate | concurrency | server | handshakes/s | server CPU (us/handshake) | client CPU (us/handshake) | p50 latency (ms) | p99 latency (ms) | errors |"
+		echo "Every figure: the median of the rounds and in brackets their spread"
+		echo "($(awk "$AWK_CELL"'BEGIN { print spread_name('"$ROUNDS"') }')).  Load average (1/5/15 min) before the first run"
+		echo "$(head -n 1 "$RES/hs.tsv" | cut -f11), after the last $(tail -n 1 "$RES/hs.tsv" | cut -f12); every run's below."
+		echo
+		echo "| certificate | concurrency | server | handshakes/s | server CPU (µs/handshake) | client CPU (µs/handshake) | p50 latency (ms) | p99 latency (ms) | errors |"
 		echo "|---|---:|---|---:|---:|---:|---:|---:|---:|"
-		sort -t$'\t' -k1,1 -k2,2n -k3,3 -k5,5n "$RES/hs.tsv" | awk -F'\t' '
-			function flush() {
-				if (n == 0) return
-				m = int((n + 1) / 2)
-				printf "| %s | %s | %s | %s | %s | %s | %s | %s | %d |\n",
-					(c == "ecdsa" ? "ECDSA P-256" : "RSA-2048"), cc, s,
-					rate[m], srv[m], cli[m], p50[m], p99[m], errs
-				n = 0; errs = 0
-			}
-			{
-				key = $1 "\t" $2 "\t" $3
-				if (key != last) { flush(); last = key; c = $1; cc = $2; s = $3 }
-				n++; rate[n] = $5; srv[n] = $6; cli[n] = $7; p50[n] = $9; p99[n] = $10
-				errs += $8
-			}
-			END { flush() }'
+		sort -t$'\t' -k1,1 -k2,2n -k3,3 -k4,4n "$RES/hs.tsv" |
+			awk -F'\t' -v OFS='\t' '{ print $1, $2, $3, $5, $6, $7, $9, $10 }' | spread 3 > "$RES/hs-spread.tsv"
+		awk -F'\t' "$AWK_CELL"'
+			NR == FNR { e[$1 "\t" $2 "\t" $3] += $8; next }
+			{ printf "| %s | %s | %s | %s | %s | %s | %s | %s | %d |\n",
+				($1 == "ecdsa" ? "ECDSA P-256" : "RSA-2048"), $2, $3, cell($5, $6, $7, 0),
+				cell($8, $9, $10, 0), cell($11, $12, $13, 0), cell($14, $15, $16, 2),
+				cell($17, $18, $19, 2), e[$1 "\t" $2 "\t" $3] }' "$RES/hs.tsv" "$RES/hs-spread.tsv"
 		echo
-		echo "(The CPU and latency columns are those of the median run by rate.)"
+		echo "popboxd ÷ each Dovecot mode: the ratio of the medians, and in brackets the"
+		echo "spread of the per-round ratios; handshakes/s (above 1: popboxd does more),"
+		echo "server CPU per handshake (below 1: popboxd needs less)."
 		echo
-		sort -t$'\t' -k1,1 -k2,2n -k3,3 -k5,5n "$RES/hs.tsv" | awk -F'\t' '
-			{ key = $1 "\t" $2 "\t" $3; v[key, ++n[key]] = $5; s[key, n[key]] = $6 }
+		echo "| certificate | concurrency | popboxd ÷ | handshakes/s | server CPU per handshake |"
+		echo "|---|---:|---|---:|---:|"
+		awk -F'\t' '
+			function sortv(n,   i, j, t) { for (i = 2; i <= n; i++) { t = x[i]
+				for (j = i - 1; j >= 1 && x[j] > t; j--) x[j + 1] = x[j]; x[j + 1] = t } }
+			function spr(list,   n, i, parts) {
+				n = split(list, parts, " "); if (n == 0) return "-"
+				for (i = 1; i <= n; i++) x[i] = parts[i] + 0
+				sortv(n)
+				if (n <= 3) return sprintf("%.2f–%.2f", x[1], x[n])
+				return sprintf("%.2f–%.2f", x[int(0.25 * (n - 1) + 0.5) + 1], x[int(0.75 * (n - 1) + 0.5) + 1])
+			}
+			NR == FNR { k = $1 "\t" $2; mr[k "\t" $3] = $5; mc[k "\t" $3] = $8
+				if ($3 != "popboxd" && !((k "\t" $3) in seen)) { seen[k "\t" $3] = 1; o[++n] = k "\t" $3 }; next }
+			{ rr[$1 "\t" $2 "\t" $3 "\t" $4] = $5; rc[$1 "\t" $2 "\t" $3 "\t" $4] = $6; if ($4 > maxr) maxr = $4 }
 			END {
-				for (k in n) { m = int((n[k] + 1) / 2); med[k] = v[k, m]; cpu[k] = s[k, m] }
-				for (k in n) {
-					split(k, a, "\t")
-					if (a[3] == "popboxd") continue
-					pk = a[1] "\t" a[2] "\tpopboxd"
-					if (!(pk in med) || med[k] == 0 || cpu[pk] == 0) continue
-					printf "- %s, concurrency %s: popboxd %.2fx the handshakes/s of %s, at %.2fx its server CPU per handshake.\n",
-						(a[1] == "ecdsa" ? "ECDSA P-256" : "RSA-2048"), a[2], med[pk] / med[k], a[3], cpu[pk] / cpu[k]
+				for (i = 1; i <= n; i++) {
+					split(o[i], f, "\t"); p = f[1] "\t" f[2] "\tpopboxd"
+					if (!(p in mr) || mr[o[i]] == 0 || mc[o[i]] == 0 || mc[p] == "-") continue
+					lr = ""; lc = ""
+					for (r = 1; r <= maxr; r++) {
+						a = f[1] "\t" f[2] "\tpopboxd\t" r; b = o[i] "\t" r
+						if ((a in rr) && (b in rr) && rr[b] > 0) lr = lr " " rr[a] / rr[b]
+						if ((a in rc) && (b in rc) && rc[b] > 0 && rc[a] != "-") lc = lc " " rc[a] / rc[b]
+					}
+					printf "| %s | %s | %s | %.2f (%s) | %.2f (%s) |\n", (f[1] == "ecdsa" ? "ECDSA P-256" : "RSA-2048"),
+						f[2], f[3], mr[p] / mr[o[i]], spr(lr), mc[p] / mc[o[i]], spr(lc)
 				}
-			}' | sort
+			}' "$RES/hs-spread.tsv" "$RES/hs.tsv"
+		echo
+		echo "<details><summary>Every handshake run</summary>"
+		echo
+		echo "| certificate | concurrency | server | round | handshakes/s | server CPU (µs/handshake) | client CPU (µs/handshake) | errors | p50 (ms) | p99 (ms) | load avg before → after |"
+		echo "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"
+		sort -t$'\t' -k1,1 -k2,2n -k3,3 -k4,4n "$RES/hs.tsv" | awk -F'\t' '{
+			printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s → %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 }'
+		echo
+		echo "</details>"
 	fi
 }
 

@@ -8,9 +8,9 @@
  *   tlsload churn     [options] HOST PORT
  *   tlsload bulk      [options] HOST PORT
  *
- * hold: opens -n connections (implicit TLS, or --plain), at most -c of them
- *   being set up at once; each reads the greeting, logs in with USER/PASS as
- *   its own user (-u pattern with the connection's number, -p password for
+ * hold: opens -n connections (implicit TLS, or --plain or --stls), at most
+ *   -c of them being set up at once; each reads the greeting, logs in (USER/PASS,
+ *   or --auth) as its own user (-u pattern with the connection's number, -p password for
  *   all), checks that every reply is +OK, then stays idle.  When every
  *   connection is up or has failed it prints one "ready" line (failures
  *   counted by reason).  It then holds them until SIGTERM/SIGINT, the end
@@ -25,7 +25,8 @@
  * churn: for -t seconds, -c workers each run whole POP3 sessions, one
  *   after another, as their own user (worker w is user -f + w, so no two
  *   sessions want the same maildrop lock): connect (plain, or implicit TLS
- *   with --tls, a full handshake each time), USER/PASS, STAT, UIDL, LIST,
+ *   with --tls, or --stls, a full handshake each time), the login (USER/PASS,
+ *   or --auth), STAT, UIDL, LIST,
  *   RETR of every message, QUIT.  Every reply is checked: STAT's count and
  *   total against UIDL and LIST, a UIDL for every message (1..70 printable
  *   characters, no two alike), each RETR's octets after un-stuffing equal
@@ -41,6 +42,17 @@
  *   to the last QUIT's +OK, bytes per second and MB/s (10^6), and the load
  *   generator's CPU; -t is only a bound (default 600 s): sessions still
  *   running then are cut and counted as errors.
+ *
+ * Connections: plain, implicit TLS (--tls) or STLS (--stls: plain connect,
+ * greeting, CAPA (its listing must name STLS), STLS, no byte may follow the
+ * +OK before the handshake, a full handshake, then the login; CAPA is not
+ * asked again after it).  Logins (--auth): USER/PASS (user, the default),
+ * AUTH PLAIN with an initial response (plain), or AUTH SCRAM-SHA-256 with
+ * an initial response (scram, RFC 5802/7677/5034: the server's nonce must
+ * extend ours, its signature "v=" is checked, then an empty answer and
+ * +OK).  SCRAM's PBKDF2 result is kept per user and salt, as RFC 5802
+ * allows a client to, so a server that keeps a user's salt costs the load
+ * generator one PBKDF2 per user, not per login.
  *
  * Every step has a timeout (--timeout); every line the server sends is
  * checked.  At the end the program's own CPU time (getrusage) is printed,
@@ -61,6 +73,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -71,8 +84,15 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <fcntl.h>
+
+#include "base64.h"
 
 /* Longest reply line accepted (RFC 2449: 512 octets with CRLF). */
 #define TL_MAX_LINE 1024
@@ -99,6 +119,24 @@ enum tl_state {
 	ST_LIST_DATA,   /* churn: reading the LIST listing */
 	ST_RETR,        /* churn: RETR sent, waiting for +OK */
 	ST_RETR_DATA,   /* churn: reading a message */
+	ST_CAPA,        /* --stls: CAPA sent, waiting for +OK */
+	ST_CAPA_DATA,   /* --stls: reading the capability listing */
+	ST_STLS,        /* --stls: STLS sent, waiting for +OK */
+	ST_AUTH,        /* AUTH PLAIN sent, waiting for +OK */
+	ST_SCRAM_FIRST, /* SCRAM: client-first sent, waiting for "+ " */
+	ST_SCRAM_FINAL, /* SCRAM: client-final sent, waiting for "+ v=" */
+	ST_SCRAM_DONE,  /* SCRAM: empty answer sent, waiting for +OK */
+};
+
+/* How a connection logs in (--auth). */
+enum tl_auth { AUTH_USER, AUTH_PLAIN, AUTH_SCRAM };
+static const char *const tl_auth_name[] = { "user", "plain", "scram" };
+
+/* SCRAM-SHA-256: what one exchange keeps between its steps. */
+struct tl_scram {
+	char bare[320];            /* client-first-message-bare */
+	char nonce[64];            /* our nonce, base64 */
+	char verifier[64];         /* "v=" + the ServerSignature we expect */
 };
 
 /* Why a connection failed; each is counted and the first detail kept. */
@@ -119,6 +157,9 @@ enum tl_reason {
 	R_LIST,         /* churn: LIST not +OK, or a bad listing */
 	R_RETR,         /* churn: RETR not +OK, or a malformed message */
 	R_SIZE,         /* churn: RETR's octets differ from LIST's size */
+	R_CAPA,         /* --stls: CAPA not +OK, or no STLS in it */
+	R_STLS,         /* --stls: STLS not +OK, or bytes after its +OK */
+	R_AUTH,         /* AUTH not +OK, or a bad SCRAM challenge */
 	R_COUNT
 };
 
@@ -126,11 +167,14 @@ static const char *const tl_reason_name[R_COUNT] = {
 	"socket", "connect", "tls", "timeout", "eof", "bad-greeting",
 	"bad-user", "bad-pass", "bad-quit", "lost", "unexpected",
 	"bad-stat", "bad-uidl", "bad-list", "bad-retr", "bad-size",
+	"bad-capa", "bad-stls", "bad-auth",
 };
 
 static const char *const tl_state_name[] = {
 	"connect", "handshake", "greeting", "user", "pass", "idle", "quit",
 	"stat", "uidl", "uidl-data", "list", "list-data", "retr", "retr-data",
+	"capa", "capa-data", "stls", "auth", "scram-first", "scram-final",
+	"scram-done",
 };
 
 struct tl_conn {
@@ -146,16 +190,32 @@ struct tl_conn {
 	unsigned long *sizes;      /* LIST's size of message k at [k - 1] */
 	char (*uidls)[72];         /* UIDL of message k at [k - 1] */
 	unsigned long cap;         /* entries sizes and uidls have room for */
+	bool upgraded;             /* --stls: STLS answered, TLS set up */
+	bool capa_stls;            /* --stls: the CAPA listing named STLS */
+	struct tl_scram *scram;    /* SCRAM: the exchange in progress */
+};
+
+/* SCRAM: a user's SaltedPassword for the salt and iterations last seen. */
+struct tl_scram_key {
+	uint8_t salt[128];
+	size_t salt_len;
+	unsigned long iter;
+	uint8_t salted[SHA256_DIGEST_LENGTH];
 };
 
 /* Everything the program knows: options, counters, the loop. */
 static struct {
 	enum tl_mode mode;
+	enum tl_auth auth;         /* --auth */
 	bool plain, until_eof, no_login;
+	bool stls;                 /* --stls: plain connect, then STLS */
 	bool bulk;                 /* bulk: churn, one session per worker */
 	bool bulk_launched;        /* bulk: every worker started */
 	unsigned n, conc, first;
+	unsigned scram_keys_len;
 	double seconds, timeout;
+	struct tl_scram_key *scram_keys;   /* by user number - first */
+	unsigned long pbkdf2_runs; /* SCRAM: PBKDF2 computed (not cached) */
 	const char *user_prefix, *user_suffix;
 	int user_width;
 	bool user_zero;
@@ -202,6 +262,9 @@ static bool tl_line(struct tl_conn *c, const char *line);
 static void tl_churn_done(struct tl_conn *c);
 static void tl_lat_add(double ms);
 static void tl_churn_read(struct tl_conn *c, struct evbuffer *in);
+static void tl_read_cb(struct bufferevent *bev, void *arg);
+static void tl_event_cb(struct bufferevent *bev, short what, void *arg);
+static bool tl_parse_ul(const char *s, const char *end, unsigned long *out);
 
 /* ---- small helpers ---- */
 
@@ -319,6 +382,7 @@ static void tl_conn_free(struct tl_conn *c)
 	g.active--;
 	free(c->sizes);
 	free(c->uidls);
+	free(c->scram);
 	free(c);
 }
 
@@ -746,11 +810,244 @@ static void tl_churn_read(struct tl_conn *c, struct evbuffer *in)
 	}
 }
 
+/* ---- logins: USER/PASS, AUTH PLAIN, AUTH SCRAM-SHA-256 ---- */
+
+/* The login was answered +OK: the session (churn) or holding (hold). */
+static void tl_logged_in(struct tl_conn *c)
+{
+	if (g.mode == TL_CHURN) {
+		tl_send(c, "STAT\r\n");
+		c->state = ST_STAT;
+		tl_arm(c);
+		return;
+	}
+	c->state = ST_IDLE;
+	event_del(c->ev);      /* no timeout while held */
+	g.held++;
+	tl_setup_done();
+}
+
+/* STLS was answered +OK: nothing may follow it before the handshake
+   (RFC 2595: a client must discard it; a server that sends it is wrong).
+   The plain bufferevent goes (it closes its descriptor once libevent is
+   done with it); a TLS one takes over a duplicate of the socket. */
+static void tl_stls_upgrade(struct tl_conn *c)
+{
+	evutil_socket_t fd = bufferevent_getfd(c->bev);
+	int nfd;
+	SSL *ssl;
+
+	if (evbuffer_get_length(bufferevent_get_input(c->bev)) != 0) {
+		tl_fail(c, R_STLS, "bytes after STLS's +OK");
+		return;
+	}
+	nfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (nfd < 0) {
+		tl_fail(c, R_SOCKET, strerror(errno));
+		return;
+	}
+	bufferevent_free(c->bev);
+	ssl = SSL_new(g.ctx);
+	if (ssl == NULL)
+		tl_die("SSL_new failed");
+	if (g.sni != NULL)
+		SSL_set_tlsext_host_name(ssl, g.sni);
+	c->bev = bufferevent_openssl_socket_new(g.base, nfd, ssl,
+			BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+	if (c->bev == NULL)
+		tl_die("cannot make a bufferevent");
+	c->upgraded = true;
+	c->state = ST_HANDSHAKE;
+	bufferevent_setcb(c->bev, tl_read_cb, NULL, tl_event_cb, c);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	tl_arm(c);
+}
+
+/* Sends "PREFIX" + base64(data) + CRLF. */
+static void tl_send_b64(struct tl_conn *c, const char *prefix,
+			const void *data, size_t len)
+{
+	char b64[TL_MAX_LINE];
+
+	if (base64_encoded_len(len) >= sizeof(b64) - strlen(prefix) - 3)
+		tl_die("a SASL message too long to send");
+	base64_encode(data, len, b64);
+	tl_send(c, "%s%s\r\n", prefix, b64);
+}
+
+/* RFC 5802 saslname: ',' and '=' escaped as =2C and =3D. */
+static bool tl_saslname(char *out, size_t cap, const char *name)
+{
+	size_t n = 0;
+
+	for (const char *p = name; *p != '\0'; p++) {
+		const char *rep = *p == ',' ? "=2C" : *p == '=' ? "=3D" : NULL;
+		size_t k = rep ? 3 : 1;
+
+		if (n + k >= cap)
+			return false;
+		memcpy(out + n, rep ? rep : p, k);
+		n += k;
+	}
+	out[n] = '\0';
+	return true;
+}
+
+/* Starts the login the way --auth says. */
+static void tl_login_start(struct tl_conn *c)
+{
+	char user[128], msg[512];
+	int len;
+
+	tl_user_name(user, sizeof(user), c->idx);
+	switch (g.auth) {
+	case AUTH_USER:
+		tl_send(c, "USER %s\r\n", user);
+		c->state = ST_USER;
+		break;
+	case AUTH_PLAIN:
+		/* authzid (empty) NUL authcid NUL password */
+		len = snprintf(msg, sizeof(msg), "%c%s%c%s", 0, user, 0,
+			       g.password);
+		if (len < 0 || (size_t)len >= sizeof(msg))
+			tl_die("user name or password too long");
+		tl_send_b64(c, "AUTH PLAIN ", msg, (size_t)len);
+		c->state = ST_AUTH;
+		break;
+	case AUTH_SCRAM: {
+		uint8_t raw[18];
+		char name[240];
+		struct tl_scram *x = calloc(1, sizeof(*x));
+
+		if (x == NULL)
+			tl_die("out of memory");
+		free(c->scram);
+		c->scram = x;
+		if (RAND_bytes(raw, sizeof(raw)) != 1)
+			tl_die("RAND_bytes failed");
+		base64_encode(raw, sizeof(raw), x->nonce);   /* no '=' or ',' */
+		if (!tl_saslname(name, sizeof(name), user))
+			tl_die("user name too long");
+		snprintf(x->bare, sizeof(x->bare), "n=%s,r=%s", name, x->nonce);
+		len = snprintf(msg, sizeof(msg), "n,,%s", x->bare);
+		tl_send_b64(c, "AUTH SCRAM-SHA-256 ", msg, (size_t)len);
+		c->state = ST_SCRAM_FIRST;
+		break;
+	}
+	}
+	tl_arm(c);
+}
+
+/* The SaltedPassword for this user, salt and iteration count: computed
+   (PBKDF2-HMAC-SHA-256), or the one kept from this user's last login when
+   the salt and count are the same. */
+static void tl_scram_salted(unsigned idx, const uint8_t *salt, size_t salt_len,
+			    unsigned long iter, uint8_t *out)
+{
+	struct tl_scram_key *k = NULL;
+
+	if (idx >= g.first && idx - g.first < g.scram_keys_len)
+		k = &g.scram_keys[idx - g.first];
+	if (k != NULL && k->iter == iter && k->salt_len == salt_len &&
+	    memcmp(k->salt, salt, salt_len) == 0) {
+		memcpy(out, k->salted, SHA256_DIGEST_LENGTH);
+		return;
+	}
+	if (PKCS5_PBKDF2_HMAC(g.password, (int)strlen(g.password), salt,
+			      (int)salt_len, (int)iter, EVP_sha256(),
+			      SHA256_DIGEST_LENGTH, out) != 1)
+		tl_die("PKCS5_PBKDF2_HMAC failed");
+	g.pbkdf2_runs++;
+	if (k != NULL && salt_len <= sizeof(k->salt)) {
+		memcpy(k->salt, salt, salt_len);
+		k->salt_len = salt_len;
+		k->iter = iter;
+		memcpy(k->salted, out, SHA256_DIGEST_LENGTH);
+	}
+}
+
+static void tl_hmac(const uint8_t *key, const void *data, size_t len,
+		    uint8_t *out)
+{
+	unsigned int n = 0;
+
+	if (HMAC(EVP_sha256(), key, SHA256_DIGEST_LENGTH, data, len, out,
+		 &n) == NULL || n != SHA256_DIGEST_LENGTH)
+		tl_die("HMAC failed");
+}
+
+/* Decodes the base64 after "+ " into buf (NUL-terminated, no NUL inside);
+   false if the line is no such challenge. */
+static bool tl_challenge(const char *line, char *buf, size_t cap)
+{
+	size_t n;
+
+	if (line[0] != '+' || line[1] != ' ' ||
+	    base64_decode(line + 2, strlen(line + 2), (uint8_t *)buf, cap - 1,
+			  &n) != 0 || memchr(buf, '\0', n) != NULL)
+		return false;
+	buf[n] = '\0';
+	return true;
+}
+
+/* server-first "r=NONCE,s=SALT,i=ITER[,ext]": answers with client-final.
+   False (and the connection failed) when the challenge is bad. */
+static bool tl_scram_first(struct tl_conn *c, const char *line)
+{
+	struct tl_scram *x = c->scram;
+	char sf[512], *r, *sv, *iv, *end, wo[600], msg[720], am[1500];
+	char proof_b64[64];
+	uint8_t salt[128], salted[32], ckey[32], skey[32], stored[32], csig[32];
+	uint8_t ssig[32], proof[32];
+	size_t salt_len, nl = strlen(x->nonce);
+	unsigned long iter;
+
+	if (!tl_challenge(line, sf, sizeof(sf)) || strncmp(sf, "r=", 2) != 0) {
+		tl_fail(c, R_AUTH, line);
+		return false;
+	}
+	r = sf + 2;
+	sv = strstr(r, ",s=");
+	iv = sv ? strstr(sv + 3, ",i=") : NULL;
+	if (sv == NULL || iv == NULL || (size_t)(sv - r) <= nl ||
+	    strncmp(r, x->nonce, nl) != 0) {
+		tl_fail(c, R_AUTH, "server-first: no nonce that extends ours, salt or count");
+		return false;
+	}
+	end = strchr(iv + 3, ',');
+	if (!tl_parse_ul(iv + 3, end ? end : iv + 3 + strlen(iv + 3), &iter) ||
+	    iter < 1 || iter > 10000000 ||
+	    base64_decode(sv + 3, (size_t)(iv - sv - 3), salt, sizeof(salt),
+			  &salt_len) != 0 || salt_len == 0) {
+		tl_fail(c, R_AUTH, "server-first: bad salt or iteration count");
+		return false;
+	}
+	/* client-final-without-proof: no channel binding ("n,," = biws). */
+	snprintf(wo, sizeof(wo), "c=biws,r=%.*s", (int)(sv - r), r);
+	snprintf(am, sizeof(am), "%s,%s,%s", x->bare, sf, wo);
+	tl_scram_salted(c->idx, salt, salt_len, iter, salted);
+	tl_hmac(salted, "Client Key", 10, ckey);
+	tl_hmac(salted, "Server Key", 10, skey);
+	SHA256(ckey, sizeof(ckey), stored);
+	tl_hmac(stored, am, strlen(am), csig);
+	tl_hmac(skey, am, strlen(am), ssig);
+	for (size_t i = 0; i < sizeof(proof); i++)
+		proof[i] = ckey[i] ^ csig[i];
+	base64_encode(proof, sizeof(proof), proof_b64);
+	memcpy(x->verifier, "v=", 2);
+	base64_encode(ssig, sizeof(ssig), x->verifier + 2);
+	int len = snprintf(msg, sizeof(msg), "%s,p=%s", wo, proof_b64);
+
+	tl_send_b64(c, "", msg, (size_t)len);
+	c->state = ST_SCRAM_FINAL;
+	tl_arm(c);
+	return true;
+}
+
 /* One reply line arrived in state c->state.  Returns false when the
    connection is gone. */
 static bool tl_line(struct tl_conn *c, const char *line)
 {
-	char user[128];
 	bool ok = strncmp(line, "+OK", 3) == 0 &&
 		  (line[3] == '\0' || line[3] == ' ');
 
@@ -774,6 +1071,12 @@ static bool tl_line(struct tl_conn *c, const char *line)
 			tl_after(c, true);
 			return false;
 		}
+		if (g.stls) {
+			tl_send(c, "CAPA\r\n");
+			c->state = ST_CAPA;
+			tl_arm(c);
+			return true;
+		}
 		if (g.no_login) {
 			c->state = ST_IDLE;
 			event_del(c->ev);
@@ -781,11 +1084,60 @@ static bool tl_line(struct tl_conn *c, const char *line)
 			tl_setup_done();
 			return true;
 		}
-		tl_user_name(user, sizeof(user), c->idx);
-		tl_send(c, "USER %s\r\n", user);
-		c->state = ST_USER;
+		tl_login_start(c);
+		return true;
+	case ST_CAPA:
+		if (!ok) {
+			tl_fail(c, R_CAPA, line);
+			return false;
+		}
+		c->state = ST_CAPA_DATA;
+		return true;
+	case ST_CAPA_DATA:
+		if (strcmp(line, ".") != 0) {
+			if (strcasecmp(line, "STLS") == 0)
+				c->capa_stls = true;
+			return true;
+		}
+		if (!c->capa_stls) {
+			tl_fail(c, R_CAPA, "CAPA does not name STLS");
+			return false;
+		}
+		tl_send(c, "STLS\r\n");
+		c->state = ST_STLS;
 		tl_arm(c);
 		return true;
+	case ST_STLS:
+		if (!ok) {
+			tl_fail(c, R_STLS, line);
+			return false;
+		}
+		tl_stls_upgrade(c);
+		return false;   /* the plain bufferevent is gone: stop reading it */
+	case ST_AUTH:
+	case ST_SCRAM_DONE:
+		if (!ok) {
+			tl_fail(c, R_AUTH, line);
+			return false;
+		}
+		tl_logged_in(c);
+		return true;
+	case ST_SCRAM_FIRST:
+		return tl_scram_first(c, line);
+	case ST_SCRAM_FINAL: {
+		char sf[128];
+
+		if (!tl_challenge(line, sf, sizeof(sf)) ||
+		    strcmp(sf, c->scram->verifier) != 0) {
+			tl_fail(c, R_AUTH, ok ? "+OK without the server's signature"
+					      : line);
+			return false;
+		}
+		tl_send(c, "\r\n");
+		c->state = ST_SCRAM_DONE;
+		tl_arm(c);
+		return true;
+	}
 	case ST_USER:
 		if (!ok) {
 			tl_fail(c, R_USER, line);
@@ -800,16 +1152,7 @@ static bool tl_line(struct tl_conn *c, const char *line)
 			tl_fail(c, R_PASS, line);
 			return false;
 		}
-		if (g.mode == TL_CHURN) {
-			tl_send(c, "STAT\r\n");
-			c->state = ST_STAT;
-			tl_arm(c);
-			return true;
-		}
-		c->state = ST_IDLE;
-		event_del(c->ev);      /* no timeout while held */
-		g.held++;
-		tl_setup_done();
+		tl_logged_in(c);
 		return true;
 	case ST_QUIT:
 		if (ok && g.mode == TL_CHURN) {
@@ -866,6 +1209,19 @@ static void tl_event_cb(struct bufferevent *bev, short what, void *arg)
 	char detail[160];
 
 	if (what & BEV_EVENT_CONNECTED) {
+		if (c->upgraded) {
+			/* STLS: the handshake is done; now the login. */
+			tl_note_session(c);
+			if (g.no_login) {
+				c->state = ST_IDLE;
+				event_del(c->ev);
+				g.held++;
+				tl_setup_done();
+				return;
+			}
+			tl_login_start(c);
+			return;
+		}
 		/* TLS handshake done: now the greeting. */
 		c->state = ST_GREETING;
 		tl_arm(c);
@@ -922,7 +1278,7 @@ static void tl_connected_cb(evutil_socket_t fd, short what, void *arg)
 	c->ev = evtimer_new(g.base, tl_timeout_cb, c);
 	if (c->ev == NULL)
 		tl_die("out of memory");
-	if (g.plain) {
+	if (g.plain || g.stls) {
 		c->bev = bufferevent_socket_new(g.base, fd, BEV_OPT_CLOSE_ON_FREE);
 		c->state = ST_GREETING;
 	} else {
@@ -1114,6 +1470,12 @@ static double tl_pct(double p)
 
 /* ---- set-up ---- */
 
+/* How connections start: plain, implicit TLS or STLS. */
+static const char *tl_start_name(void)
+{
+	return g.stls ? "stls" : g.plain ? "plain" : "tls";
+}
+
 static void tl_usage(void)
 {
 	fprintf(stderr,
@@ -1133,6 +1495,10 @@ static void tl_usage(void)
 "  -p PASSWORD     password for every user (default: $TLSLOAD_PASSWORD)\n"
 "  --plain         no TLS (the default for churn)\n"
 "  --tls           implicit TLS (the default for hold and handshake)\n"
+"  --stls          plain connect, CAPA, STLS, a full handshake (hold, churn,\n"
+"                  bulk)\n"
+"  --auth MECH     login: user (USER/PASS, the default), plain (AUTH PLAIN\n"
+"                  with an initial response) or scram (AUTH SCRAM-SHA-256)\n"
 "  --tls-version V 1.2 or 1.3 only (default: either, the server picks)\n"
 "  --cafile FILE   verify the server certificate against FILE\n"
 "  --sni NAME      server name to send\n"
@@ -1228,7 +1594,7 @@ static void tl_tls_setup(void)
 int main(int argc, char **argv)
 {
 	enum { O_PLAIN = 256, O_TLS, O_TLS_VERSION, O_CAFILE, O_SNI, O_TIMEOUT,
-	       O_EOF, O_NO_LOGIN, O_ADDED_CRLF };
+	       O_EOF, O_NO_LOGIN, O_ADDED_CRLF, O_STLS, O_AUTH };
 	static const struct option longopts[] = {
 		{ "plain", no_argument, NULL, O_PLAIN },
 		{ "tls", no_argument, NULL, O_TLS },
@@ -1239,6 +1605,8 @@ int main(int argc, char **argv)
 		{ "until-eof", no_argument, NULL, O_EOF },
 		{ "no-login", no_argument, NULL, O_NO_LOGIN },
 		{ "allow-added-crlf", no_argument, NULL, O_ADDED_CRLF },
+		{ "stls", no_argument, NULL, O_STLS },
+		{ "auth", required_argument, NULL, O_AUTH },
 		{ NULL, 0, NULL, 0 },
 	};
 	bool conc_set = false, tls_set = false, plain_set = false;
@@ -1292,6 +1660,17 @@ int main(int argc, char **argv)
 		case O_EOF: g.until_eof = true; break;
 		case O_NO_LOGIN: g.no_login = true; break;
 		case O_ADDED_CRLF: g.allow_added_crlf = true; break;
+		case O_STLS: g.stls = true; break;
+		case O_AUTH:
+			if (strcmp(optarg, "user") == 0)
+				g.auth = AUTH_USER;
+			else if (strcmp(optarg, "plain") == 0)
+				g.auth = AUTH_PLAIN;
+			else if (strcmp(optarg, "scram") == 0)
+				g.auth = AUTH_SCRAM;
+			else
+				tl_die("--auth: user, plain or scram");
+			break;
 		default: tl_usage();
 		}
 	}
@@ -1303,7 +1682,9 @@ int main(int argc, char **argv)
 		tl_die("--tls and --plain: one or the other");
 	if (g.mode == TL_HANDSHAKE && plain_set)
 		tl_die("handshake is TLS only");
-	g.plain = plain_set || (g.mode == TL_CHURN && !tls_set);
+	if (g.stls && (tls_set || plain_set || g.mode == TL_HANDSHAKE))
+		tl_die("--stls: not with --tls, --plain or handshake");
+	g.plain = !g.stls && (plain_set || (g.mode == TL_CHURN && !tls_set));
 	if (g.mode == TL_HANDSHAKE || g.mode == TL_CHURN) {
 		if (!conc_set)
 			g.conc = 8;
@@ -1330,6 +1711,12 @@ int main(int argc, char **argv)
 	tl_raise_fd_limit((g.mode == TL_HOLD ? g.n : g.conc) + 64);
 	if (!g.plain)
 		tl_tls_setup();
+	if (g.auth == AUTH_SCRAM) {
+		g.scram_keys_len = g.mode == TL_HOLD ? g.n : g.conc;
+		g.scram_keys = calloc(g.scram_keys_len, sizeof(*g.scram_keys));
+		if (g.scram_keys == NULL)
+			tl_die("out of memory");
+	}
 	g.base = event_base_new();
 	if (g.base == NULL)
 		tl_die("cannot make an event loop");
@@ -1383,13 +1770,14 @@ int main(int argc, char **argv)
 			printf("tlsload: bulk secs=%.3f conc=%u sessions=%lu "
 			       "messages=%llu bytes=%llu bytes_per_s=%.0f "
 			       "mb_per_s=%.2f errors=%lu added_crlf=%lu "
-			       "client_cpu_s=%.3f tls=%s cert=%s\n", secs, g.conc,
+			       "client_cpu_s=%.3f tls=%s cert=%s start=%s auth=%s\n", secs, g.conc,
 			       g.ok, g.msgs, g.bytes,
 			       secs > 0 ? (double)g.bytes / secs : 0.0,
 			       secs > 0 ? (double)g.bytes / secs / 1e6 : 0.0,
 			       tl_failed_total(), g.added_crlf, cpu,
 			       g.plain ? "none" : (g.proto[0] ? g.proto : "?"),
-			       g.plain ? "none" : (g.cert[0] ? g.cert : "?"));
+			       g.plain ? "none" : (g.cert[0] ? g.cert : "?"),
+			       tl_start_name(), tl_auth_name[g.auth]);
 			tl_print_failures();
 			tl_print_cpu("cpu");
 			goto out;
@@ -1400,14 +1788,16 @@ int main(int argc, char **argv)
 		printf("tlsload: churn secs=%.2f conc=%u sessions=%lu total=%lu "
 		       "rate=%.1f errors=%lu p50_ms=%.2f p99_ms=%.2f messages=%llu "
 		       "bytes=%llu added_crlf=%lu client_cpu_s=%.3f "
-		       "client_cpu_us_per_session=%.1f tls=%s cert=%s\n", secs,
+		       "client_cpu_us_per_session=%.1f tls=%s cert=%s start=%s "
+		       "auth=%s pbkdf2=%lu\n", secs,
 		       g.conc, g.ok_in_time, g.ok,
 		       secs > 0 ? (double)g.ok_in_time / secs : 0.0,
 		       tl_failed_total(), tl_pct(0.5), tl_pct(0.99), g.msgs,
 		       g.bytes, g.added_crlf, cpu,
 		       g.ok ? cpu * 1e6 / (double)g.ok : 0.0,
 		       g.plain ? "none" : (g.proto[0] ? g.proto : "?"),
-		       g.plain ? "none" : (g.cert[0] ? g.cert : "?"));
+		       g.plain ? "none" : (g.cert[0] ? g.cert : "?"),
+		       tl_start_name(), tl_auth_name[g.auth], g.pbkdf2_runs);
 		tl_print_failures();
 		tl_print_cpu("cpu");
 	} else {
