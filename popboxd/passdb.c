@@ -290,9 +290,13 @@ static int passdb_load(const char *path, struct passdb_table **table_r,
 	explicit_bzero(text, len);
 	free(text);
 	/* Same scheme, cost and salt form as a real entry, so an unknown user
-	   costs what a real one does; SHA512-CRYPT if there is none. */
+	   costs what a real one does.  A file without slow entries (all
+	   {PLAIN}) gets a {PLAIN} dummy: no login there runs a slow hash, the
+	   unknown user's neither, and none is spent for nothing. */
 	if (ret == 0 &&
-	    password_dummy_setting(model, &(*table_r)->dummy, error_r) < 0) {
+	    (model != NULL ?
+	     password_dummy_setting(model, &(*table_r)->dummy, error_r) :
+	     password_dummy_plain(&(*table_r)->dummy, error_r)) < 0) {
 		passdb_table_free(table_r);
 		ret = -1;
 	}

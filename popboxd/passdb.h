@@ -51,7 +51,8 @@ int passdb_open(const char *path, struct passdb **db_r, const char **error_r);
 void passdb_close(struct passdb **db);
 
 /* USER/PASS, SASL PLAIN and LOGIN.  Exactly one slow hash per call
-   (password_slow_count()). */
+   (password_slow_count()), whoever the user; none at all when the file has
+   no slow entry (every password {PLAIN}): the same for every user too. */
 enum passdb_result passdb_verify_plain(struct passdb *db, const char *user,
 				       const char *password,
 				       struct passdb_user *user_r);

@@ -572,6 +572,22 @@ static int password_dummy_crypt(const char *model, const char *phrase,
 	return ret;
 }
 
+int password_dummy_plain(char **dummy_r, const char **error_r)
+{
+	char phrase[33];
+
+	if (password_random(phrase) < 0) {
+		*error_r = "no entropy for the dummy password";
+		return -1;
+	}
+	if (asprintf(dummy_r, "{PLAIN}%s", phrase) < 0) {
+		*dummy_r = NULL;
+		*error_r = "out of memory";
+	}
+	explicit_bzero(phrase, sizeof(phrase));
+	return *dummy_r != NULL ? 0 : -1;
+}
+
 int password_dummy_setting(const char *stored, char **dummy_r,
 			   const char **error_r)
 {

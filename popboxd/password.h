@@ -71,6 +71,13 @@ int password_hash(const char *scheme, const char *password, char **hash_r,
  * not slow (password_is_slow()), gives a SHA512-CRYPT dummy.  Returns 0 and a
  * malloc'ed "{SCHEME}hash" in *dummy_r, or -1 with *error_r.
  */
+/*
+ * A "{PLAIN}" dummy holding a random secret nobody knows: for a passwd-file
+ * without any slow entry, where no login runs a slow hash, so an unknown
+ * user must not either.  Returns 0, or -1 with *error_r.
+ */
+int password_dummy_plain(char **dummy_r, const char **error_r);
+
 int password_dummy_setting(const char *stored, char **dummy_r,
 			   const char **error_r);
 

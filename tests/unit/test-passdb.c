@@ -265,6 +265,38 @@ static void test_scram_only_file_dummy(void **state)
 	}
 }
 
+/* With only {PLAIN} entries no attempt runs a slow hash, for a known user
+   (right or wrong password) or an unknown one alike; logins still work. */
+static void test_plain_only_file_no_slow_hash(void **state)
+{
+	static const char *const attempts[][3] = {
+		{ "bob", "secret", "ok" }, { "bob", "wrong", "fail" },
+		{ "eve", "other", "ok" }, { "nobody", "secret", "fail" },
+		{ "../x", "secret", "fail" },
+	};
+	struct fixture *fx = *state;
+
+	write_file(fx->path, "bob:{PLAIN}secret\neve:{PLAIN}other\n");
+	for (size_t i = 0; i < sizeof(attempts) / sizeof(attempts[0]); i++) {
+		unsigned long slow = password_slow_count();
+		enum passdb_result want = strcmp(attempts[i][2], "ok") == 0 ?
+					  PASSDB_OK : PASSDB_FAIL;
+
+		assert_int_equal(try_login(fx->db, attempts[i][0],
+					   attempts[i][1]), want);
+		if (password_slow_count() != slow)
+			fail_msg("%s: %lu slow hashes", attempts[i][0],
+				 password_slow_count() - slow);
+	}
+	/* A slow entry added to the file brings the slow dummy back. */
+	write_file(fx->path, "bob:{PLAIN}secret\nsam:" SAM_HASH "\n");
+	/* (The first attempt re-reads the file and makes the new dummy.) */
+	assert_int_equal(try_login(fx->db, "sam", "pencil"), PASSDB_OK);
+	unsigned long slow = password_slow_count();
+	assert_int_equal(try_login(fx->db, "nobody", "x"), PASSDB_FAIL);
+	assert_int_equal(password_slow_count(), slow + 1);
+}
+
 static void test_password_too_long(void **state)
 {
 	struct fixture *fx = *state;
@@ -590,6 +622,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_verify_plain, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_one_slow_hash_per_attempt, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_scram_only_file_dummy, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_plain_only_file_no_slow_hash, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_scram_lookup_stored, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_scram_lookup_plain, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_scram_lookup_fake, setup, teardown),
