@@ -1,0 +1,989 @@
+/*
+ * test-sink.c — where fetched messages go (fetch/sink.h, mbox-format.h),
+ * on real files in a temporary directory.
+ *
+ *   Maildir  byte-exact storage (CRLF -> LF only, bare CR, NUL, "From "
+ *            untouched, no final newline added, split anywhere), the
+ *            trace header, abort leaving nothing, fsync of the file before
+ *            the fsync of new/;
+ *   mbox     the exact bytes of two appends ("From " line with the
+ *            Return-Path or MAILER-DAEMON, mboxrd quoting, final newline,
+ *            separator), appending after a file that does not end in an
+ *            empty line, locking (an OFD lock held past the timeout, one
+ *            released while waiting, a classic POSIX lock in another
+ *            process, a fresh and a stale dot-lock), and all-or-nothing:
+ *            a write over RLIMIT_FSIZE (in a child) and a failing fsync
+ *            both leave the file as it was;
+ *   MDA      the message and environment it gets, the exit statuses
+ *            (0, 75, others, a signal, exec failure), the timeout killing
+ *            its process group, a flood of output, a large message, and
+ *            message data never reaching the shell as code.
+ * Plus the pure pieces: quoting split at every byte, Return-Path
+ * parsing, the From line, the Received line.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mbox-format.h"
+#include "sink.h"
+
+#include "durability-fixture.h"
+#include "tmpdir-fixture.h"
+
+struct fixture {
+	char root[64];
+	char real[128];    /* root as /proc/self/fd shows it */
+	char path[128];    /* root/dest: does not exist before a test */
+	char buf[512];
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	assert_non_null(f);
+	tmpdir_make(f->root, sizeof(f->root), "popbox-sink");
+	assert_non_null(realpath(f->root, f->real));
+	snprintf(f->path, sizeof(f->path), "%s/dest", f->root);
+	dur_reset();
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+
+	tmpdir_remove(f->root);
+	free(f);
+	return 0;
+}
+
+static const char *P(struct fixture *f, const char *rel)
+{
+	snprintf(f->buf, sizeof(f->buf), "%s/%s", f->root, rel);
+	return f->buf;
+}
+
+/* The whole file, malloc'ed and NUL-terminated, its size in *len_r. */
+static char *slurp(const char *path, size_t *len_r)
+{
+	FILE *fp = fopen(path, "rb");
+	char *buf;
+	long n;
+
+	if (fp == NULL)
+		fail_msg("cannot open %s", path);
+	fseek(fp, 0, SEEK_END);
+	n = ftell(fp);
+	rewind(fp);
+	buf = malloc((size_t)n + 1);
+	assert_non_null(buf);
+	assert_int_equal(fread(buf, 1, (size_t)n, fp), (size_t)n);
+	buf[n] = '\0';
+	fclose(fp);
+	if (len_r != NULL)
+		*len_r = (size_t)n;
+	return buf;
+}
+
+static void spit(const char *path, const char *text)
+{
+	FILE *fp = fopen(path, "wb");
+
+	assert_non_null(fp);
+	assert_int_equal(fwrite(text, 1, strlen(text), fp), strlen(text));
+	assert_int_equal(fclose(fp), 0);
+}
+
+/* Entries of dir (not "." or ".."); the first one's name into name_r. */
+static int count_in(const char *dir, char *name_r, size_t size)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	int n = 0;
+
+	if (d == NULL)
+		return -1;
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (n++ == 0 && name_r != NULL)
+			snprintf(name_r, size, "%s", de->d_name);
+	}
+	closedir(d);
+	return n;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Stores data[0..len) in pieces of 1, 2, 3... bytes (so CR LF pairs get
+   split too).  Returns sink_commit's result. */
+static int store(const struct sink_config *cfg, const struct sink_msg_info *info,
+		 const void *data, size_t len, enum sink_status *st,
+		 const char **err)
+{
+	struct sink_msg *m;
+	const uint8_t *p = data;
+	size_t piece = 1;
+
+	if (sink_begin(cfg, info, &m, st, err) < 0)
+		return -1;
+	while (len > 0) {
+		size_t n = piece < len ? piece : len;
+		if (sink_write(m, p, n, st, err) < 0) {
+			sink_abort(&m);
+			return -1;
+		}
+		p += n;
+		len -= n;
+		piece = piece % 7 + 1;
+	}
+	return sink_commit(&m, st, err);
+}
+
+static void store_ok(const struct sink_config *cfg,
+		     const struct sink_msg_info *info, const char *data)
+{
+	enum sink_status st = SINK_PERMFAIL;
+	const char *err = NULL;
+
+	if (store(cfg, info, data, strlen(data), &st, &err) < 0)
+		fail_msg("store: %s", err);
+	assert_int_equal(st, SINK_OK);
+}
+
+static const char msg_crlf[] =
+	"Return-Path: <alice@example.org>\r\n"
+	"Subject: test\r\n"
+	"\r\n"
+	"From the start\r\n"
+	">From quoted\r\n"
+	"bare\rcr\r\n"
+	"\r\r\n"
+	"no newline at the end";
+static const char msg_lf[] =
+	"Return-Path: <alice@example.org>\n"
+	"Subject: test\n"
+	"\n"
+	"From the start\n"
+	">From quoted\n"
+	"bare\rcr\n"
+	"\r\n"
+	"no newline at the end";
+
+/* ---- Maildir --------------------------------------------------------------- */
+
+static void test_maildir_exact(void **state)
+{
+	struct fixture *f = *state;
+	struct sink_config cfg = { .kind = SINK_MAILDIR, .target = f->path };
+	char name[256], path[512];
+	static const char with_nul[] = "a\r\n\0b\r\n";
+	enum sink_status st;
+	const char *err;
+	size_t len;
+
+	store_ok(&cfg, NULL, msg_crlf);
+	assert_int_equal(count_in(P(f, "dest/tmp"), NULL, 0), 0);
+	assert_int_equal(count_in(P(f, "dest/new"), name, sizeof(name)), 1);
+	snprintf(path, sizeof(path), "%s/dest/new/%s", f->root, name);
+	char *text = slurp(path, &len);
+	assert_int_equal(len, strlen(msg_lf));
+	assert_memory_equal(text, msg_lf, len);
+	free(text);
+	assert_int_equal(unlink(path), 0);
+
+	/* A NUL is data too. */
+	assert_int_equal(store(&cfg, NULL, with_nul, sizeof(with_nul) - 1, &st,
+			       &err), 0);
+	assert_int_equal(count_in(P(f, "dest/new"), name, sizeof(name)), 1);
+	snprintf(path, sizeof(path), "%s/dest/new/%s", f->root, name);
+	text = slurp(path, &len);
+	assert_int_equal(len, 5);
+	assert_memory_equal(text, "a\n\0b\n", 5);
+	free(text);
+}
+
+static void test_maildir_trace_and_abort(void **state)
+{
+	struct fixture *f = *state;
+	struct sink_config cfg = { .kind = SINK_MAILDIR, .target = f->path };
+	struct sink_msg_info info = {
+		.trace_header = "Received: from pop.example.org by here; x",
+	};
+	char name[256], path[512];
+	struct sink_msg *m;
+	enum sink_status st;
+	const char *err;
+
+	store_ok(&cfg, &info, "Subject: s\r\n\r\nbody\r\n");
+	assert_int_equal(count_in(P(f, "dest/new"), name, sizeof(name)), 1);
+	snprintf(path, sizeof(path), "%s/dest/new/%s", f->root, name);
+	char *text = slurp(path, NULL);
+	assert_string_equal(text, "Received: from pop.example.org by here; x\n"
+				  "Subject: s\n\nbody\n");
+	free(text);
+
+	/* Abort: nothing in new/ or tmp/. */
+	assert_int_equal(sink_begin(&cfg, NULL, &m, &st, &err), 0);
+	assert_int_equal(sink_write(m, "half a mess", 11, &st, &err), 0);
+	sink_abort(&m);
+	assert_null(m);
+	sink_abort(&m);
+	assert_int_equal(count_in(P(f, "dest/new"), NULL, 0), 1);
+	assert_int_equal(count_in(P(f, "dest/tmp"), NULL, 0), 0);
+
+	/* A trace header that is not one header line is refused. */
+	static const char *const bad[] = { "no colon here", "A: b\nC: d",
+					   " Folded: x", "A: \x01", "" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		info.trace_header = bad[i];
+		assert_int_equal(sink_begin(&cfg, &info, &m, &st, &err), -1);
+		assert_int_equal(st, SINK_PERMFAIL);
+		assert_null(m);
+	}
+}
+
+static void test_maildir_durability(void **state)
+{
+	struct fixture *f = *state;
+	struct sink_config cfg = { .kind = SINK_MAILDIR, .target = f->path };
+	char line[600];
+	int i_file = -1, i_dir;
+
+	store_ok(&cfg, NULL, "x\r\n");
+	for (int i = 0; i < dur.n && i_file < 0; i++)
+		if (strncmp(dur.lines[i], "fsync ", 6) == 0 &&
+		    strstr(dur.lines[i], "/dest/tmp/") != NULL)
+			i_file = i;
+	snprintf(line, sizeof(line), "fsync %s/dest/new", f->real);
+	i_dir = dur_find(0, line);
+	assert_true(i_file >= 0);
+	assert_true(i_dir > i_file);
+}
+
+static void test_maildir_unusable(void **state)
+{
+	struct fixture *f = *state;
+	struct sink_config cfg = { .kind = SINK_MAILDIR };
+	struct sink_msg *m;
+	enum sink_status st;
+	const char *err;
+	char target[256];
+
+	spit(P(f, "file"), "x");
+	snprintf(target, sizeof(target), "%s/file/Maildir", f->root);
+	cfg.target = target;
+	assert_int_equal(sink_begin(&cfg, NULL, &m, &st, &err), -1);
+	assert_int_equal(st, SINK_PERMFAIL);
+	assert_non_null(strstr(err, "Maildir"));
+	cfg.target = "";
+	assert_int_equal(sink_begin(&cfg, NULL, &m, &st, &err), -1);
+	assert_int_equal(st, SINK_PERMFAIL);
+}
+
+/* ---- mbox ---------------------------------------------------------------- */
+
+/*
+ * Checks that text[*pos..] starts with a "From <sender> <date>\n" line
+ * (asctime date: "Www Mmm dd hh:mm:ss yyyy") and moves *pos past it.
+ */
+static void expect_from_line(const char *text, size_t *pos, const char *sender)
+{
+	char want[300];
+	const char *p = text + *pos;
+	const char *lf = strchr(p, '\n');
+	char day[4], mon[4];
+	int d, h, mi, s, y, n = 0;
+
+	snprintf(want, sizeof(want), "From %s ", sender);
+	if (strncmp(p, want, strlen(want)) != 0)
+		fail_msg("no \"%s\" at %zu: \"%.60s\"", want, *pos, p);
+	assert_non_null(lf);
+	p += strlen(want);
+	assert_int_equal(lf - p, 24);
+	assert_int_equal(sscanf(p, "%3s %3s %2d %2d:%2d:%2d %4d%n", day, mon,
+				&d, &h, &mi, &s, &y, &n), 7);
+	assert_int_equal(n, 24);
+	*pos = (size_t)(lf + 1 - text);
+}
+
+static void expect_bytes(const char *text, size_t *pos, const char *want)
+{
+	if (strncmp(text + *pos, want, strlen(want)) != 0)
+		fail_msg("at %zu: \"%s\", expected \"%s\"", *pos, text + *pos,
+			 want);
+	*pos += strlen(want);
+}
+
+static void test_mbox_two_messages(void **state)
+{
+	struct fixture *f = *state;
+	struct sink_config cfg = { .kind = SINK_MBOX, .target = f->path };
+	struct stat st;
+	size_t pos = 0, len;
+
+	store_ok(&cfg, NULL, msg_crlf);
+	/* The missing final newline and the separator, by this append
+	   itself (not left for the next one to repair). */
+	char *first = slurp(f->path, &len);
+	assert_true(len > 23);
+	assert_string_equal(first + len - 23, "no newline at the end\n\n");
+	free(first);
+	store_ok(&cfg, NULL,
+		 "Subject: two\r\n\r\nFrom here\r\n>From there\r\n"
+		 ">>From everywhere\r\nFromage\r\n From not\r\nFrom\r\n");
+	char *text = slurp(f->path, &len);
+	expect_from_line(text, &pos, "alice@example.org");
+	expect_bytes(text, &pos,
+		     "Return-Path: <alice@example.org>\n"
+		     "Subject: test\n"
+		     "\n"
+		     ">From the start\n"
+		     ">>From quoted\n"
+		     "bare\rcr\n"
+		     "\r\n"
+		     "no newline at the end\n"
+		     "\n");
+	expect_from_line(text, &pos, MBOX_SENDER_DEFAULT);
+	expect_bytes(text, &pos,
+		     "Subject: two\n\n>From here\n>>From there\n"
+		     ">>>From everywhere\nFromage\n From not\nFrom\n\n");
+	assert_int_equal(pos, len);
+	free(text);
+	assert_int_equal(stat(f->path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	/* No lock or spool file left next to it. */
+	assert_int_equal(count_in(f->root, NULL, 0), 1);
+}
+
+static void test_mbox_append_after_unterminated(void **state)
+{
+	struct fixture *f = *state;
+	struct sink_config cfg = { .kind = SINK_MBOX, .target = f->path };
+	static const char *const before[] = { "From x\nbody", "From x\nbody\n",
+					      "From x\nbody\n\n" };
+	static const char *const glue[] = { "\n\n", "\n", "" };
+
+	for (size_t i = 0; i < 3; i++) {
+		size_t pos = 0;
+		spit(f->path, before[i]);
+		store_ok(&cfg, NULL, "m\r\n");
+		char *text = slurp(f->path, NULL);
+		expect_bytes(text, &pos, before[i]);
+		expect_bytes(text, &pos, glue[i]);
+		expect_from_line(text, &pos, MBOX_SENDER_DEFAULT);
+		expect_bytes(text, &pos, "m\n\n");
+		assert_int_equal(text[pos], '\0');
+		free(text);
+	}
+
+	/* An empty message is a From line and the separator. */
+	assert_int_equal(unlink(f->path), 0);
+	store_ok(&cfg, NULL, "");
+	char *text = slurp(f->path, NULL);
+	size_t pos = 0;
+	expect_from_line(text, &pos, MBOX_SENDER_DEFAULT);
+	expect_bytes(text, &pos, "\n");
+	assert_int_equal(text[pos], '\0');
+	free(text);
+}
+
+static void test_mbox_not_a_file(void **state)
+{
+	struct fixture *f = *state;
+	struct sink_config cfg = { .kind = SINK_MBOX, .target = f->path };
+	enum sink_status st;
+	const char *err;
+
+	assert_int_equal(mkdir(f->path, 0700), 0);
+	assert_int_equal(store(&cfg, NULL, "x", 1, &st, &err), -1);
+	assert_int_equal(st, SINK_PERMFAIL);
+	assert_int_equal(rmdir(f->path), 0);
+	assert_int_equal(mkfifo(f->path, 0600), 0);
+	assert_int_equal(store(&cfg, NULL, "x", 1, &st, &err), -1);
+	assert_int_equal(st, SINK_PERMFAIL);
+	assert_non_null(strstr(err, "not a regular file"));
+}
+
+/* An OFD write lock on path, on a descriptor of its own. */
+static int hold_ofd_lock(const char *path)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+	int fd = open(path, O_RDWR | O_CREAT, 0600);
+
+	assert_true(fd >= 0);
+	assert_int_equal(fcntl(fd, F_OFD_SETLK, &fl), 0);
+	return fd;
+}
+
+static void test_mbox_lock_timeout(void **state)
+{
+	struct fixture *f = *state;
+	struct sink_config cfg = { .kind = SINK_MBOX, .target = f->path,
+				   .lock_timeout_ms = 300 };
+	enum sink_status st;
+	const char *err;
+	int fd = hold_ofd_lock(f->path);
+	int64_t t0 = now_ms();
+
+	assert_int_equal(store(&cfg, NULL, "x\r\n", 3, &st, &err), -1);
+	assert_true(now_ms() - t0 >= 290);
+	assert_int_equal(st, SINK_TEMPFAIL);
+	assert_non_null(strstr(err, "locked by another program (fcntl)"));
+	char *text = slurp(f->path, NULL);
+	assert_string_equal(text, "");
+	free(text);
+	close(fd);
+}
+
+static void *release_later(void *arg)
+{
+	const struct timespec ts = { .tv_nsec = 300 * 1000000L };
+
+	nanosleep(&ts, NULL);
+	close(*(int *)arg);
+	return NULL;
+}
+
+static void test_mbox_lock_waits(void **state)
+{
+	struct fixture *f = *state;
+	struct sink_config cfg = { .kind = SINK_MBOX, .target = f->path,
+				   .lock_timeout_ms = 10000 };
+	pthread_t th;
+	int fd = hold_ofd_lock(f->path);
+	int64_t t0 = now_ms();
+
+	/* Held when the commit starts, released while it waits. */
+	assert_int_equal(pthread_create(&th, NULL, release_later, &fd), 0);
+	store_ok(&cfg, NULL, "x\r\n");
+	assert_true(now_ms() - t0 >= 290);
+	pthread_join(th, NULL);
+	char *text = slurp(f->path, NULL);
+	assert_non_null(strstr(text, "\nx\n\n"));
+	free(text);
+}
+
+static void test_mbox_posix_lock_other_process(void **state)
+{
+	struct fixture *f = *state;
+	struct sink_config cfg = { .kind = SINK_MBOX, .target = f->path,
+				   .lock_timeout_ms = 300 };
+	int ready[2], go[2];
+	enum sink_status st;
+	const char *err;
+	char c;
+	pid_t pid;
+	int status;
+
+	spit(f->path, "");
+	assert_int_equal(pipe(ready), 0);
+	assert_int_equal(pipe(go), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		/* A classic POSIX lock, as mutt or procmail take. */
+		struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+		int fd = open(f->path, O_RDWR);
+		close(go[1]); /* so that the parent's close is an EOF */
+		if (fd < 0 || fcntl(fd, F_SETLK, &fl) < 0)
+			_exit(1);
+		if (write(ready[1], "r", 1) != 1 || read(go[0], &c, 1) < 0)
+			_exit(1);
+		_exit(0);
+	}
+	close(go[0]);
+	assert_int_equal(read(ready[0], &c, 1), 1);
+	assert_int_equal(store(&cfg, NULL, "x\r\n", 3, &st, &err), -1);
+	assert_int_equal(st, SINK_TEMPFAIL);
+	close(go[1]);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	store_ok(&cfg, NULL, "x\r\n");
+	close(ready[0]);
+	close(ready[1]);
+}
+
+static void test_mbox_dotlock(void **state)
+{
+	struct fixture *f = *state;
+	struct sink_config cfg = { .kind = SINK_MBOX, .target = f->path,
+				   .lock_timeout_ms = 300 };
+	char lock[256];
+	struct timespec old[2];
+	enum sink_status st;
+	const char *err;
+
+	snprintf(lock, sizeof(lock), "%s.lock", f->path);
+	/* A fresh one belongs to someone at work: wait, then give up. */
+	spit(lock, "12345\n");
+	assert_int_equal(store(&cfg, NULL, "x\r\n", 3, &st, &err), -1);
+	assert_int_equal(st, SINK_TEMPFAIL);
+	assert_non_null(strstr(err, ".lock"));
+	assert_int_equal(access(lock, F_OK), 0);
+	char *text = slurp(f->path, NULL);
+	assert_string_equal(text, "");
+	free(text);
+	/* Our own link()'s file is not left behind. */
+	assert_int_equal(count_in(f->root, NULL, 0), 2);
+
+	/* fcntl only, when asked. */
+	cfg.no_dotlock = true;
+	store_ok(&cfg, NULL, "y\r\n");
+	assert_int_equal(access(lock, F_OK), 0);
+	cfg.no_dotlock = false;
+
+	/* A stale one (a crash) is broken. */
+	clock_gettime(CLOCK_REALTIME, &old[0]);
+	old[0].tv_sec -= SINK_DOTLOCK_STALE_S + 60;
+	old[1] = old[0];
+	assert_int_equal(utimensat(AT_FDCWD, lock, old, 0), 0);
+	store_ok(&cfg, NULL, "z\r\n");
+	assert_int_equal(access(lock, F_OK), -1);
+	text = slurp(f->path, NULL);
+	assert_non_null(strstr(text, "\ny\n\n"));
+	assert_non_null(strstr(text, "\nz\n\n"));
+	free(text);
+}
+
+/* In a child: an mbox append that crosses RLIMIT_FSIZE must fail and cut
+   the file back.  Exits 0 if it did. */
+static void rlimit_child(const struct sink_config *cfg, off_t old_size)
+{
+	struct rlimit rl = { .rlim_cur = (rlim_t)old_size + 200,
+			     .rlim_max = RLIM_INFINITY };
+	char msg[10000];
+	enum sink_status st = SINK_OK;
+	const char *err = NULL;
+	struct stat sb;
+
+	signal(SIGXFSZ, SIG_IGN);
+	if (setrlimit(RLIMIT_FSIZE, &rl) < 0)
+		_exit(2);
+	memset(msg, 'a', sizeof(msg));
+	for (size_t i = 99; i < sizeof(msg); i += 100)
+		msg[i] = '\n';
+	if (store(cfg, NULL, msg, sizeof(msg), &st, &err) == 0)
+		_exit(3);
+	if (st != SINK_TEMPFAIL || strstr(err, "write") == NULL)
+		_exit(4);
+	if (stat(cfg->target, &sb) < 0 || sb.st_size != old_size)
+		_exit(5);
+	_exit(0);
+}
+
+static void test_mbox_truncated_on_write_error(void **state)
+{
+	struct fixture *f = *state;
+	struct sink_config cfg = { .kind = SINK_MBOX, .target = f->path };
+	char *before, *after;
+	size_t len_before, len_after;
+	int status;
+	pid_t pid;
+
+	/* Existing mail larger than the message: the spool file (which
+	   starts empty) stays under the limit, only the mbox crosses it. */
+	for (int i = 0; i < 300; i++)
+		store_ok(&cfg, NULL, "Subject: filler\r\n\r\nsome text here\r\n");
+	before = slurp(f->path, &len_before);
+	assert_true(len_before > 10000);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		rlimit_child(&cfg, (off_t)len_before);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	after = slurp(f->path, &len_after);
+	assert_int_equal(len_after, len_before);
+	assert_memory_equal(after, before, len_before);
+	free(before);
+	free(after);
+}
+
+static void test_mbox_truncated_on_fsync_error(void **state)
+{
+	struct fixture *f = *state;
+	struct sink_config cfg = { .kind = SINK_MBOX, .target = f->path };
+	enum sink_status st;
+	const char *err;
+	char line[600];
+
+	store_ok(&cfg, NULL, "first\r\n");
+	char *before = slurp(f->path, NULL);
+	dur_reset();
+	dur.fail_sync_at = 1;
+	assert_int_equal(store(&cfg, NULL, "second\r\n", 8, &st, &err), -1);
+	assert_int_equal(st, SINK_TEMPFAIL);
+	assert_non_null(strstr(err, "fsync"));
+	char *after = slurp(f->path, NULL);
+	assert_string_equal(after, before);
+	/* The failed fsync, then the one after the ftruncate. */
+	snprintf(line, sizeof(line), "fsync %s/dest", f->real);
+	int i1 = dur_find(0, line);
+	assert_true(i1 >= 0);
+	assert_true(dur_find(i1 + 1, line) > i1);
+	free(before);
+	free(after);
+}
+
+static void test_mbox_new_file_durable(void **state)
+{
+	struct fixture *f = *state;
+	struct sink_config cfg = { .kind = SINK_MBOX, .target = f->path };
+	char line[600];
+
+	store_ok(&cfg, NULL, "x\r\n");
+	/* The file, then its directory (it was created). */
+	snprintf(line, sizeof(line), "fsync %s/dest", f->real);
+	int i_file = dur_find(0, line);
+	snprintf(line, sizeof(line), "fsync %s", f->real);
+	int i_dir = dur_find(0, line);
+	assert_true(i_file >= 0 && i_dir > i_file);
+	/* An existing one: no directory fsync. */
+	dur_reset();
+	store_ok(&cfg, NULL, "y\r\n");
+	assert_int_equal(dur_find(0, line), -1);
+}
+
+/* ---- MDA ----------------------------------------------------------------- */
+
+static void test_mda_gets_message_and_env(void **state)
+{
+	struct fixture *f = *state;
+	char cmd[512];
+	struct sink_config cfg = { .kind = SINK_MDA, .target = cmd };
+	struct sink_msg_info info = { .uidl = "UID-1", .account = "work mail" };
+	size_t len;
+
+	snprintf(cmd, sizeof(cmd),
+		 "cat > '%s/out' && printf '%%s|%%s|%%s|%%s' "
+		 "\"$POPBOX_FETCH_UIDL\" \"$POPBOX_FETCH_SENDER\" "
+		 "\"$POPBOX_FETCH_ACCOUNT\" \"$POPBOX_FETCH_SIZE\" > '%s/env'",
+		 f->root, f->root);
+	/* A stale variable of ours in the environment is not passed on. */
+	setenv("POPBOX_FETCH_UIDL", "stale", 1);
+	store_ok(&cfg, &info, msg_crlf);
+	unsetenv("POPBOX_FETCH_UIDL");
+	char *text = slurp(P(f, "out"), &len);
+	assert_int_equal(len, strlen(msg_lf));
+	assert_memory_equal(text, msg_lf, len);
+	free(text);
+	text = slurp(P(f, "env"), NULL);
+	snprintf(cmd, sizeof(cmd), "UID-1|alice@example.org|work mail|%zu",
+		 strlen(msg_lf));
+	assert_string_equal(text, cmd);
+	free(text);
+}
+
+static void test_mda_no_injection(void **state)
+{
+	struct fixture *f = *state;
+	char cmd[512];
+	struct sink_config cfg = { .kind = SINK_MDA, .target = cmd };
+	static const char evil[] = "x;touch${IFS}pwned`touch${IFS}pwned2`$(id)'\"";
+	struct sink_msg_info info = { .uidl = evil };
+
+	snprintf(cmd, sizeof(cmd),
+		 "cd '%s' && printf %%s \"$POPBOX_FETCH_UIDL\" > uidl && "
+		 "printf %%s \"$POPBOX_FETCH_SENDER\" > sender", f->root);
+	store_ok(&cfg, &info,
+		 "Return-Path: <$(touch${IFS}pwned3)@x>\r\n\r\nbody\r\n");
+	char *text = slurp(P(f, "uidl"), NULL);
+	assert_string_equal(text, evil);
+	free(text);
+	text = slurp(P(f, "sender"), NULL);
+	assert_string_equal(text, "$(touch${IFS}pwned3)@x");
+	free(text);
+	assert_int_equal(access(P(f, "pwned"), F_OK), -1);
+	assert_int_equal(access(P(f, "pwned2"), F_OK), -1);
+	assert_int_equal(access(P(f, "pwned3"), F_OK), -1);
+}
+
+static const struct {
+	const char *cmd;
+	int ret;
+	enum sink_status status;
+	const char *error; /* a part of it, or NULL */
+} mda_cases[] = {
+	{ "cat > /dev/null", 0, SINK_OK, NULL },
+	{ "true", 0, SINK_OK, NULL },  /* the exit status decides */
+	{ "cat > /dev/null; exit 75", -1, SINK_TEMPFAIL, "status 75" },
+	{ "echo 'over quota, sorry' >&2; exit 1", -1, SINK_PERMFAIL,
+	  "status 1: over quota, sorry" },
+	{ "printf 'a\\033[2Jb\\nsecond line'; exit 67", -1, SINK_PERMFAIL,
+	  "status 67: a\\x1b[2Jb" },
+	{ "kill -9 $$", -1, SINK_TEMPFAIL, "signal 9" },
+	{ "/nonexistent/mda", -1, SINK_PERMFAIL, "status 127" },
+	{ "exit 0", 0, SINK_OK, NULL },
+};
+
+static void test_mda_exit_status(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(mda_cases) / sizeof(mda_cases[0]); i++) {
+		struct sink_config cfg = { .kind = SINK_MDA,
+					   .target = mda_cases[i].cmd };
+		enum sink_status st = SINK_OK;
+		const char *err = NULL;
+		int ret = store(&cfg, NULL, "m\r\n", 3, &st, &err);
+
+		if (ret != mda_cases[i].ret || st != mda_cases[i].status)
+			fail_msg("case %zu (%s): ret %d status %d (%s)", i,
+				 mda_cases[i].cmd, ret, st,
+				 err != NULL ? err : "");
+		if (mda_cases[i].error != NULL &&
+		    strstr(err, mda_cases[i].error) == NULL)
+			fail_msg("case %zu: \"%s\" lacks \"%s\"", i, err,
+				 mda_cases[i].error);
+	}
+}
+
+/* Is process pid gone (or a zombie nobody reaps)? */
+static bool process_dead(pid_t pid)
+{
+	char path[64], buf[256];
+	FILE *fp;
+	bool dead = true;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fp = fopen(path, "r");
+	if (fp == NULL)
+		return true;
+	if (fgets(buf, sizeof(buf), fp) != NULL) {
+		const char *rp = strrchr(buf, ')');
+		dead = rp != NULL && (rp[2] == 'Z' || rp[2] == 'X');
+	}
+	fclose(fp);
+	return dead;
+}
+
+static void test_mda_timeout_kills_group(void **state)
+{
+	struct fixture *f = *state;
+	char cmd[512];
+	struct sink_config cfg = { .kind = SINK_MDA, .target = cmd,
+				   .mda_timeout_ms = 1500 };
+	enum sink_status st;
+	const char *err;
+	int64_t t0 = now_ms();
+
+	snprintf(cmd, sizeof(cmd),
+		 "sleep 30 & echo $! > '%s/pid'; wait", f->root);
+	assert_int_equal(store(&cfg, NULL, "m\r\n", 3, &st, &err), -1);
+	assert_int_equal(st, SINK_TEMPFAIL);
+	assert_non_null(strstr(err, "timed out"));
+	assert_true(now_ms() - t0 < 10000);
+	char *text = slurp(P(f, "pid"), NULL);
+	pid_t pid = (pid_t)atoi(text);
+	free(text);
+	assert_true(pid > 0);
+	/* SIGKILL to the group is synchronous enough that the sleep is
+	   dying; wait for it to be gone (bounded). */
+	for (int i = 0; i < 200 && !process_dead(pid); i++) {
+		const struct timespec ts = { .tv_nsec = 10 * 1000000L };
+		nanosleep(&ts, NULL);
+	}
+	assert_true(process_dead(pid));
+}
+
+static void test_mda_output_flood_and_big_message(void **state)
+{
+	struct fixture *f = *state;
+	char cmd[512];
+	struct sink_config cfg = {
+		.kind = SINK_MDA,
+		.target = "head -c 2000000 /dev/zero | tr '\\0' x; exit 3",
+	};
+	enum sink_status st;
+	const char *err;
+	size_t big = 3 * 1000 * 1000;
+	char *msg = malloc(big);
+
+	/* 2 MB of output, far over the pipe's buffer: read and dropped. */
+	assert_int_equal(store(&cfg, NULL, "m\r\n", 3, &st, &err), -1);
+	assert_int_equal(st, SINK_PERMFAIL);
+	assert_non_null(strstr(err, "status 3: xxxx"));
+	assert_true(strlen(err) < 400);
+
+	/* 3 MB in: stdin is the spool file, read whole. */
+	assert_non_null(msg);
+	for (size_t i = 0; i < big; i++)
+		msg[i] = i % 80 == 79 ? '\n' : (char)('a' + i % 26);
+	snprintf(cmd, sizeof(cmd), "wc -c > '%s/n'", f->root);
+	cfg.target = cmd;
+	assert_int_equal(store(&cfg, NULL, msg, big, &st, &err), 0);
+	char *text = slurp(P(f, "n"), NULL);
+	assert_int_equal(atol(text), (long)big);
+	free(text);
+	free(msg);
+}
+
+/* ---- the pure pieces -------------------------------------------------------- */
+
+static void test_quote_split_everywhere(void **state)
+{
+	static const char in[] = "From a\n>From b\n>>From c\nFrom\nFro\n"
+				 ">Fromx\nFromFrom \n>\n>>>\nx From y\n"
+				 "From ";
+	static const char want[] = ">From a\n>>From b\n>>>From c\nFrom\nFro\n"
+				   ">Fromx\nFromFrom \n>\n>>>\nx From y\n"
+				   ">From ";
+	uint8_t out[256];
+
+	(void)state;
+	for (size_t chunk = 1; chunk <= sizeof(in); chunk++) {
+		struct mbox_quote q;
+		size_t n = 0;
+
+		mbox_quote_init(&q);
+		for (size_t pos = 0; pos < sizeof(in) - 1; pos += chunk) {
+			size_t len = sizeof(in) - 1 - pos;
+			if (len > chunk)
+				len = chunk;
+			size_t w = mbox_quote(&q, in + pos, len, out + n);
+			assert_true(w <= MBOX_QUOTE_OUT_MAX(len));
+			n += w;
+		}
+		n += mbox_quote_finish(&q, out + n);
+		assert_int_equal(n, sizeof(want) - 1);
+		assert_memory_equal(out, want, n);
+		assert_int_equal(mbox_quote_last(&q), ' ');
+	}
+	/* A message that ends held: "Fro" comes out at the end. */
+	struct mbox_quote q;
+	size_t n;
+	mbox_quote_init(&q);
+	assert_int_equal(mbox_quote_last(&q), '\n');
+	n = mbox_quote(&q, "x\nFro", 5, out);
+	assert_int_equal(n, 2);
+	assert_int_equal(mbox_quote_finish(&q, out + n), 3);
+	assert_memory_equal(out, "x\nFro", 5);
+	assert_int_equal(mbox_quote_last(&q), 'o');
+}
+
+static const struct {
+	const char *head;
+	const char *sender; /* "" = none */
+} return_paths[] = {
+	{ "Return-Path: <a@b.example>\n", "a@b.example" },
+	{ "return-path:<a@b>\r\nX: y\r\n", "a@b" },
+	{ "RETURN-PATH: \t a@b \t\n", "a@b" },
+	{ "Return-Path: <>\n", "" },
+	{ "Return-Path: <a b@c>\n", "" },
+	{ "Return-Path: <a@b\n", "" },
+	{ "Return-Path: <a@b>", "" },                 /* incomplete line */
+	{ "X: y\nReturn-Path: <late@x>\n", "late@x" },
+	{ "X: y\n\nReturn-Path: <body@x>\n", "" },    /* in the body */
+	{ "Return-Path: <first@x>\nReturn-Path: <second@x>\n", "first@x" },
+	{ "Return-Path: <\x80@x>\n", "" },
+	{ "Return-Pathology: <a@b>\n", "" },
+	{ "", "" },
+};
+
+static void test_return_path(void **state)
+{
+	char sender[MBOX_SENDER_MAX + 1];
+	char longer[400];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(return_paths) / sizeof(return_paths[0]);
+	     i++) {
+		size_t n = mbox_return_path(return_paths[i].head,
+					    strlen(return_paths[i].head),
+					    sender);
+		if (strcmp(sender, return_paths[i].sender) != 0 ||
+		    n != strlen(return_paths[i].sender))
+			fail_msg("case %zu: \"%s\" (%zu)", i, sender, n);
+	}
+	/* 256 characters are fine, 257 are not. */
+	snprintf(longer, sizeof(longer), "Return-Path: <%0256d>\n", 0);
+	assert_int_equal(mbox_return_path(longer, strlen(longer), sender), 256);
+	snprintf(longer, sizeof(longer), "Return-Path: <%0257d>\n", 0);
+	assert_int_equal(mbox_return_path(longer, strlen(longer), sender), 0);
+}
+
+static void test_from_line_and_received(void **state)
+{
+	char line[MBOX_FROM_LINE_MAX];
+	char rcv[SINK_TRACE_MAX + 1];
+	size_t n;
+
+	(void)state;
+	setenv("TZ", "UTC", 1);
+	tzset();
+	n = mbox_from_line(line, "a@b", 0);
+	assert_string_equal(line, "From a@b Thu Jan  1 00:00:00 1970\n");
+	assert_int_equal(n, strlen(line));
+	mbox_from_line(line, NULL, 1700000000);
+	assert_string_equal(line, "From MAILER-DAEMON Tue Nov 14 22:13:20 2023\n");
+	mbox_from_line(line, "has space", 1700000000);
+	assert_string_equal(line, "From MAILER-DAEMON Tue Nov 14 22:13:20 2023\n");
+
+	n = sink_format_received(rcv, sizeof(rcv), "pop.example.org",
+				 "me\n@x", 1700000000);
+	assert_int_equal(n, strlen(rcv));
+	assert_non_null(strstr(rcv, "Received: from pop.example.org by "));
+	assert_non_null(strstr(rcv, " (popbox-fetch) with POP3 for <me?@x>; "
+				    "Tue, 14 Nov 2023 22:13:20 +0000"));
+	assert_int_equal(sink_format_received(rcv, 10, "a", "b", 0), 0);
+	unsetenv("TZ");
+	tzset();
+}
+
+int main(void)
+{
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+	const struct CMUnitTest tests[] = {
+		T(test_maildir_exact),
+		T(test_maildir_trace_and_abort),
+		T(test_maildir_durability),
+		T(test_maildir_unusable),
+		T(test_mbox_two_messages),
+		T(test_mbox_append_after_unterminated),
+		T(test_mbox_not_a_file),
+		T(test_mbox_lock_timeout),
+		T(test_mbox_lock_waits),
+		T(test_mbox_posix_lock_other_process),
+		T(test_mbox_dotlock),
+		T(test_mbox_truncated_on_write_error),
+		T(test_mbox_truncated_on_fsync_error),
+		T(test_mbox_new_file_durable),
+		T(test_mda_gets_message_and_env),
+		T(test_mda_no_injection),
+		T(test_mda_exit_status),
+		T(test_mda_timeout_kills_group),
+		T(test_mda_output_flood_and_big_message),
+		cmocka_unit_test(test_quote_split_everywhere),
+		cmocka_unit_test(test_return_path),
+		cmocka_unit_test(test_from_line_and_received),
+	};
+#undef T
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
