@@ -535,7 +535,7 @@ size_t sink_format_received(char *buf, size_t size, const char *server,
 			    const char *user, time_t now)
 {
 	/* Each word at most 255 bytes: the line stays under SINK_TRACE_MAX. */
-	char srv[256], usr[256], host[256], date[64];
+	char srv[256], usr[256], host[256], date[128];
 	int n;
 
 	sink_clean_word(server, srv, sizeof(srv) - 1);
