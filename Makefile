@@ -25,6 +25,9 @@ WARN     := -Wall -Wextra -Wformat=2 -Wshadow -Wpointer-arith -Wvla -Werror
 CPPFLAGS += -Ilib -Ipopboxd -Ifetch -D_GNU_SOURCE -MMD -MP
 CFLAGS   += -std=c17 $(WARN) -g -pthread $(PKG_CFLAGS)
 LDLIBS   += $(PKG_LIBS) -lcrypt -pthread
+# Every program records only the shared libraries it uses (popbox-deliver,
+# started once per message, then does not load and start OpenSSL).
+LDFLAGS  += -Wl,--as-needed
 
 ifeq ($(SANITIZE),1)
 CFLAGS   += -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \

@@ -4,11 +4,12 @@
  * Invariants: no I/O, no allocation, never reads outside name[0..len).
  * Numbers are parsed strictly here rather than with strtoull (which accepts
  * signs, spaces and "0x" and needs a NUL): a name is hostile input.
+ * The hashed UIDL form is in maildir-uidl.c, the one part that needs
+ * libcrypto, so a program that only parses names does not link it.
  */
 #include "maildir-name.h"
 
 #include <string.h>
-#include <openssl/sha.h>
 
 /* 2^48 has 15 digits; more than 20 digits cannot fit in uint64_t anyway. */
 #define MAILDIR_NAME_NUM_DIGITS_MAX 20
@@ -108,31 +109,4 @@ size_t maildir_name_uidl_len(const char *base, size_t len)
 {
 	return maildir_name_uidl_is_direct(base, len) ?
 		       len : 1 + MAILDIR_NAME_UIDL_HASH_HEX;
-}
-
-int maildir_name_uidl(const char *base, size_t len,
-		      char uidl_r[MAILDIR_NAME_UIDL_SIZE], size_t *len_r,
-		      const char **error_r)
-{
-	static const char hex[] = "0123456789abcdef";
-	unsigned char md[SHA256_DIGEST_LENGTH];
-
-	if (maildir_name_uidl_is_direct(base, len)) {
-		memcpy(uidl_r, base, len);
-		uidl_r[len] = '\0';
-		*len_r = len;
-		return 0;
-	}
-	if (SHA256((const unsigned char *)base, len, md) == NULL) {
-		*error_r = "SHA256() failed";
-		return -1;
-	}
-	uidl_r[0] = '~';
-	for (size_t i = 0; i < MAILDIR_NAME_UIDL_HASH_HEX / 2; i++) {
-		uidl_r[1 + 2 * i] = hex[md[i] >> 4];
-		uidl_r[2 + 2 * i] = hex[md[i] & 0x0f];
-	}
-	uidl_r[1 + MAILDIR_NAME_UIDL_HASH_HEX] = '\0';
-	*len_r = 1 + MAILDIR_NAME_UIDL_HASH_HEX;
-	return 0;
 }

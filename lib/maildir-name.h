@@ -57,7 +57,8 @@ bool maildir_name_uidl_is_direct(const char *base, size_t len);
 /*
  * Writes the NUL-terminated UIDL of base name base[0..len) into uidl_r and
  * its length to *len_r (1..70).  Returns 0, or -1 if libcrypto failed (with
- * *error_r set); the direct form never fails.
+ * *error_r set); the direct form never fails.  (In maildir-uidl.c: the one
+ * function here that links libcrypto.)
  */
 int maildir_name_uidl(const char *base, size_t len,
 		      char uidl_r[MAILDIR_NAME_UIDL_SIZE], size_t *len_r,

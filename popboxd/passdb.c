@@ -42,9 +42,6 @@
 #include "passwd-file.h"
 #include "password.h"
 
-/* Largest passwd-file read: about 300,000 users; bounds memory use. */
-#define PASSDB_FILE_MAX (64 * 1024 * 1024)
-
 /* APOP digest: MD5 as hex (RFC 1939 section 7). */
 #define PASSDB_APOP_HEX_LEN 32
 
@@ -88,22 +85,6 @@ struct passdb_lookup {
 	struct passwd_file_entry e;
 	char *dummy;
 };
-
-bool username_valid(const char *name, size_t len)
-{
-	if (len == 0 || len > USERNAME_MAX || name[0] == '.' || name[0] == '-')
-		return false;
-	for (size_t i = 0; i < len; i++) {
-		char c = name[i];
-		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-			  (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-			  c == '@' || c == '+' || c == '-';
-
-		if (!ok || (c == '.' && i > 0 && name[i - 1] == '.'))
-			return false;
-	}
-	return true;
-}
 
 /* FNV-1a: names in the table come from the admin, so no flooding concern. */
 static size_t passdb_hash(const char *s)
@@ -259,14 +240,14 @@ static bool passdb_id_equal(const struct passdb_file_id *a,
 	       a->mtim.tv_nsec == b->mtim.tv_nsec;
 }
 
-/* Reads a regular file of at most PASSDB_FILE_MAX bytes into *text_r. */
+/* Reads a regular file of at most PASSWD_FILE_SIZE_MAX bytes into *text_r. */
 static int passdb_read_file(const char *path, char **text_r, size_t *len_r,
 			    struct passdb_file_id *id_r, const char **error_r)
 {
 	struct stat st;
 
 	/* Not O_NOFOLLOW: admins may symlink the file. */
-	if (file_read_all(AT_FDCWD, path, 0, PASSDB_FILE_MAX, text_r, len_r,
+	if (file_read_all(AT_FDCWD, path, 0, PASSWD_FILE_SIZE_MAX, text_r, len_r,
 			  &st, error_r) < 0) {
 		if (errno == EFBIG)
 			*error_r = "file larger than 64 MiB";
@@ -463,18 +444,8 @@ static int passdb_lookup(struct passdb *db, const char *user,
 static enum passdb_result passdb_user_fill(const struct passdb_lookup *lk,
 					   struct passdb_user *user_r)
 {
-	user_r->name = strdup(lk->e.user);
-	user_r->uid = lk->e.uid;
-	user_r->gid = lk->e.gid;
-	user_r->policy = lk->e.policy;
-	user_r->home = strdup(lk->e.home);
-	user_r->mail = passdb_strdup_null(lk->e.mail);
-	if (user_r->name == NULL || user_r->home == NULL ||
-	    (lk->e.mail != NULL && user_r->mail == NULL)) {
-		passdb_user_clear(user_r);
-		return PASSDB_TEMPFAIL;
-	}
-	return PASSDB_OK;
+	return passdb_user_from_entry(&lk->e, user_r) == 0 ? PASSDB_OK
+							   : PASSDB_TEMPFAIL;
 }
 
 enum passdb_result passdb_verify_plain(struct passdb *db, const char *user,
@@ -671,13 +642,4 @@ enum passdb_result passdb_user_lookup(struct passdb *db, const char *user,
 		result = passdb_user_fill(&lk, user_r);
 	passdb_lookup_clear(&lk);
 	return result;
-}
-
-void passdb_user_clear(struct passdb_user *user)
-{
-	free(user->name);
-	free(user->home);
-	free(user->mail);
-	memset(user, 0, sizeof(*user));
-	user_policy_init(&user->policy);
 }

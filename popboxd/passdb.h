@@ -25,8 +25,10 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "passdb-user.h" /* struct passdb_user: what a successful login yields */
 #include "password.h"
 #include "user-policy.h"
+#include "username.h" /* username_valid(): checked before any lookup */
 
 struct passdb;
 
@@ -34,16 +36,6 @@ enum passdb_result {
 	PASSDB_OK,
 	PASSDB_FAIL,      /* unknown user or wrong credential: [AUTH] */
 	PASSDB_TEMPFAIL,  /* the database could not be read: [SYS/TEMP] */
-};
-
-/* What a successful login yields.  Strings are owned; free with passdb_user_clear(). */
-struct passdb_user {
-	char *name;
-	uid_t uid;
-	gid_t gid;
-	char *home;        /* may be empty */
-	char *mail;        /* the "mail=" extra field (a Maildir path), or NULL */
-	struct user_policy policy; /* the passwd-file's overrides (unresolved) */
 };
 
 /* Opens the passwd-file at path; it is re-read when it changes on disk. */
@@ -94,14 +86,5 @@ enum passdb_result passdb_scram_lookup(struct passdb *db, const char *user,
  */
 enum passdb_result passdb_user_lookup(struct passdb *db, const char *user,
 				      struct passdb_user *user_r);
-
-void passdb_user_clear(struct passdb_user *user);
-
-/*
- * User names are data, never paths: 1..64 bytes of [A-Za-z0-9._@+-], not
- * starting with '.' or '-', no "..".  Checked before any lookup.
- */
-#define USERNAME_MAX 64
-bool username_valid(const char *name, size_t len);
 
 #endif

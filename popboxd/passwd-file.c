@@ -3,7 +3,8 @@
  *
  * The line is first checked as a whole (length, control bytes), then cut at
  * the first seven ':' into fields; the remainder is the extra fields.  Each
- * field has its own small check.  Nothing here touches the file system.
+ * field has its own small check.  passwd_file_find() picks one user's line
+ * out of a whole file's text.  Nothing here touches the file system.
  */
 #include "passwd-file.h"
 
@@ -12,8 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "passdb.h"
 #include "strnum.h"
+#include "username.h"
 
 /* user:password:uid:gid:gecos:home:shell — then the extra fields. */
 enum passwd_file_field {
@@ -252,4 +253,45 @@ int passwd_file_parse_line(const char *line, size_t len,
 		return -1;
 	}
 	return 1;
+}
+
+/* True if line[0..len) begins with user and a ':' (user's own line). */
+static bool passwd_file_is_users(const char *line, size_t len,
+				 const char *user, size_t user_len)
+{
+	return len > user_len && line[user_len] == ':' &&
+	       memcmp(line, user, user_len) == 0;
+}
+
+int passwd_file_find(const char *text, size_t len, const char *user,
+		     struct passwd_file_entry *entry_r,
+		     struct passwd_file_skipped *skipped_r)
+{
+	size_t user_len = strlen(user), pos = 0;
+	unsigned int lineno = 0;
+
+	memset(entry_r, 0, sizeof(*entry_r));
+	user_policy_init(&entry_r->policy);
+	memset(skipped_r, 0, sizeof(*skipped_r));
+	while (pos < len) {
+		const char *nl = memchr(text + pos, '\n', len - pos);
+		size_t linelen = nl != NULL ? (size_t)(nl - text) - pos : len - pos;
+		const char *line = text + pos;
+		enum passwd_file_error err;
+
+		lineno++;
+		pos += linelen + 1;
+		if (!passwd_file_is_users(line, linelen, user, user_len))
+			continue;
+		int r = passwd_file_parse_line(line, linelen, entry_r, &err);
+		if (r > 0)
+			return 1;
+		if (r < 0 && err == PASSWD_FILE_ERR_NOMEM)
+			return -1;
+		if (r < 0 && skipped_r->lineno == 0) {
+			skipped_r->lineno = lineno;
+			skipped_r->error = err;
+		}
+	}
+	return 0;
 }

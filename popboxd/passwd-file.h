@@ -8,7 +8,9 @@
  * space-separated key=value pairs.
  *
  * Pure: (buffer, length) in, a typed result or a typed error out; no I/O,
- * no globals, so it is fuzzed (tests/fuzz/fuzz-passwd-file.c).
+ * no globals, so it is fuzzed (tests/fuzz/fuzz-passwd-file.c).  The
+ * reading of the file is the caller's: passdb.c (the whole table) or
+ * userdb-lookup.c (one user, for popbox-deliver).
  *
  * Invariants of a parsed entry: the user passed username_valid(); the
  * password field is not empty; uid and gid are 0 when the field was empty
@@ -30,6 +32,9 @@
  * bounding what one bad line can make us allocate.
  */
 #define PASSWD_FILE_LINE_MAX 4096
+
+/* Largest passwd-file read: about 300,000 users; bounds memory use. */
+#define PASSWD_FILE_SIZE_MAX (64 * 1024 * 1024)
 
 enum passwd_file_error {
 	PASSWD_FILE_ERR_NONE = 0,
@@ -67,6 +72,27 @@ struct passwd_file_entry {
 int passwd_file_parse_line(const char *line, size_t len,
 			   struct passwd_file_entry *entry_r,
 			   enum passwd_file_error *error_r);
+
+/* The first line of a user's that passwd_file_find() skipped. */
+struct passwd_file_skipped {
+	unsigned int lineno;         /* 1-based; 0: no line was skipped */
+	enum passwd_file_error error;
+};
+
+/*
+ * user's entry in a whole passwd-file text[0..len) ('\n'-separated lines,
+ * the last one possibly without its newline), as a table of every line
+ * would hold it: the first line for user that parses.  A line for user
+ * that does not parse is skipped (the first one is reported in
+ * *skipped_r), as any bad line is.  Only lines that begin "user:" are
+ * parsed, so a lookup costs one scan of the text.  user must have passed
+ * username_valid().  Returns 1 with *entry_r filled (free it with
+ * passwd_file_entry_free()), 0 if no line for user parses, -1 when out of
+ * memory.
+ */
+int passwd_file_find(const char *text, size_t len, const char *user,
+		     struct passwd_file_entry *entry_r,
+		     struct passwd_file_skipped *skipped_r);
 
 /* A short English text for an error ("bad uid"). */
 const char *passwd_file_strerror(enum passwd_file_error error);

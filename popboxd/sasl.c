@@ -20,7 +20,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -682,16 +681,14 @@ static enum sasl_status sasl_scram_ack(struct sasl_server *server,
 
 /* ---- the tables and the public functions ---- */
 
-static const struct {
-	const char *name;
-	sasl_handler *start;
-} sasl_mechs[SASL_MECH_COUNT] = {
-	[SASL_MECH_PLAIN] = { "PLAIN", sasl_plain_start },
-	[SASL_MECH_LOGIN] = { "LOGIN", sasl_login_start },
-	[SASL_MECH_SCRAM_SHA_256] = { "SCRAM-SHA-256", sasl_scram_start },
+/* The first step of each mechanism (their names: sasl-mech.c). */
+static sasl_handler *const sasl_starts[SASL_MECH_COUNT] = {
+	[SASL_MECH_PLAIN] = sasl_plain_start,
+	[SASL_MECH_LOGIN] = sasl_login_start,
+	[SASL_MECH_SCRAM_SHA_256] = sasl_scram_start,
 };
 
-/* Handlers of the later steps; START goes through sasl_mechs, DONE has
+/* Handlers of the later steps; START goes through sasl_starts, DONE has
    none. */
 static sasl_handler *const sasl_handlers[SASL_STATE_COUNT] = {
 	[SASL_STATE_PLAIN_MESSAGE] = sasl_plain_message,
@@ -701,24 +698,6 @@ static sasl_handler *const sasl_handlers[SASL_STATE_COUNT] = {
 	[SASL_STATE_SCRAM_CLIENT_FINAL] = sasl_scram_client_final,
 	[SASL_STATE_SCRAM_ACK] = sasl_scram_ack,
 };
-
-bool sasl_mech_from_name(const char *name, size_t len, enum sasl_mech *mech_r)
-{
-	for (size_t i = 0; i < SASL_MECH_COUNT; i++) {
-		if (strlen(sasl_mechs[i].name) == len &&
-		    strncasecmp(sasl_mechs[i].name, name, len) == 0) {
-			*mech_r = (enum sasl_mech)i;
-			return true;
-		}
-	}
-	return false;
-}
-
-const char *sasl_mech_name(enum sasl_mech mech)
-{
-	return (unsigned int)mech < SASL_MECH_COUNT ? sasl_mechs[mech].name
-						    : "UNKNOWN";
-}
 
 struct sasl_server *sasl_server_new(enum sasl_mech mech)
 {
@@ -766,8 +745,8 @@ enum sasl_status sasl_server_step(struct sasl_server *server, struct passdb *db,
 	    (in != NULL && in_len > SASL_CLIENT_MAX))
 		status = SASL_MALFORMED;
 	else if (server->state == SASL_STATE_START)
-		status = sasl_mechs[server->mech].start(server, db, in, in_len,
-							&reply, user_r);
+		status = sasl_starts[server->mech](server, db, in, in_len,
+						   &reply, user_r);
 	else
 		status = sasl_handlers[server->state](server, db, in, in_len,
 						      &reply, user_r);

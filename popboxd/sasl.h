@@ -31,23 +31,12 @@
 #include <stdint.h>
 
 #include "passdb.h"
-
-enum sasl_mech {
-	SASL_MECH_PLAIN,
-	SASL_MECH_LOGIN,
-	SASL_MECH_SCRAM_SHA_256,
-	SASL_MECH_COUNT
-};
+#include "sasl-mech.h" /* enum sasl_mech, sasl_mech_from_name, sasl_mech_name */
 
 /* Longest client message any mechanism accepts, decoded.  PLAIN's
    authzid NUL authcid NUL password with a 64-byte name and a PASSWORD_MAX
    password fits. */
 #define SASL_CLIENT_MAX 1024
-
-/* Case-insensitive lookup of a mechanism name; false if unknown. */
-bool sasl_mech_from_name(const char *name, size_t len, enum sasl_mech *mech_r);
-/* The canonical upper-case name ("SCRAM-SHA-256"). */
-const char *sasl_mech_name(enum sasl_mech mech);
 
 enum sasl_status {
 	SASL_CONTINUE,   /* send *out_r as a challenge, then feed the answer */

@@ -28,7 +28,7 @@
 
 #include "listen-addr.h"
 #include "netmask.h"
-#include "sasl.h"
+#include "sasl-mech.h"
 #include "strnum.h"
 #include "user-policy.h"
 

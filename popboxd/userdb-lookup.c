@@ -5,10 +5,13 @@
  * The blocking client is for popbox-deliver, which handles one message
  * and has nothing else to do while it waits; the event-driven path of the
  * mail processes goes through auth-client.c and only shares the codec.
+ * So is the direct read of the passwd-file, which parses only the user's
+ * own lines and links none of passdb.c's password code.
  */
 #include "userdb-lookup.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -21,6 +24,9 @@
 #include <unistd.h>
 
 #include "auth-proto.h"
+#include "file-read.h"
+#include "log.h"
+#include "passwd-file.h"
 #include "user-policy.h"
 
 #define USERDB_ERROR_MAX 256
@@ -262,5 +268,63 @@ enum passdb_result userdb_lookup_socket(const char *path, const char *user,
 		return PASSDB_TEMPFAIL;
 	result = userdb_ask(fd, user, timeout_ms, user_r, error_r);
 	close(fd);
+	return result;
+}
+
+/* ---- the passwd-file, read directly -------------------------------------- */
+
+/* Finds user in the file's text; logs a skipped line of user's. */
+static enum passdb_result userdb_file_find(const char *path, const char *text,
+					   size_t len, const char *user,
+					   struct passdb_user *user_r,
+					   const char **error_r)
+{
+	struct passwd_file_skipped skipped;
+	struct passwd_file_entry entry;
+	enum passdb_result result = PASSDB_FAIL;
+	int r = passwd_file_find(text, len, user, &entry, &skipped);
+
+	if (skipped.lineno != 0)
+		log_warn("passdb file=%s line=%u: %s, line ignored", path,
+			 skipped.lineno, passwd_file_strerror(skipped.error));
+	if (r < 0) {
+		*error_r = "out of memory";
+		return PASSDB_TEMPFAIL;
+	}
+	if (r > 0) {
+		result = PASSDB_OK;
+		if (passdb_user_from_entry(&entry, user_r) < 0) {
+			*error_r = "out of memory";
+			result = PASSDB_TEMPFAIL;
+		}
+	}
+	passwd_file_entry_free(&entry);
+	return result;
+}
+
+enum passdb_result userdb_lookup_file(const char *path, const char *user,
+				      struct passdb_user *user_r,
+				      const char **error_r)
+{
+	enum passdb_result result;
+	const char *error;
+	char *text;
+	size_t len;
+
+	memset(user_r, 0, sizeof(*user_r));
+	user_policy_init(&user_r->policy);
+	/* Not O_NOFOLLOW: admins may symlink the file (as passdb.c). */
+	if (file_read_all(AT_FDCWD, path, 0, PASSWD_FILE_SIZE_MAX, &text, &len,
+			  NULL, &error) < 0) {
+		if (errno == EFBIG)
+			error = "file larger than 64 MiB";
+		snprintf(userdb_errbuf, sizeof(userdb_errbuf), "%s: %s", path,
+			 error);
+		*error_r = userdb_errbuf;
+		return PASSDB_TEMPFAIL;
+	}
+	result = userdb_file_find(path, text, len, user, user_r, error_r);
+	explicit_bzero(text, len);
+	free(text);
 	return result;
 }

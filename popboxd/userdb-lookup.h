@@ -13,6 +13,10 @@
  * name that passes username_valid, bounded paths, a policy in range), and
  * anything unexpected is a TEMPFAIL, never a guess.
  *
+ * popbox-deliver reads the passwd-file itself when it may
+ * (userdb_lookup_file): the same record, without the auth process and
+ * without the password code.
+ *
  * The record's fields (user, uid, gid, home, mail, policy: never a
  * password) travel the same way in the TOKEN_REPLY that gives a mail
  * process its logged-in user: userdb_record_put and userdb_record_get are
@@ -75,5 +79,20 @@ enum passdb_result userdb_lookup_socket(const char *path, const char *user,
 					int timeout_ms,
 					struct passdb_user *user_r,
 					const char **error_r);
+
+/*
+ * Reads the passwd-file at path (passdb_file) and returns user's record
+ * the way the auth process would: the first line for user that parses
+ * (passwd_file_find; a skipped line of user's is logged as a warning).
+ * No password is checked and no hash computed.  user must have passed
+ * username_valid().  PASSDB_OK with *user_r filled (free with
+ * passdb_user_clear), PASSDB_FAIL for an unknown user, PASSDB_TEMPFAIL
+ * with *error_r when the file cannot be read (larger than
+ * PASSWD_FILE_SIZE_MAX included) or out of memory.  *user_r is zeroed
+ * unless the result is PASSDB_OK.
+ */
+enum passdb_result userdb_lookup_file(const char *path, const char *user,
+				      struct passdb_user *user_r,
+				      const char **error_r);
 
 #endif

@@ -22,7 +22,7 @@ jobs=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 shopt -s nullglob
 sources=(lib/*.c popboxd/*.c fetch/*.c tools/*.c)
 # The compile flags of the Makefile that matter to the parser.
-read -r -a cflags <<<"-Ilib -Ipopboxd -D_GNU_SOURCE -std=c17 -pthread \
+read -r -a cflags <<<"-Ilib -Ipopboxd -Ifetch -D_GNU_SOURCE -std=c17 -pthread \
 	$(pkg-config --cflags libevent libssl 2>/dev/null)"
 
 tmp=$(mktemp -d)
@@ -51,7 +51,7 @@ fi
 
 # cppcheck: the configuration the build uses (_GNU_SOURCE), C11 rules.
 if cppcheck -q -j "$jobs" --enable=warning,portability,performance \
-	--inline-suppr --error-exitcode=1 -I lib -I popboxd -D_GNU_SOURCE \
+	--inline-suppr --error-exitcode=1 -I lib -I popboxd -I fetch -D_GNU_SOURCE \
 	--std=c11 --template='{file}:{line}:{column}: {severity}: {message} [{id}]' \
 	"${sources[@]}"; then
 	echo "lint: cppcheck: ${#sources[@]} files clean"

@@ -1,11 +1,14 @@
 /*
  * test-passwd-file.c — the passwd-file line parser: one table of good
- * lines with the fields they yield, one of bad lines with their error.
+ * lines with the fields they yield, one of bad lines with their error;
+ * and passwd_file_find, one table of whole files with the line it picks
+ * and the first line of the user's it skips.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -237,6 +240,98 @@ static void test_strerror(void **state)
 			    "unknown error");
 }
 
+/* ---- passwd_file_find: one user's line out of a whole file ---- */
+
+#define T(s) s, sizeof(s) - 1 /* a text with its length, NULs and all */
+
+struct find_case {
+	const char *text;
+	size_t len;
+	const char *user;
+	int result;                  /* what passwd_file_find returns */
+	uid_t uid;                   /* of the line found (its identity) */
+	unsigned int skipped_lineno; /* first skipped line of user's; 0: none */
+	enum passwd_file_error skipped_error;
+};
+
+static const struct find_case find_cases[] = {
+	{ T("alice:x:1\n"), "alice", 1, 1, 0, PASSWD_FILE_ERR_NONE },
+	/* The last line needs no newline; CRLF line ends. */
+	{ T("bob:x:1\nalice:x:2"), "alice", 1, 2, 0, PASSWD_FILE_ERR_NONE },
+	{ T("bob:x:1\r\nalice:x:2\r\n"), "alice", 1, 2, 0,
+	  PASSWD_FILE_ERR_NONE },
+	/* Names that share a prefix, or differ in case, are other users. */
+	{ T("alicex:x:1\nalic:x:2\nALICE:x:3\nalice:x:4\n"), "alice", 1, 4, 0,
+	  PASSWD_FILE_ERR_NONE },
+	{ T("alicex:x:1\nalic:x:2\n"), "alice", 0, 0, 0, PASSWD_FILE_ERR_NONE },
+	/* A duplicate: the first line counts. */
+	{ T("alice:x:5\nalice:x:6\n"), "alice", 1, 5, 0, PASSWD_FILE_ERR_NONE },
+	/* A bad line of alice's is skipped and reported; a later one counts. */
+	{ T("\n# alice:x:1\n\nalice:x:0\nalice:x:7\nalice:x:bad\n"), "alice",
+	  1, 7, 4, PASSWD_FILE_ERR_UID },
+	{ T("alice:x:1:2:g:relative\nalice:\n"), "alice", 0, 0, 1,
+	  PASSWD_FILE_ERR_HOME },
+	{ T("alice:x:1:::::deny\nalice:x:2::::: nologin=y\n"), "alice", 0, 0, 1,
+	  PASSWD_FILE_ERR_UNSUPPORTED },
+	/* Control bytes: in someone else's line nothing to alice; in hers
+	   the line is skipped. */
+	{ T("bob:x\0y:1\nalice:x:8\n"), "alice", 1, 8, 0, PASSWD_FILE_ERR_NONE },
+	{ T("alice:x\0y:1\nalice:x:9\n"), "alice", 1, 9, 1,
+	  PASSWD_FILE_ERR_CONTROL },
+	/* A bare name without ':' is not the user's line. */
+	{ T("alice\nalice:"), "alice", 0, 0, 2, PASSWD_FILE_ERR_NO_PASSWORD },
+	{ T(""), "alice", 0, 0, 0, PASSWD_FILE_ERR_NONE },
+	{ T("\n\n\n"), "alice", 0, 0, 0, PASSWD_FILE_ERR_NONE },
+	{ T("a@example.org:{PLAIN}x:10\n"), "a@example.org", 1, 10, 0,
+	  PASSWD_FILE_ERR_NONE },
+};
+
+static void test_find(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(find_cases) / sizeof(find_cases[0]); i++) {
+		const struct find_case *c = &find_cases[i];
+		struct passwd_file_skipped skipped;
+		struct passwd_file_entry e;
+		int r = passwd_file_find(c->text, c->len, c->user, &e, &skipped);
+
+		if (r != c->result || skipped.lineno != c->skipped_lineno ||
+		    (skipped.lineno != 0 && skipped.error != c->skipped_error))
+			fail_msg("case %zu: r=%d skipped line %u (%s)", i, r,
+				 skipped.lineno,
+				 passwd_file_strerror(skipped.error));
+		if (r == 1) {
+			assert_string_equal(e.user, c->user);
+			assert_int_equal(e.uid, c->uid);
+		} else {
+			assert_null(e.user);
+		}
+		passwd_file_entry_free(&e);
+	}
+}
+
+/* A line of the user's over PASSWD_FILE_LINE_MAX is skipped, not cut. */
+static void test_find_long_line(void **state)
+{
+	size_t len = 2 * PASSWD_FILE_LINE_MAX + 64, n;
+	char *text = malloc(len);
+	struct passwd_file_skipped skipped;
+	struct passwd_file_entry e;
+
+	(void)state;
+	assert_non_null(text);
+	n = (size_t)snprintf(text, len, "alice:x:1:2::/h::");
+	memset(text + n, 'k', PASSWD_FILE_LINE_MAX);
+	n += PASSWD_FILE_LINE_MAX;
+	n += (size_t)snprintf(text + n, len - n, "\nalice:x:3\n");
+	assert_int_equal(passwd_file_find(text, n, "alice", &e, &skipped), 1);
+	assert_int_equal(e.uid, 3);
+	assert_int_equal(skipped.lineno, 1);
+	assert_int_equal(skipped.error, PASSWD_FILE_ERR_TOO_LONG);
+	passwd_file_entry_free(&e);
+	free(text);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -246,6 +341,8 @@ int main(void)
 		cmocka_unit_test(test_line_length),
 		cmocka_unit_test(test_policy_fields),
 		cmocka_unit_test(test_strerror),
+		cmocka_unit_test(test_find),
+		cmocka_unit_test(test_find_long_line),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -8,7 +8,9 @@
  * out-of-range policy and no reply at all are TEMPFAIL with nothing
  * filled.  The client, against a fake auth process on a socket in a temp
  * directory (a forked child): an answer, an unknown user, silence (the
- * timeout), a closed connection and no listener at all.
+ * timeout), a closed connection and no listener at all.  The direct read
+ * of a passwd-file: the first line of the user's that parses, unknown and
+ * refused users, no file; and the same record as the passdb table gives.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -276,6 +278,122 @@ static void test_client_failures(void **state)
 	assert_non_null(strstr(error, "connect"));
 }
 
+/* ---- the passwd-file read directly (userdb_lookup_file) ------------------ */
+
+static const char file_text[] =
+	"# users\n"
+	"bob:{PLAIN}b:1001:1001::/home/bob\n"
+	"alice:{PLAIN}a:0:1:g:/home/alice\n"   /* uid 0: refused, skipped */
+	"alice:{PLAIN}a:1002:1003:g:/home/alice::mail=/srv/mail/alice "
+	"quota_rule=*:storage=1M:messages=9 keep_days=3\n"
+	"alice:{PLAIN}dup:1004:1004\n"
+	"carol:{SHA512-CRYPT}$6$saltsalt$rD9fW1Bw\n"
+	"dave:{PLAIN}d:::::: pop3=no\n"
+	"erin:{PLAIN}e:::::: deny=yes\n";
+
+static void write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	assert_int_equal(fputs(text, f) >= 0, 1);
+	assert_int_equal(fclose(f), 0);
+}
+
+static void assert_same_user(const struct passdb_user *a,
+			     const struct passdb_user *b)
+{
+	assert_string_equal(a->name, b->name);
+	assert_int_equal(a->uid, b->uid);
+	assert_int_equal(a->gid, b->gid);
+	assert_string_equal(a->home, b->home);
+	if (a->mail == NULL || b->mail == NULL)
+		assert_ptr_equal(a->mail, b->mail);
+	else
+		assert_string_equal(a->mail, b->mail);
+	assert_memory_equal(&a->policy, &b->policy, sizeof(a->policy));
+}
+
+static void test_file_lookup(void **state)
+{
+	char dir[64], path[96];
+	struct passdb_user u;
+	const char *error = NULL;
+
+	(void)state;
+	strcpy(dir, "/tmp/popbox-userdb-XXXXXX");
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/passwd", dir);
+	write_file(path, file_text);
+	assert_int_equal(userdb_lookup_file(path, "alice", &u, &error),
+			 PASSDB_OK);
+	assert_string_equal(u.name, "alice");
+	assert_int_equal(u.uid, 1002);
+	assert_int_equal(u.gid, 1003);
+	assert_string_equal(u.home, "/home/alice");
+	assert_string_equal(u.mail, "/srv/mail/alice");
+	assert_int_equal(u.policy.quota_storage, 1 << 20);
+	assert_int_equal(u.policy.quota_messages, 9);
+	assert_int_equal(u.policy.keep_days, 3);
+	passdb_user_clear(&u);
+	assert_int_equal(userdb_lookup_file(path, "dave", &u, &error),
+			 PASSDB_OK);
+	assert_int_equal(u.policy.pop3, 0);
+	assert_null(u.mail);
+	passdb_user_clear(&u);
+	/* Unknown, and a user whose only line is refused. */
+	assert_int_equal(userdb_lookup_file(path, "zoe", &u, &error),
+			 PASSDB_FAIL);
+	assert_null(u.name);
+	assert_int_equal(userdb_lookup_file(path, "erin", &u, &error),
+			 PASSDB_FAIL);
+	assert_null(u.name);
+	/* No file, and a directory: TEMPFAIL, with the path in the error. */
+	unlink(path);
+	assert_int_equal(userdb_lookup_file(path, "alice", &u, &error),
+			 PASSDB_TEMPFAIL);
+	assert_null(u.name);
+	assert_non_null(strstr(error, path));
+	assert_int_equal(userdb_lookup_file(dir, "alice", &u, &error),
+			 PASSDB_TEMPFAIL);
+	assert_non_null(strstr(error, dir));
+	rmdir(dir);
+}
+
+/* The direct read and the passdb table give every user the same record. */
+static void test_file_lookup_as_passdb(void **state)
+{
+	static const char *const users[] = {
+		"alice", "bob", "carol", "dave", "erin", "zoe", "alic",
+	};
+	char dir[64], path[96];
+	struct passdb *db;
+	const char *error = NULL;
+
+	(void)state;
+	strcpy(dir, "/tmp/popbox-userdb-XXXXXX");
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/passwd", dir);
+	write_file(path, file_text);
+	assert_int_equal(passdb_open(path, &db, &error), 0);
+	for (size_t i = 0; i < sizeof(users) / sizeof(users[0]); i++) {
+		struct passdb_user a, b;
+		enum passdb_result ra = userdb_lookup_file(path, users[i], &a,
+							   &error);
+		enum passdb_result rb = passdb_user_lookup(db, users[i], &b);
+
+		if (ra != rb)
+			fail_msg("%s: direct %d, passdb %d", users[i], ra, rb);
+		if (ra == PASSDB_OK)
+			assert_same_user(&a, &b);
+		passdb_user_clear(&a);
+		passdb_user_clear(&b);
+	}
+	passdb_close(&db);
+	unlink(path);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -285,6 +403,8 @@ int main(void)
 		cmocka_unit_test(test_reply_malformed),
 		cmocka_unit_test(test_client_answer),
 		cmocka_unit_test(test_client_failures),
+		cmocka_unit_test(test_file_lookup),
+		cmocka_unit_test(test_file_lookup_as_passdb),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
