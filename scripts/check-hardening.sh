@@ -96,6 +96,17 @@ for bin in "${bins[@]}"; do
 	else
 		fail fortify "no __*_chk function imported: compile with -O2 -D_FORTIFY_SOURCE=3"
 	fi
+
+	# popbox-deliver starts once per message: loading OpenSSL would double
+	# its cost (docs/performance.md, Delivery), so nothing may pull it in.
+	if [ "$(basename "$bin")" = popbox-deliver ]; then
+		needed=$(readelf -d "$bin" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | paste -sd' ')
+		if grep -Eq 'libcrypto|libssl|libevent|libcrypt\.' <<<"$needed"; then
+			fail libs "loads $needed: an object pulls in OpenSSL, libevent or libcrypt"
+		else
+			pass libs "loads only $needed"
+		fi
+	fi
 done
 
 if [ "$failed" -gt 0 ]; then

@@ -271,6 +271,26 @@ def test_lookup_over_userdb_socket_as_mail_user(env, server, raw):
     assert r.returncode == EX_TEMPFAIL, r
 
 
+@needs_root
+def test_lookup_in_a_readable_passwd_file(env, server, raw):
+    """A passwd-file the delivering user can read is looked up directly
+    (passwd_file_find: no auth process asked, no dummy hash): the same
+    record, the same result.  popboxd runs only to fetch the message."""
+    s = server()
+    os.chmod(env.passwd, 0o644)
+    try:
+        conf = deliver_conf(env, userdb_socket=str(env.root / "no-such-socket"))
+        nobody = as_user("nobody")
+        r = deliver(conf, "alice", MSG, *std_args(), preexec=nobody)
+        assert r.returncode == 0, r.stderr
+        r = deliver(conf, "nosuchuser", MSG, *std_args(), preexec=nobody)
+        assert r.returncode == EX_NOUSER, r
+    finally:
+        os.chmod(env.passwd, 0o600)
+    [(size, got)] = fetch_all(raw, s, "alice")
+    assert got == HEADERS + MSG and size == len(got)
+
+
 def userdb_packet(user: bytes, msg_id=1) -> bytes:
     """An AUTH_MSG_USERDB_LOOKUP (9) with USER (tag 0), ipc.h's format."""
     return struct.pack(">HIBH", 9, msg_id, 0, len(user)) + user
