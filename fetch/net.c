@@ -830,6 +830,12 @@ void net_close(struct net_conn **connp)
 	free(conn);
 }
 
+void net_interrupt(struct net_conn *conn)
+{
+	/* fd is set once at creation: reading it here races with nothing. */
+	(void)shutdown(conn->fd, SHUT_RDWR);
+}
+
 /* ---- queries ---- */
 
 bool net_conn_is_tls(const struct net_conn *conn)

@@ -158,6 +158,15 @@ int net_write_all(struct net_conn *conn, const void *buf, size_t len,
    the socket, frees, sets *conn to NULL.  NULL is fine. */
 void net_close(struct net_conn **conn);
 
+/*
+ * Stops the connection from another thread (a signal handler's thread):
+ * shutdown(2) both ways, so that a net_read() or net_write_all() blocked
+ * in the owning thread fails at once instead of waiting for its timeout.
+ * Touches nothing but the socket; the owner still calls net_close().  The
+ * caller makes sure conn is not closed meanwhile (a lock around both).
+ */
+void net_interrupt(struct net_conn *conn);
+
 /* True once net_start_tls() has succeeded. */
 bool net_conn_is_tls(const struct net_conn *conn);
 

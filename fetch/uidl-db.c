@@ -693,19 +693,60 @@ int uidl_db_save(struct uidl_db *db, const char **error_r)
 int uidl_db_record(struct uidl_db *db, const char *uidl, size_t len,
 		   const struct uidl_db_rec *rec, const char **error_r)
 {
-	char line[UIDL_DB_LINE_MAX + 1];
-	bool was_dirty = db->dirty;
-	size_t n;
+	struct uidl_db_batch_item item = { .uidl = uidl, .len = len,
+					   .rec = *rec };
 
-	if (uidl_db_set(db, uidl, len, rec, error_r) < 0)
-		return -1;
+	return uidl_db_record_batch(db, &item, 1, error_r);
+}
+
+int uidl_db_record_batch(struct uidl_db *db,
+			 const struct uidl_db_batch_item *items, size_t n,
+			 const char **error_r)
+{
+	bool was_dirty = db->dirty;
+	size_t used = 0;
+	char *lines;
+	int ret;
+
+	if (n == 0 || n > UIDL_DB_BATCH_MAX)
+		return uidl_db_fail(error_r, "%zu records in one batch", n);
+	/* All or nothing: a bad item changes nothing in memory either. */
+	for (size_t i = 0; i < n; i++) {
+		const struct uidl_db_rec *r = &items[i].rec;
+
+		if (!uidl_db_uidl_valid(items[i].uidl, items[i].len) ||
+		    r->first_seen < 0 || r->first_seen > UIDL_DB_TIME_MAX ||
+		    r->size > UIDL_DB_SIZE_MAX ||
+		    (r->state != UIDL_DB_FULL && r->state != UIDL_DB_HEADERS))
+			return uidl_db_fail(error_r, "invalid record in a "
+					    "batch");
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (uidl_db_set(db, items[i].uidl, items[i].len,
+				&items[i].rec, error_r) < 0)
+			return -1;
+	}
 	if (was_dirty || db->append_fd < 0)
 		return uidl_db_save(db, error_r);
-	n = uidl_db_format_line(line, uidl, len, rec);
-	if (uidl_db_write_all(db->append_fd, line, n) < 0 ||
-	    fdatasync(db->append_fd) < 0) {
-		int err = errno;
-		/* The file may end in part of this line now: the next
+	/* n <= UIDL_DB_BATCH_MAX lines of at most UIDL_DB_LINE_MAX. */
+	if ((lines = malloc(n * UIDL_DB_LINE_MAX + 1)) == NULL)
+		return uidl_db_fail(error_r, "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		char line[UIDL_DB_LINE_MAX + 1];
+		size_t len = uidl_db_format_line(line, items[i].uidl,
+						 items[i].len, &items[i].rec);
+		memcpy(lines + used, line, len);
+		used += len;
+	}
+	ret = uidl_db_write_all(db->append_fd, lines, used);
+	int err = errno;
+	free(lines);
+	if (ret == 0 && fdatasync(db->append_fd) < 0) {
+		ret = -1;
+		err = errno;
+	}
+	if (ret < 0) {
+		/* The file may end in part of these lines now: the next
 		   record rewrites it whole. */
 		close(db->append_fd);
 		db->append_fd = -1;

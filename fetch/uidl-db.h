@@ -137,6 +137,28 @@ int uidl_db_set(struct uidl_db *db, const char *uidl, size_t len,
 int uidl_db_record(struct uidl_db *db, const char *uidl, size_t len,
 		   const struct uidl_db_rec *rec, const char **error_r);
 
+/* One record of a group commit (uidl_db_record_batch). */
+struct uidl_db_batch_item {
+	const char *uidl;
+	size_t len;
+	struct uidl_db_rec rec;
+};
+
+/* Records in one group commit, at most. */
+#define UIDL_DB_BATCH_MAX 1024
+
+/*
+ * uidl_db_record() for items[0..n) (1 <= n <= UIDL_DB_BATCH_MAX) with one
+ * write() and one fdatasync() for them all: a group commit of the
+ * messages that completed in one read from the server.  Returns 0 only
+ * once all are on disk; -1 with *error_r otherwise (none may be counted
+ * durable: no DELE for any of them; those set in memory go to disk with
+ * the next successful save).
+ */
+int uidl_db_record_batch(struct uidl_db *db,
+			 const struct uidl_db_batch_item *items, size_t n,
+			 const char **error_r);
+
 /*
  * Keeps only the records for which keep() returns true, in memory (the
  * next save writes the result).  Returns how many were removed.

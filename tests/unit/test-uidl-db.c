@@ -561,6 +561,46 @@ static void test_append_fdatasync_fails(void **state)
 	uidl_db_free(&db);
 }
 
+/* A group commit: one write and one fdatasync for several records; an
+   invalid one or a failed fdatasync makes the whole batch fail. */
+static void test_record_batch(void **state)
+{
+	struct fixture *f = *state;
+	struct uidl_db *db;
+	struct uidl_db_batch_item items[3] = {
+		{ "b1", 2, rec(10, 1, UIDL_DB_FULL) },
+		{ "b2", 2, rec(11, 2, UIDL_DB_HEADERS) },
+		{ "b3", 2, rec(12, 3, UIDL_DB_FULL) },
+	};
+	const char *err = NULL;
+	char line[512];
+
+	assert_int_equal(uidl_db_open(f->path, &db, NULL, &err), 0);
+	/* The first of a run: a full save. */
+	assert_int_equal(uidl_db_record_batch(db, items, 1, &err), 0);
+	dur_reset();
+	assert_int_equal(uidl_db_record_batch(db, items + 1, 2, &err), 0);
+	assert_int_equal(dur.n, 1);
+	snprintf(line, sizeof(line), "fdatasync %s/acct.uidl", f->dir);
+	assert_string_equal(dur.lines[0], line);
+	assert_file(f->path, "popbox-fetch-uidl 1\n10 1 F b1\n11 2 H b2\n"
+			     "12 3 F b3\n");
+	assert_int_equal(uidl_db_record_batch(db, items, 0, &err), -1);
+	assert_int_equal(uidl_db_record_batch(db, items,
+					      UIDL_DB_BATCH_MAX + 1, &err),
+			 -1);
+	items[1].len = 0;
+	assert_int_equal(uidl_db_record_batch(db, items, 2, &err), -1);
+	items[1].len = 2;
+	dur_reset();
+	dur.fail_sync_at = 1;
+	items[0].uidl = "b4";
+	assert_int_equal(uidl_db_record_batch(db, items, 1, &err), -1);
+	assert_non_null(strstr(err, "append"));
+	assert_true(uidl_db_dirty(db));
+	uidl_db_free(&db);
+}
+
 static void test_dir_fsync_fails(void **state)
 {
 	struct fixture *f = *state;
@@ -643,6 +683,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_append_fdatasync_fails,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_record_batch, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_dir_fsync_fails, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_big_file_round_trip, setup,
