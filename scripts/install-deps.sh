@@ -13,6 +13,7 @@ packages=(
 	python3 python3-pytest              # integration tests
 	curl mpop                           # real POP3 clients for the tests
 	postfix swaks                       # a real MTA and SMTP sender (issue 5 tests)
+	dovecot-pop3d                       # a real POP3 peer for the popbox-fetch tests
 	openssl procps                      # certificates, ps/pgrep
 )
 
@@ -35,6 +36,12 @@ if [ ${#missing[@]} -gt 0 ]; then
 		"${sudo[@]}" debconf-set-selections
 	"${sudo[@]}" apt-get update -q
 	"${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+	# The tests run private Dovecot instances on free ports: the system
+	# service the package may have started is not wanted.
+	if [[ " ${missing[*]} " == *" dovecot-pop3d "* ]]; then
+		"${sudo[@]}" systemctl disable --now dovecot.service dovecot.socket >/dev/null 2>&1 ||
+			"${sudo[@]}" service dovecot stop >/dev/null 2>&1 || true
+	fi
 fi
 
 # One user per kind of process (the defaults of mail_user, login_user and

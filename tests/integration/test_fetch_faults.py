@@ -1,0 +1,503 @@
+"""popbox-fetch against a faulty POP3 server (tests/integration/fakepop.py):
+a dropped connection or an -ERR at every step of a session, then new runs
+without faults until one exits 0 (at most 3): every message ends exactly
+once in the local Maildir or mbox, byte for byte, and the server never
+lost a message that was not stored (checked after every run, and at the
+moment of every DELE: the message must already be in the destination).
+
+The faults, for message k of N (fakepop.Fault):
+  greeting drop, drop after PASS, -ERR to LIST, -ERR to UIDL,
+  RETR k: drop, drop in the middle of the message, -ERR,
+  DELE k: drop, -ERR,
+  QUIT: drop before applying the deletions, drop after applying them
+        (the client cannot know they happened).
+Each with delete after download into a Maildir and into an mbox, and with
+keep = yes into a Maildir.  Then: a server without PIPELINING (the client
+must not send ahead) and one without UIDL (delete after download only;
+keep is refused); and SIGKILL of popbox-fetch at random moments during
+runs over 300 messages, then runs until clean: nothing lost, and a second
+copy only of a message caught in the one documented window (stored, its
+record not yet written: fetch/plan.h).
+"""
+import os
+import random
+import signal
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import wire_form
+from fakepop import Fault, FakePOP3, Message
+from fetch_helpers import (EXIT_OK, FETCH, assert_same_messages, fetch_env,
+                           lf_form, maildir_messages, make_maildir,
+                           mbox_messages, need_fetch, numbered_messages,
+                           run_fetch, write_config)
+from test_tls import pki  # noqa: F401  (a fixture)
+
+N = 6
+K = 3
+MAX_CLEAN_RUNS = 3
+
+
+def make_messages(n, size=700, tag="f", seed=1):
+    return [Message(f"uid-{tag}-{i:04d}", wire_form(m))
+            for i, m in enumerate(numbered_messages(n, size=size, tag=tag,
+                                                    seed=seed), 1)]
+
+
+class Rig:
+    """A fakepop server, a config pointing at it, the destination."""
+
+    def __init__(self, tmp: Path, dest_kind="maildir", keep="no", n=N,
+                 pipelining=True, uidl=True, size=700):
+        self.tmp = tmp
+        self.home = tmp / "home"
+        self.home.mkdir(exist_ok=True)
+        self.messages = make_messages(n, size)
+        self.srv = FakePOP3(self.messages, pipelining=pipelining, uidl=uidl)
+        self.dest_kind = dest_kind
+        if dest_kind == "maildir":
+            self.dest = make_maildir(tmp / "inbox")
+            deliver = f"maildir:{self.dest}"
+        else:
+            self.dest = tmp / "inbox.mbox"
+            deliver = f"mbox:{self.dest}"
+        self.uidl = tmp / "acct.uidl"
+        self.conf = write_config(tmp / "fetch.conf", {"acct": {
+            "host": "127.0.0.1", "port": self.srv.port, "tls": "none",
+            "auth": "user", "user": self.srv.user, "password": self.srv.password,
+            "deliver": deliver, "keep": keep, "uidl_file": self.uidl,
+            "timeout": 10}})
+        self.keep = keep
+        self.allow_dups = False      # the SIGKILL test counts them itself
+        self.dele_violations = []
+        self.srv.on_command = self._check_dele
+
+    def stored(self, check=True) -> list:
+        """What is in the destination; check: no leftovers in tmp/ and a
+        well-formed mbox (not while a run is going on)."""
+        if self.dest_kind == "maildir":
+            return maildir_messages(self.dest, check_tmp=check and not self.allow_dups)
+        if not check:
+            for _ in range(200):
+                try:
+                    return mbox_messages(self.dest)
+                except AssertionError:   # an append in progress: wait for it
+                    time.sleep(0.01)
+        return mbox_messages(self.dest)
+
+    def _check_dele(self, cmd, arg, msg):
+        """At each DELE: the message is stored already (a DELE goes out only
+        after the local copy is durable)."""
+        if cmd != "DELE" or msg is None:
+            return
+        if lf_form(msg.data) not in self.stored(check=False):
+            self.dele_violations.append(f"DELE {arg} ({msg.uidl}) before it was stored")
+
+    def run(self, *args, **kw):
+        return run_fetch(["-c", self.conf, *args], self.home, timeout=60, **kw)
+
+    def check_invariants(self, when):
+        """Nothing lost: every message is stored or still on the server;
+        none stored twice; no DELE before storing; the fake is healthy."""
+        stored = self.stored()
+        if not self.allow_dups:
+            assert len(stored) == len(set(stored)), f"{when}: a message stored twice"
+        on_server = set(self.srv.uidls())
+        for m in self.messages:
+            assert lf_form(m.data) in stored or m.uidl in on_server, (
+                f"{when}: {m.uidl} LOST: deleted on the server, not stored")
+        assert not self.dele_violations, f"{when}: {self.dele_violations}"
+        assert not self.srv.errors, f"{when}: fakepop: {self.srv.errors}"
+
+    def check_final(self):
+        assert_same_messages(self.stored(), [m.data for m in self.messages])
+        left = self.srv.uidls()
+        if self.keep == "no":
+            assert left == [], f"left on the server: {left}"
+        else:
+            assert left == [m.uidl for m in self.messages]
+
+    def until_clean(self, first):
+        """Runs without faults until one exits 0; returns the runs."""
+        runs = [first]
+        self.check_invariants(f"after the faulty run {first!r}")
+        for i in range(MAX_CLEAN_RUNS):
+            r = self.run()
+            runs.append(r)
+            self.check_invariants(f"after clean run {i + 1} {r!r}")
+            if r.rc == EXIT_OK:
+                return runs
+        raise AssertionError("no clean exit within %d runs:\n%s" % (
+            MAX_CLEAN_RUNS, "\n".join(map(repr, runs))))
+
+    def close(self):
+        self.srv.close()
+
+
+@pytest.fixture
+def rig(tmp_path):
+    made = []
+
+    def make(**kw):
+        r = Rig(tmp_path, **kw)
+        made.append(r)
+        return r
+    yield make
+    for r in made:
+        r.close()
+
+
+# (name, fault list of the first connection, may the faulty run exit 0?)
+FAULTS = [
+    ("greeting-drop", [Fault("greeting", "drop")], False),
+    ("login-drop", [Fault("login", "drop")], False),
+    ("list-err", [Fault("LIST", "err")], False),
+    ("uidl-err", [Fault("UIDL", "err")], True),
+    ("retr-drop", [Fault("RETR", "drop", K)], False),
+    ("retr-drop-mid", [Fault("RETR", "drop-mid", K)], False),
+    ("retr-err", [Fault("RETR", "err", K)], False),
+    ("dele-drop", [Fault("DELE", "drop", K)], False),
+    ("dele-err", [Fault("DELE", "err", K)], False),
+    ("quit-drop", [Fault("QUIT", "drop")], False),
+    ("quit-drop-after-update", [Fault("QUIT", "drop-after-update")], False),
+]
+POLICIES = [("maildir", "no"), ("mbox", "no"), ("maildir", "yes")]
+
+
+@pytest.mark.parametrize("dest,keep", POLICIES, ids=[f"{d}-keep={k}" for d, k in POLICIES])
+@pytest.mark.parametrize("name,faults,may_finish", FAULTS, ids=[f[0] for f in FAULTS])
+def test_fault_then_clean_run(rig, name, faults, may_finish, dest, keep):
+    if keep == "yes" and name.startswith("dele"):
+        pytest.skip("no DELE is sent with keep = yes")
+    g = rig(dest_kind=dest, keep=keep)
+    g.srv.plan_faults(faults)
+    first = g.run()
+    if keep == "yes" and name.startswith("quit"):
+        may_finish = True            # nothing was to be deleted
+    if not may_finish:
+        assert first.rc != EXIT_OK, f"the faulty run claimed success:\n{first!r}"
+        assert first.err.strip(), f"a failure without an error message:\n{first!r}"
+    g.until_clean(first)
+    g.check_final()
+
+
+def test_no_fault_uses_pipelining(rig):
+    """Sanity of the rig, and PIPELINING is used when offered."""
+    g = rig(n=20)
+    r = g.run("-v")
+    assert r.rc == EXIT_OK, r
+    g.check_invariants("clean run")
+    g.check_final()
+    assert g.srv.ahead > 0, "popbox-fetch never sent ahead although PIPELINING was offered"
+    sm = r.summary()
+    assert (sm["fetched"], sm["deleted"]) == (20, 20), r
+
+
+@pytest.mark.parametrize("fault", [None, Fault("RETR", "drop-mid", K),
+                                   Fault("DELE", "drop", K),
+                                   Fault("QUIT", "drop-after-update")],
+                         ids=["clean", "retr-drop-mid", "dele-drop", "quit-after-update"])
+def test_without_pipelining(rig, fault):
+    g = rig(pipelining=False)
+    if fault:
+        g.srv.plan_faults([fault])
+    first = g.run()
+    if fault:
+        assert first.rc != EXIT_OK, first
+    else:
+        assert first.rc == EXIT_OK, first
+    g.until_clean(first)
+    g.check_final()
+    assert g.srv.ahead == 0, (
+        f"{g.srv.ahead} command(s) sent ahead without PIPELINING in CAPA")
+
+
+def test_without_uidl_delete_only(rig):
+    g = rig(uidl=False)
+    r = g.run()
+    assert r.rc == EXIT_OK, r
+    g.check_invariants("run without UIDL")
+    g.check_final()
+    assert not any(l.upper().startswith("TOP") for l in g.srv.log)
+
+
+@pytest.mark.parametrize("keys", [{"keep": "yes"}, {"keep": "2"}])
+def test_without_uidl_keep_refused(rig, keys):
+    """Keeping needs UIDL (nothing else tells what was downloaded): the run
+    fails and touches nothing."""
+    g = rig(uidl=False, keep=keys["keep"])
+    r = g.run()
+    assert r.rc != EXIT_OK, r
+    assert r.err.strip(), r
+    assert g.srv.uidls() == [m.uidl for m in g.messages]
+    assert g.stored() == []
+    assert not any(l.upper().startswith("DELE") for l in g.srv.log), g.srv.log
+
+
+@pytest.mark.parametrize("fault", [Fault("RETR", "drop-mid", K),
+                                   Fault("QUIT", "drop")],
+                         ids=["retr-drop-mid", "quit-drop"])
+def test_without_uidl_fault_loses_nothing(rig, fault):
+    """Without UIDL a fault after some messages were stored but before QUIT
+    completed gives second copies of those (nothing can tell them apart:
+    fetch/plan.h), never a loss."""
+    g = rig(uidl=False)
+    g.srv.plan_faults([fault])
+    first = g.run()
+    assert first.rc != EXIT_OK, first
+    stored_first = g.stored()
+    g.check_invariants("faulty run without UIDL")
+    for i in range(MAX_CLEAN_RUNS):
+        r = g.run()
+        if r.rc == EXIT_OK:
+            break
+    else:
+        raise AssertionError(f"no clean run: {r!r}")
+    assert g.srv.uidls() == []
+    got = g.stored()
+    want = sorted(lf_form(m.data) for m in g.messages)
+    assert set(got) == set(want), "a message is missing"
+    extra = len(got) - len(want)
+    assert extra <= len(stored_first), (
+        f"{extra} second copies, but only {len(stored_first)} were stored "
+        f"before the fault")
+
+
+# ---------------------------------------------------------------- SIGKILL
+
+
+def uidl_file_records(path: Path) -> set:
+    """UIDLs recorded in the table (a torn last line ignored, as popbox-fetch
+    does)."""
+    if not path.exists():
+        return set()
+    data = path.read_bytes()
+    data = data[: data.rfind(b"\n") + 1]
+    out = set()
+    for line in data.decode("ascii", "replace").splitlines()[1:]:
+        parts = line.split(" ", 3)
+        if len(parts) == 4:
+            out.add(parts[3])
+    return out
+
+
+def test_sigkill_at_random_moments(rig):
+    """15 runs over 300 messages, each killed (SIGKILL) at a random moment
+    (a random time, or just after a random number of messages were stored),
+    then runs without kills until clean: each message exactly once, except
+    a second copy of a message that a kill caught after it was stored and
+    before its record was written (at most one per kill).  When a run got
+    through everything, 300 new messages arrive for the next one."""
+    need_fetch()
+    g = rig(n=300, size=3000)
+    g.allow_dups = True
+    rnd = random.Random(int(os.environ.get("POPBOX_TEST_SEED", "6")))
+    by_data = {lf_form(m.data): m.uidl for m in g.messages}
+    window = {}                 # uidl -> kills that caught it stored, unrecorded
+    kills = finished = batches = 0
+    for i in range(15):
+        if not g.srv.uidls():
+            batches += 1
+            new = make_messages(300, 3000, tag=f"b{batches}", seed=batches + 1)
+            g.messages += new
+            by_data.update({lf_form(m.data): m.uidl for m in new})
+            g.srv.add_messages(new)
+        before = len(g.stored())
+        p = subprocess.Popen([str(FETCH), "-c", str(g.conf)],
+                             env=fetch_env(g.home), stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            if rnd.random() < 0.5:
+                time.sleep(rnd.uniform(0.0, 0.8))
+            else:
+                # A moment when some messages of this run are being stored.
+                target = before + rnd.randint(1, 30)
+                deadline = time.monotonic() + 20
+                while (len(list((g.dest / "new").iterdir())) < target
+                       and p.poll() is None and time.monotonic() < deadline):
+                    time.sleep(0.002)
+            if p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+                kills += 1
+            else:
+                finished += 1
+            p.wait(timeout=30)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            p.stderr.close()
+        # fakepop serves one connection at a time: the next run waits in
+        # its backlog until the killed session has seen its EOF.
+        stored = g.stored()
+        recorded = uidl_file_records(g.uidl)
+        on_server = set(g.srv.uidls())
+        for d in set(stored):
+            u = by_data.get(d)
+            assert u is not None, f"stored bytes that no message has: {d[:80]!r}"
+            if u not in recorded and u in on_server:
+                window[u] = window.get(u, 0) + 1
+        g.check_invariants(f"after kill {i + 1}")
+    runs = g.until_clean(g.run())
+    left = g.srv.uidls()
+    assert left == [], f"{len(left)} left on the server after clean runs"
+    got = g.stored()
+    counts = {}
+    for d in got:
+        counts[by_data[d]] = counts.get(by_data[d], 0) + 1
+    missing = [m.uidl for m in g.messages if m.uidl not in counts]
+    assert not missing, f"LOST: {missing[:10]}"
+    dups = {u: c for u, c in counts.items() if c > 1}
+    bad = {u: c for u, c in dups.items() if c - 1 > window.get(u, 0)}
+    assert not bad, (f"second copies not explained by the stored-unrecorded "
+                     f"window: {bad} (window: {window})")
+    # POPBOX_FETCH_STRICT_ONCE=1: the documented window counts as a failure
+    # too (the issue's "exactly once" taken literally).
+    if os.environ.get("POPBOX_FETCH_STRICT_ONCE") == "1":
+        assert not dups, (f"{len(dups)} second copies after {kills} kills "
+                          f"(stored, not yet recorded): {sorted(dups)[:10]}")
+    print(f"sigkill: {len(g.messages)} messages, {kills} kills, "
+          f"{finished} runs finished first, "
+          f"{len(dups)} documented-window duplicates, {len(runs)} clean runs")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_signal_stops_cleanly(rig, sig):
+    """docs/fetch.md: SIGINT/SIGTERM stop at once, without QUIT (the server
+    deletes nothing of the session), exit 75; nothing half-stored; the next
+    run gets the rest and deletes everything."""
+    need_fetch()
+    g = rig(n=300, size=3000)
+    p = subprocess.Popen([str(FETCH), "-c", str(g.conf)], env=fetch_env(g.home),
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while (len(list((g.dest / "new").iterdir())) < 20 and p.poll() is None
+               and time.monotonic() < deadline):
+            time.sleep(0.002)
+        assert p.poll() is None, "the run ended before the signal"
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 75, (p.returncode, out, err)
+    assert b"AddressSanitizer" not in err and b"runtime error:" not in err, err
+    assert g.srv.uidls() == [m.uidl for m in g.messages], "deleted without QUIT?"
+    assert "QUIT" not in g.srv.log, g.srv.log[-5:]
+    stored = g.stored()              # tmp/ must be clean: nothing half-stored
+    assert 20 <= len(stored) < 300
+    g.until_clean(g.run())
+    g.check_final()
+
+
+# ---------------------------------------------------------------- OAuth
+
+
+@pytest.fixture
+def oauth_srv(pki):  # noqa: F811
+    """fakepop over implicit TLS (the test certificate) taking XOAUTH2 and
+    OAUTHBEARER with the token "ya29.test-token" (a Gmail-like shape)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki.cert, pki.key)
+    srv = FakePOP3(make_messages(4, tag="oauth"), user="me@example.com",
+                   oauth_token="ya29.test-token", ssl_context=ctx)
+    yield srv
+    srv.close()
+
+
+def oauth_conf(tmp_path, srv, pki, mech, token_cmd):  # noqa: F811
+    dest = make_maildir(tmp_path / "inbox")
+    conf = write_config(tmp_path / "fetch.conf", {"gmail": {
+        "host": "localhost", "port": srv.port, "tls": "implicit",
+        "ca_file": pki.ca, "user": srv.user, "auth": mech,
+        "oauth_token_command": token_cmd, "deliver": f"maildir:{dest}",
+        "uidl_file": tmp_path / "gmail.uidl", "timeout": 10}})
+    return conf, dest
+
+
+@pytest.mark.parametrize("mech", ["xoauth2", "oauthbearer"])
+def test_oauth(tmp_path, oauth_srv, pki, mech):  # noqa: F811
+    home = tmp_path / "home"
+    home.mkdir()
+    conf, dest = oauth_conf(tmp_path, oauth_srv, pki, mech, "echo ya29.test-token")
+    orig = [m.data for m in oauth_srv.messages]
+    r = run_fetch(["-c", conf], home, timeout=60)
+    assert r.rc == EXIT_OK, r
+    assert_same_messages(maildir_messages(dest), orig)
+    assert oauth_srv.uidls() == []
+    assert oauth_srv.oauth_seen == [(mech.upper(), "me@example.com", "ya29.test-token")]
+    assert not oauth_srv.errors, oauth_srv.errors
+
+
+@pytest.mark.parametrize("mech", ["xoauth2", "oauthbearer"])
+def test_oauth_refused(tmp_path, oauth_srv, pki, mech):  # noqa: F811
+    """An expired token: the server's error challenge is answered, the run
+    fails (exit 1), nothing is fetched, and it does not hang."""
+    home = tmp_path / "home"
+    home.mkdir()
+    conf, dest = oauth_conf(tmp_path, oauth_srv, pki, mech, "echo expired-token")
+    r = run_fetch(["-c", conf], home, timeout=60)
+    assert r.rc == 1, r
+    assert r.err.strip(), r
+    assert maildir_messages(dest) == []
+    assert len(oauth_srv.uidls()) == 4
+    assert not oauth_srv.errors, oauth_srv.errors
+
+
+def test_oauth_token_command_fails(tmp_path, oauth_srv, pki):  # noqa: F811
+    """docs/fetch.md: status 75 of the command is temporary (exit 75),
+    another failure permanent (exit 1); no AUTH is sent either way."""
+    home = tmp_path / "home"
+    home.mkdir()
+    for cmd, want in (("exit 75", 75), ("exit 1", 1), ("true", 1)):
+        conf, _ = oauth_conf(tmp_path, oauth_srv, pki, "xoauth2", cmd)
+        r = run_fetch(["-c", conf], home, timeout=60)
+        assert r.rc == want, f"{cmd}: {r!r}"
+    assert oauth_srv.oauth_seen == []
+
+
+# ---------------------------------------------------------------- STLS
+
+
+@pytest.mark.parametrize("mode", ["ok", "err", "inject"])
+def test_stls_answers(tmp_path, pki, mode):  # noqa: F811
+    """tls = stls: a refused STLS is an error, never a fallback to clear
+    text; a line injected after STLS's +OK (before the handshake) is a
+    protocol error; a normal STLS works.  No credential in clear ever."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki.cert, pki.key)
+    msgs = make_messages(3, tag="stls")
+    srv = FakePOP3(msgs, stls_context=ctx, stls=mode)
+    try:
+        home = tmp_path / "home"
+        home.mkdir()
+        dest = make_maildir(tmp_path / "inbox")
+        conf = write_config(tmp_path / "fetch.conf", {"acct": {
+            "host": "localhost", "port": srv.port, "tls": "stls",
+            "ca_file": pki.ca, "user": srv.user, "password": srv.password,
+            "deliver": f"maildir:{dest}", "uidl_file": tmp_path / "a.uidl",
+            "timeout": 10}})
+        r = run_fetch(["-c", conf], home, timeout=60)
+        log = list(srv.log)
+        if mode == "ok":
+            assert r.rc == EXIT_OK, r
+            assert_same_messages(maildir_messages(dest), [m.data for m in msgs])
+            # CAPA before STLS, and again after it (before logging in).
+            i, u = log.index("STLS"), log.index("USER fetcher")
+            assert log.index("CAPA") < i < u and "CAPA" in log[i:u], log
+        else:
+            assert r.rc == 1, r
+            assert r.err.strip(), r
+            assert not any(l.startswith(("USER", "PASS", "AUTH", "APOP"))
+                           for l in log), f"a credential after a bad STLS: {log}"
+            assert maildir_messages(dest) == []
+        assert not srv.errors, srv.errors
+    finally:
+        srv.close()
