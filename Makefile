@@ -15,7 +15,7 @@ BUILD    ?= build/release
 SANITIZE ?=
 CC       ?= cc
 FUZZ_SECONDS ?= 60
-FUZZ_SMOKE_SECONDS ?= 4
+FUZZ_SMOKE_SECONDS ?= 3
 
 PKGS     := libevent libevent_pthreads libevent_openssl libssl libcrypto
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
