@@ -1172,6 +1172,16 @@ static int list_messages(struct run *r, bool *have_uidl_r)
 		     r->listing_error);
 		return -1;
 	}
+	/* A server that offers UIDL and then refuses it is in trouble right
+	   now; going on without UIDLs would forget what is recorded and fetch
+	   everything again: try later instead. */
+	if (want_uidl && r->have_caps && r->caps.uidl &&
+	    r->reply[POP3C_UIDL].status != POP3C_OK) {
+		fail(r, RUN_TEMPFAIL, "the server offers UIDL but refused it: "
+		     "not fetching without it (that would fetch recorded "
+		     "messages again)");
+		return -1;
+	}
 	*have_uidl_r = want_uidl && r->reply[POP3C_UIDL].status == POP3C_OK;
 	if (r->a->keep != PLAN_DELETE && r->caps.expire == POP3C_EXPIRE_DAYS &&
 	    r->caps.expire_days == 0)

@@ -17,7 +17,13 @@ must not send ahead) and one without UIDL (delete after download only;
 keep is refused); and SIGKILL of popbox-fetch at random moments during
 runs over 300 messages, then runs until clean: nothing lost, and a second
 copy only of a message caught in the one documented window (stored, its
-record not yet written: fetch/plan.h).
+record not yet written: fetch/plan.h; POPBOX_FETCH_STRICT_ONCE=1 makes
+those fail too); SIGTERM and SIGINT (exit 75, no QUIT, nothing half
+stored).  Also: two faults in a row (a dropped QUIT, then an -ERR to
+UIDL), a UIDL reused for a new message, two messages under one UIDL, odd
+UIDLs and big messages; STLS refused or with a line injected before the
+handshake; OAuth (XOAUTH2, OAUTHBEARER) with a token command, over
+implicit TLS.
 """
 import os
 import random
@@ -31,8 +37,8 @@ import pytest
 
 from conftest import wire_form
 from fakepop import Fault, FakePOP3, Message
-from fetch_helpers import (EXIT_OK, FETCH, assert_same_messages, fetch_env,
-                           lf_form, maildir_messages, make_maildir,
+from fetch_helpers import (EXIT_OK, EXIT_TEMP, FETCH, assert_same_messages,
+                           fetch_env, lf_form, maildir_messages, make_maildir,
                            mbox_messages, need_fetch, numbered_messages,
                            run_fetch, write_config)
 from test_tls import pki  # noqa: F401  (a fixture)
@@ -166,13 +172,17 @@ FAULTS = [
     ("quit-drop-after-update", [Fault("QUIT", "drop-after-update")], False),
 ]
 POLICIES = [("maildir", "no"), ("mbox", "no"), ("maildir", "yes")]
+# Every fault with every policy, except DELE faults under keep = yes (no
+# DELE is sent there).
+CASES = [pytest.param(name, faults, may_finish, dest, keep,
+                      id=f"{name}-{dest}-keep={keep}")
+         for name, faults, may_finish in FAULTS
+         for dest, keep in POLICIES
+         if not (keep == "yes" and name.startswith("dele"))]
 
 
-@pytest.mark.parametrize("dest,keep", POLICIES, ids=[f"{d}-keep={k}" for d, k in POLICIES])
-@pytest.mark.parametrize("name,faults,may_finish", FAULTS, ids=[f[0] for f in FAULTS])
+@pytest.mark.parametrize("name,faults,may_finish,dest,keep", CASES)
 def test_fault_then_clean_run(rig, name, faults, may_finish, dest, keep):
-    if keep == "yes" and name.startswith("dele"):
-        pytest.skip("no DELE is sent with keep = yes")
     g = rig(dest_kind=dest, keep=keep)
     g.srv.plan_faults(faults)
     first = g.run()
@@ -183,6 +193,79 @@ def test_fault_then_clean_run(rig, name, faults, may_finish, dest, keep):
         assert first.err.strip(), f"a failure without an error message:\n{first!r}"
     g.until_clean(first)
     g.check_final()
+
+
+@pytest.mark.parametrize("second", [Fault("UIDL", "err"), Fault("UIDL", "drop"),
+                                    Fault("RETR", "drop-mid", 2)],
+                         ids=["uidl-err", "uidl-drop", "retr-drop-mid"])
+def test_faults_in_a_row(rig, second):
+    """A run whose QUIT is dropped (everything stored and recorded, nothing
+    deleted), then a run with another fault, then clean runs: still each
+    message once.  In particular an -ERR to UIDL from a server that lists
+    UIDL in CAPA must not make the client forget what it recorded (as if
+    the server had no UIDL) and download everything again."""
+    g = rig()
+    g.srv.plan_faults([Fault("QUIT", "drop")], [second])
+    first = g.run()
+    assert first.rc != EXIT_OK, first
+    assert len(g.stored()) == N
+    r = g.run()
+    g.check_invariants(f"after the second faulty run {r!r}")
+    g.until_clean(r)
+    g.check_final()
+
+
+def test_reused_uidl_is_a_new_message(rig):
+    """A server that gives a new message the UIDL of one stored before
+    (with another size): the new one is fetched, never DELEted unseen."""
+    g = rig()
+    g.srv.plan_faults([Fault("QUIT", "drop")])
+    first = g.run()
+    assert first.rc != EXIT_OK, first
+    old = g.messages[0]
+    new = Message(old.uidl, wire_form(numbered_messages(1, size=2000, tag="reuse")[0]))
+    assert len(new.data) != len(old.data)
+    with g.srv.lock:
+        g.srv.messages[0] = new
+    g.messages.append(new)
+    g.until_clean(first)
+    g.check_final()
+
+
+def test_duplicate_uidls_never_deleted(rig):
+    """Two messages under one UIDL: which one was stored cannot be known
+    later, so neither is deleted (fetch/plan.h); the others go normally."""
+    g = rig(n=4)
+    twin = Message(g.messages[1].uidl, wire_form(numbered_messages(1, tag="twin")[0]))
+    g.srv.add_messages([twin])
+    for _ in range(2):
+        r = g.run()
+        assert r.rc in (EXIT_OK, EXIT_TEMP, 1), r
+        g.check_invariants(f"run {r!r}")
+    left = sorted(g.srv.uidls())
+    assert left == sorted([g.messages[1].uidl] * 2), left
+
+
+def test_odd_uidls_and_big_messages(rig):
+    """UIDLs that look like paths, a 70-character one, a 5 MB message, a
+    200 KB line, a message of only a header: stored byte for byte."""
+    g = rig(n=0)
+    bodies = [
+        b"Subject: big\r\n\r\n" + b"".join(b"line %07d of a big message, dot .\r\n" % i
+                                             for i in range(140000)),
+        b"Subject: long line\r\n\r\n" + b"x" * 200000 + b"\r\n",
+        b"Subject: header only\r\nFrom: a@example.org\r\n",
+        b"Subject: dots\r\n\r\n.\r\n..\r\n...\r\n.x\r\n",
+    ]
+    uidls = ["../../etc/passwd", "a/b", "-n", "~" * 70]
+    extra = [Message(u, d) for u, d in zip(uidls, bodies)]
+    g.messages += extra
+    g.srv.add_messages(extra)
+    r = g.run()
+    assert r.rc == EXIT_OK, r
+    g.check_invariants("odd messages")
+    g.check_final()
+    assert not list(g.tmp.rglob("passwd")), "a UIDL became a path"
 
 
 def test_no_fault_uses_pipelining(rig):
