@@ -32,6 +32,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define FUZZ_SEPARATOR 0xff
 #define FUZZ_MAX_MESSAGES 4
+#include "split-messages.h"
 
 static const enum sasl_client_method fuzz_mechs[8] = {
 	SASL_CLIENT_SCRAM_SHA_256, SASL_CLIENT_PLAIN, SASL_CLIENT_LOGIN,
@@ -39,32 +40,6 @@ static const enum sasl_client_method fuzz_mechs[8] = {
 	SASL_CLIENT_SCRAM_SHA_256, SASL_CLIENT_SCRAM_SHA_256,
 	SASL_CLIENT_SCRAM_SHA_256,
 };
-
-struct fuzz_msg {
-	const uint8_t *data;
-	size_t len;
-};
-
-static size_t fuzz_split(const uint8_t *data, size_t size,
-			 struct fuzz_msg msgs[FUZZ_MAX_MESSAGES])
-{
-	size_t n = 0, pos = 0;
-
-	while (n + 1 < FUZZ_MAX_MESSAGES) {
-		const uint8_t *sep = memchr(data + pos, FUZZ_SEPARATOR,
-					    size - pos);
-
-		if (sep == NULL)
-			break;
-		msgs[n].data = data + pos;
-		msgs[n].len = (size_t)(sep - (data + pos));
-		pos += msgs[n].len + 1;
-		n++;
-	}
-	msgs[n].data = data + pos;
-	msgs[n].len = size - pos;
-	return n + 1;
-}
 
 static void fuzz_check_b64(const char *text)
 {

@@ -39,6 +39,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define FUZZ_SEPARATOR 0xff
 #define FUZZ_MAX_MESSAGES 4
+#include "split-messages.h"
 #define FUZZ_SNONCE "fuzz"
 
 /* RFC 7677 section 3's user: "user", "pencil", 4096 iterations. */
@@ -94,34 +95,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	rmdir(dir);
 	fuzz_scram_keys();
 	return 0;
-}
-
-struct fuzz_msg {
-	const uint8_t *data;
-	size_t len;
-};
-
-/* Splits data on FUZZ_SEPARATOR into at most FUZZ_MAX_MESSAGES pieces
-   (the last takes the rest, separators included). */
-static size_t fuzz_split(const uint8_t *data, size_t size,
-			 struct fuzz_msg msgs[FUZZ_MAX_MESSAGES])
-{
-	size_t n = 0, pos = 0;
-
-	while (n + 1 < FUZZ_MAX_MESSAGES) {
-		const uint8_t *sep = memchr(data + pos, FUZZ_SEPARATOR,
-					    size - pos);
-
-		if (sep == NULL)
-			break;
-		msgs[n].data = data + pos;
-		msgs[n].len = (size_t)(sep - (data + pos));
-		pos += msgs[n].len + 1;
-		n++;
-	}
-	msgs[n].data = data + pos;
-	msgs[n].len = size - pos;
-	return n + 1;
 }
 
 /*

@@ -83,18 +83,7 @@ static int open_captured(const char *path, struct passdb **db_r,
 
 static int setup(void **state)
 {
-	struct fixture *fx = calloc(1, sizeof(*fx));
-	const char *error;
-
-	strcpy(fx->dir, "/tmp/test-passdb-XXXXXX");
-	if (fx == NULL || mkdtemp(fx->dir) == NULL)
-		return -1;
-	snprintf(fx->path, sizeof(fx->path), "%s/users", fx->dir);
-	write_file(fx->path, users_v1);
-	if (passdb_open(fx->path, &fx->db, &error) < 0)
-		return -1;
-	*state = fx;
-	return 0;
+	return passwd_fixture_setup(state, "/tmp/test-passdb-XXXXXX", users_v1);
 }
 
 static int teardown(void **state)

@@ -59,31 +59,12 @@ static const char users_file[] =
 
 static int setup(void **state)
 {
-	struct fixture *fx = calloc(1, sizeof(*fx));
-	const char *error;
-
-	if (fx == NULL)
-		return -1;
-	strcpy(fx->dir, "/tmp/test-sasl-XXXXXX");
-	if (mkdtemp(fx->dir) == NULL)
-		return -1;
-	snprintf(fx->path, sizeof(fx->path), "%s/users", fx->dir);
-	write_file(fx->path, users_file);
-	if (passdb_open(fx->path, &fx->db, &error) < 0)
-		return -1;
-	*state = fx;
-	return 0;
+	return passwd_fixture_setup(state, "/tmp/test-sasl-XXXXXX", users_file);
 }
 
 static int teardown(void **state)
 {
-	struct fixture *fx = *state;
-
-	passdb_close(&fx->db);
-	unlink(fx->path);
-	rmdir(fx->dir);
-	free(fx);
-	return 0;
+	return passwd_fixture_teardown(state);
 }
 
 /* ---- helpers ---- */
