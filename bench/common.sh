@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# common.sh — shell helpers shared by bench/churn.sh and bench/tls.sh
-# (sourced after bench/dovecot.sh, whose proc_tree they use):
+# shellcheck disable=SC2034  # the variables set here are for the scripts that source it
+# common.sh — shell helpers shared by the bench scripts (churn, tls, bulk,
+# bigdrop, deliver, fetch; sourced after bench/dovecot.sh, whose proc_tree
+# they use; they call the script's say and die):
 #   cpu_ticks ROOT     user+system clock ticks of ROOT and its descendants,
 #                      reaped children included
 #   popboxd_up LOG     true once popboxd's master and all its children
@@ -19,6 +21,13 @@
 #   AWK_CELL           awk functions for report cells: cell(median, lo, hi,
 #                      decimals) prints "median (lo–hi)", or the median
 #                      alone when lo = hi; spread_name(n) says what lo–hi is
+#   mail_fs_setup DIR NEED_MB NEED_FILES [PREFIX]  the Maildirs' file
+#                      system: a fresh journalled ext4 loop-mounted in DIR
+#                      (BENCH_FS, BENCH_FS_MB; see below), in MAIL_FS
+#   mail_fs_line PATH  PATH's file system, mount options, journal
+#   mail_fs_unmount    unmounts it; false if it stays mounted
+#   remove_work_dir DIR  at exit: the temp dir goes, the file system
+#                      unmounted first (BENCH_KEEP=1: both stay)
 
 cpu_ticks() { # ROOT
 	proc_tree "$1" | sed 's|.*|/proc/&/stat|' | xargs cat 2>/dev/null |
@@ -37,9 +46,9 @@ popboxd_up() { # LOG
 }
 
 settle() { # ROOT
-	local last=-1 now i
+	local last=-1 now
 	sleep 1
-	for i in $(seq 1 10); do
+	for _ in $(seq 1 10); do
 		now=$(proc_tree "$1" | wc -l)
 		[ "$now" = "$last" ] && return 0
 		last=$now
@@ -47,6 +56,7 @@ settle() { # ROOT
 	done
 }
 
+# shellcheck disable=SC2154  # top: set by the script that sources this file
 machine_line() {
 	local cpu
 	cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
@@ -175,3 +185,103 @@ function cell(m, lo, hi, d,   f) {
 }
 function spread_name(n) { return n > 3 ? "p25–p75" : "min–max" }
 '
+
+# ---------------------------------------------------------------- mail file system
+
+# Where a bench's Maildirs go (deliver.sh's servers', fetch.sh's clients').
+# "loop" (the default): a fresh ext4 (mkfs defaults: 4 KiB blocks, a
+# journal, data=ordered, an inode per 16 KiB) in a sparse image file in the
+# temp dir, loop-mounted: nothing but the bench creates or deletes files on
+# it.  On a shared file system other work's deletions cost us CPU: ext4
+# without a journal (this VM's root file system) allocates a new inode past
+# every inode freed in the last 60-360 s (recently_deleted()), and the
+# compilers running beside us create and delete temp files all the time.
+# Every fsync reaches the disk below (the loop device flushes its image
+# file).  "tmp": the temp dir's own file system.
+#
+# mail_fs_setup DIR NEED_MB NEED_FILES [PREFIX]: the kind from PREFIX_FS,
+# else BENCH_FS ("loop" or "tmp"; loop when neither is set); the image's
+# size in MB from PREFIX_FS_MB, else BENCH_FS_MB, else 4096, raised to
+# NEED_MB and to what NEED_FILES files need in inodes.  The image is
+# DIR/mail.img, mounted on DIR/fs.  Sets MAIL_FS (the directory to put the
+# Maildirs in), MAIL_FS_MB, MAIL_FS_MOUNT (the mount point, while it may be
+# mounted) and MAIL_FS_LINE (what it is, for the report).  Calls die.
+MAIL_FS_MOUNT=
+mail_fs_setup() { # DIR NEED_MB NEED_FILES [PREFIX]
+	local dir=$1 kvar=BENCH_FS mvar=BENCH_FS_MB kind inode_mb
+	local pk=${4:-BENCH}_FS pm=${4:-BENCH}_FS_MB
+	[ -n "${!pk:-}" ] && kvar=$pk
+	[ -n "${!pm:-}" ] && mvar=$pm
+	kind=${!kvar:-loop}
+	case $kind in
+	loop) ;;
+	tmp)
+		MAIL_FS=$dir
+		MAIL_FS_LINE=$(mail_fs_line "$MAIL_FS")
+		return 0 ;;
+	*) die "$kvar: loop or tmp, not $kind" ;;
+	esac
+	MAIL_FS_MB=${!mvar:-4096}
+	case $MAIL_FS_MB in '' | *[!0-9]*) die "$mvar: a size in MB, not $MAIL_FS_MB" ;; esac
+	# mkfs.ext4 makes an inode per 16 KiB; 10 % and 512 MB to spare.
+	inode_mb=$(awk -v f="$3" 'BEGIN { printf "%d", f * 16384 * 1.1 / 1048576 + 512 }')
+	[ "$MAIL_FS_MB" -ge "$2" ] || MAIL_FS_MB=$2
+	[ "$MAIL_FS_MB" -ge "$inode_mb" ] || MAIL_FS_MB=$inode_mb
+	truncate -s "${MAIL_FS_MB}M" "$dir/mail.img"
+	mkfs.ext4 -q -F -L popbox-bench "$dir/mail.img" || die "mkfs.ext4 failed"
+	mkdir "$dir/fs"
+	# Set before mounting: an interrupt right after the mount still
+	# finds it (mail_fs_unmount asks mountpoint).
+	MAIL_FS_MOUNT=$dir/fs
+	mount -o loop "$dir/mail.img" "$dir/fs" ||
+		die "mount -o loop failed ($kvar=tmp uses the temp dir's file system)"
+	chmod 755 "$dir/fs"
+	MAIL_FS=$dir/fs
+	MAIL_FS_LINE=$(mail_fs_line "$MAIL_FS")
+}
+
+mail_fs_line() { # PATH: the file system, its mount options, whether it journals
+	local src type opts journal=
+	read -r src type opts < <(findmnt -no SOURCE,FSTYPE,OPTIONS -T "$1")
+	if [ "${type:-}" = ext4 ]; then
+		if dumpe2fs -h "$src" 2>/dev/null | grep -q 'features:.*has_journal'; then
+			journal=", with a journal"
+		else
+			journal=", without a journal"
+		fi
+	fi
+	echo "$type ($opts)$journal on $src${MAIL_FS_MOUNT:+, a ${MAIL_FS_MB} MB sparse image file on $(findmnt -no FSTYPE,SOURCE -T "$(dirname "$MAIL_FS_MOUNT")" | awk '{ print $1, $2 }'), loop-mounted}"
+}
+
+# mail_fs_unmount: unmounts MAIL_FS_MOUNT if mounted (the loop device goes
+# with it: mount -o loop sets autoclear), retrying for 5 s while it is busy
+# (a process that was using it still exiting); false if it stays mounted.
+mail_fs_unmount() {
+	[ -n "$MAIL_FS_MOUNT" ] || return 0
+	for _ in $(seq 1 50); do
+		if ! mountpoint -q "$MAIL_FS_MOUNT"; then
+			MAIL_FS_MOUNT=
+			return 0
+		fi
+		umount "$MAIL_FS_MOUNT" 2>/dev/null && continue
+		sleep 0.1
+	done
+	umount "$MAIL_FS_MOUNT" && { MAIL_FS_MOUNT=; return 0; }
+	say "could not unmount $MAIL_FS_MOUNT"
+	return 1
+}
+
+# remove_work_dir DIR: at exit, after the processes are stopped: DIR (the
+# temp dir) and the mail file system in it go, unless BENCH_KEEP=1 (then
+# both stay, mounted); if it cannot be unmounted, DIR stays too.
+remove_work_dir() { # DIR
+	if [ "${BENCH_KEEP:-0}" = 1 ]; then
+		say "kept $1"
+		[ -z "$MAIL_FS_MOUNT" ] || ! mountpoint -q "$MAIL_FS_MOUNT" ||
+			say "the Maildir file system is still mounted on $MAIL_FS_MOUNT: umount it"
+	elif mail_fs_unmount; then
+		rm -rf "$1"
+	else
+		say "$1 left in place"
+	fi
+}

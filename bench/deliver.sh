@@ -67,9 +67,10 @@
 #   BENCH_DELIVER_DOVECOT_FSYNC  Dovecot's mail_fsync values to run ("optimized")
 #   BENCH_DELIVER_FS             where the Maildirs are: "loop" (default: a
 #                                fresh ext4 image, loop-mounted in the temp
-#                                dir; see "file system" below) or "tmp"
+#                                dir; see "file system" below and
+#                                bench/common.sh) or "tmp"; else BENCH_FS
 #   BENCH_DELIVER_FS_MB          that image's size (4096, sparse; more when
-#                                the runs need it)
+#                                the runs need it); else BENCH_FS_MB
 #   BENCH_BUILD                  build dir (build/release)
 #   BENCH_POPBOXD                the popboxd to measure (BENCH_BUILD/popboxd)
 #   BENCH_DELIVER_AGENT          the popbox-deliver to measure (beside
@@ -153,7 +154,6 @@ ulimit -Sn "$(ulimit -Hn)"
 WORK=$(mktemp -d /tmp/popbox-deliver.XXXXXX)
 chmod 755 "$WORK"
 STARTED=()
-MOUNTED=           # the mail file system, while mounted
 
 cleanup() {
 	local e
@@ -164,17 +164,7 @@ cleanup() {
 		dovecot:*) dovecot_stop "${e#*:}" ;;
 		esac
 	done
-	if [ -n "$MOUNTED" ] && [ "${BENCH_KEEP:-0}" != 1 ]; then
-		# The loop device goes with the mount (mount -o loop sets autoclear).
-		umount "$MOUNTED" || { say "could not unmount $MOUNTED: $WORK left in place"; return; }
-		MOUNTED=
-	fi
-	if [ "${BENCH_KEEP:-0}" = 1 ]; then
-		say "kept $WORK"
-		[ -z "$MOUNTED" ] || say "the Maildir file system is still mounted on $MOUNTED: umount it"
-	else
-		rm -rf "$WORK"
-	fi
+	remove_work_dir "$WORK"
 }
 trap cleanup EXIT
 trap 'say interrupted; exit 130' INT TERM
@@ -197,57 +187,26 @@ done
 
 # ---------------------------------------------------------------- file system
 
-# The Maildirs' file system.  "loop" (the default): a fresh ext4 (mkfs
-# defaults: 4 KiB blocks, a journal, data=ordered) in a sparse image file
-# in the temp dir, loop-mounted: nothing but this bench creates or deletes
-# files on it.  On a shared file system other work's deletions cost us
-# CPU: ext4 without a journal (this VM's root file system) allocates a new
-# inode past every inode freed in the last 60-360 s (recently_deleted()),
-# and the compilers running beside us create and delete temp files all
-# the time (measured: popboxd's CPU per LMTP message 0.5-1.2 ms on the
-# root file system, from run to run, 0.31-0.35 ms on the loop one).  Every
-# fsync reaches the disk below (the loop device flushes its image file).
-# "tmp": the temp dir's own file system.
-FS_KIND=${BENCH_DELIVER_FS:-loop}
-case $FS_KIND in
-loop)
-	nfsruns=0
-	for p in $PATHS; do
-		if [ "$p" = lda ]; then w=$LDA_WORKERS; else w=$LMTP_CONNS; fi
-		nfsruns=$((nfsruns + $(wc -w <<<"$w")))
-	done
-	# Every run's messages stay on it (see fresh_maildirs); a message
-	# takes whole 4 KiB blocks: twice its size is plenty for ~4 KB ones.
-	need=$(awk -v r="$((nfsruns * (ROUNDS + 1) * (1 + $(wc -w <<<"$DOVECOT_FSYNCS"))))" \
-		-v s="$(kv bytes <<<" ${CORPUS_LINE[small]}")" -v b="$(kv bytes <<<" ${CORPUS_LINE[big]:-bytes=0}")" \
-		'BEGIN { printf "%d", r * (2 * s + 1.1 * b) / 1048576 + 512 }')
-	FS_MB=${BENCH_DELIVER_FS_MB:-4096}
-	[ "$FS_MB" -ge "$need" ] || FS_MB=$need
-	truncate -s "${FS_MB}M" "$WORK/mail.img"
-	mkfs.ext4 -q -F -L popbox-bench "$WORK/mail.img" || die "mkfs.ext4 failed"
-	mkdir "$WORK/fs"
-	mount -o loop "$WORK/mail.img" "$WORK/fs" ||
-		die "mount -o loop failed (BENCH_DELIVER_FS=tmp uses the temp dir's file system)"
-	MOUNTED=$WORK/fs
-	chmod 755 "$WORK/fs"
-	FS_ROOT=$WORK/fs
-	;;
-tmp) FS_ROOT=$WORK ;;
-*) die "BENCH_DELIVER_FS: loop or tmp, not $FS_KIND" ;;
-esac
-fs_line() { # PATH: the file system, its mount options, whether it journals
-	local src type opts journal=
-	read -r src type opts < <(findmnt -no SOURCE,FSTYPE,OPTIONS -T "$1")
-	if [ "${type:-}" = ext4 ]; then
-		if dumpe2fs -h "$src" 2>/dev/null | grep -q 'features:.*has_journal'; then
-			journal=", with a journal"
-		else
-			journal=", without a journal"
-		fi
-	fi
-	echo "$type ($opts)$journal on $src${MOUNTED:+, a ${FS_MB} MB sparse image file on $(findmnt -no FSTYPE,SOURCE -T "$WORK" | awk '{ print $1, $2 }'), loop-mounted}"
-}
-FS_LINE=$(fs_line "$FS_ROOT")
+# The Maildirs' file system (bench/common.sh mail_fs_setup): by default a
+# fresh journalled ext4 of its own, loop-mounted in the temp dir, so that
+# no other work's file deletions cost us CPU (measured: popboxd's CPU per
+# LMTP message 0.5-1.2 ms on this VM's root file system, an ext4 without
+# a journal, from run to run, 0.31-0.35 ms on the loop one).
+# BENCH_DELIVER_FS (else BENCH_FS) "tmp": the temp dir's file system.
+nfsruns=0
+for p in $PATHS; do
+	if [ "$p" = lda ]; then w=$LDA_WORKERS; else w=$LMTP_CONNS; fi
+	nfsruns=$((nfsruns + $(wc -w <<<"$w")))
+done
+# Every run's messages stay on it (see fresh_maildirs); a message takes
+# whole 4 KiB blocks: twice its size is plenty for ~4 KB ones.
+fsruns=$((nfsruns * (ROUNDS + 1) * (1 + $(wc -w <<<"$DOVECOT_FSYNCS"))))
+need=$(awk -v r="$fsruns" \
+	-v s="$(kv bytes <<<" ${CORPUS_LINE[small]}")" -v b="$(kv bytes <<<" ${CORPUS_LINE[big]:-bytes=0}")" \
+	'BEGIN { printf "%d", r * (2 * s + 1.1 * b) / 1048576 + 512 }')
+mail_fs_setup "$WORK" "$need" $((fsruns * (NSMALL + NBIG))) BENCH_DELIVER
+FS_ROOT=$MAIL_FS
+FS_LINE=$MAIL_FS_LINE
 say "Maildirs on: $FS_LINE"
 
 maxw=1

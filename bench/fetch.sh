@@ -35,6 +35,18 @@
 # the server; a run that fails the check is counted in "errors" and left
 # out of the figures.
 #
+# Where the clients store: every run's DEST and its state directory (the
+# client's config, popbox-fetch's uidl_file, mpop's uidls file,
+# fetchmail's idfile and pidfile, HOME) are new directories on a file
+# system of the bench's own: by default a fresh ext4 with a journal in a
+# sparse image file in the temp dir, loop-mounted (bench/common.sh
+# mail_fs_setup, as bench/deliver.sh does), so that no deletions, ours or
+# other work's, make creating files cost more (on this VM's root file
+# system, an ext4 without a journal, they cost popbox-fetch half its CPU
+# in the kernel); nothing is deleted on it until the end.  The result
+# names the file system.  The server's maildrop, the clients' output and
+# their times stay in the temp dir.
+#
 # Figures per client and transport over BENCH_ROUNDS rounds (3; clients in
 # turn, the order rotating each round): wall time (median, and min–max),
 # messages per second (of the median), client CPU (user+system of the
@@ -47,8 +59,12 @@
 # Knobs: BENCH_FETCH_MESSAGES (2000), BENCH_FETCH_SIZE (4000-10000 octets),
 # BENCH_FETCH_DELAY_MS (20), BENCH_FETCH_TRANSPORTS ("plain tls"),
 # BENCH_FETCH_CLIENTS ("popbox-fetch mpop fetchmail"), BENCH_ROUNDS (3),
-# BENCH_BUILD (build/release), BENCH_NO_MAKE=1 (build nothing),
-# BENCH_KEEP=1 (keep the temp dir).  Installs fetchmail with apt-get if it
+# BENCH_FETCH_FS (else BENCH_FS): "loop" (default) or "tmp" (the clients
+# store in the temp dir's own file system), BENCH_FETCH_FS_MB (else
+# BENCH_FS_MB): the image's size (4096, sparse; more when the runs need
+# it), BENCH_BUILD (build/release), BENCH_NO_MAKE=1 (build nothing),
+# BENCH_KEEP=1 (keep the temp dir, the file system still mounted: umount
+# it by hand).  Needs root (mount).  Installs fetchmail with apt-get if it
 # is missing (mpop comes with scripts/install-deps.sh).  Results:
 # bench/results/fetch-DATE.md and fetch-DATE.tsv (every run).
 set -euo pipefail
@@ -114,7 +130,7 @@ cleanup() {
 		proxy:*) wait_stop "${e#*:}" 5 ;;
 		esac
 	done
-	if [ "${BENCH_KEEP:-0}" = 1 ]; then say "kept $WORK"; else rm -rf "$WORK"; fi
+	remove_work_dir "$WORK"
 }
 trap cleanup EXIT
 trap 'say interrupted; exit 130' INT TERM
@@ -128,6 +144,21 @@ CORPUS_LINE=${CORPUS_LINE#corpus: }
 CORPUS_BYTES=$(kv bytes <<<" $CORPUS_LINE")
 SRC=$WORK/corpus/src/Maildir/new
 MAILDROP=$WORK/mail/$BUSER/Maildir
+
+# The clients' file system (bench/common.sh mail_fs_setup): by default a
+# fresh journalled ext4 of its own, loop-mounted in the temp dir, holding
+# every run's Maildir and client state (nothing is deleted on it: each run
+# gets new directories).  On this VM's root file system, an ext4 without
+# a journal, creating files after many deletions (ours and other work's)
+# cost popbox-fetch half its CPU in the kernel (recently_deleted()).  The
+# server's maildrop stays in the temp dir.  A message takes whole 4 KiB
+# blocks: its size and 4 KiB more is plenty.
+read -r -a CL <<<"$CLIENTS"
+FS_RUNS=$((1 + $(wc -w <<<"$TRANSPORTS") * ROUNDS * ${#CL[@]}))
+need=$(awk -v r="$FS_RUNS" -v b="$CORPUS_BYTES" -v n="$NMSG" \
+	'BEGIN { printf "%d", r * (b + 4096 * n) * 1.1 / 1048576 + 512 }')
+mail_fs_setup "$WORK" "$need" $((FS_RUNS * (NMSG + 20))) BENCH_FETCH
+say "client Maildirs on: $MAIL_FS_LINE"
 
 refill() { # the maildrop: exactly the corpus, in new/, nothing cached
 	rm -rf "$MAILDROP"
@@ -254,13 +285,20 @@ count_files() { # DIR...: regular files directly in each
 }
 
 RES=$WORK/results
-mkdir -p "$RES"
+mkdir -p "$RES" "$WORK/log"
 : > "$RES/runs.tsv"
-run_once() { # CLIENT TRANSPORT ROUND
-	local c=$1 tr=$2 round=$3 dest=$WORK/dest state=$WORK/state rc=0
+RUN_NO=0
+# run_once CLIENT TRANSPORT ROUND [warmup]: one run into a new Maildir
+# (DEST) and state directory (the client's config, UIDL/id file, HOME) on
+# the clients' file system; its output and times in the temp dir's log/.
+run_once() { # CLIENT TRANSPORT ROUND [warmup]
+	local c=$1 tr=$2 round=$3 dest state log rc=0
 	local t0 t1 wall cpu la0 la1 got left errs=0
+	RUN_NO=$((RUN_NO + 1))
+	dest=$MAIL_FS/run$RUN_NO/dest
+	state=$MAIL_FS/run$RUN_NO/state
+	log=$WORK/log/run$RUN_NO
 	refill
-	rm -rf "$dest" "$state"
 	mkdir -p "$dest/new" "$dest/cur" "$dest/tmp" "$state"
 	chmod 700 "$state"
 	client_cmd "$c" "$tr" "$dest" "$state"
@@ -268,18 +306,18 @@ run_once() { # CLIENT TRANSPORT ROUND
 	sleep 0.5
 	la0=$(loadavg)
 	t0=$(date +%s.%N)
-	HOME=$state /usr/bin/time -f '%U %S' -o "$state/time" "${CMD[@]}" \
-		</dev/null >"$state/out" 2>&1 || rc=$?
+	HOME=$state /usr/bin/time -f '%U %S' -o "$log.time" "${CMD[@]}" \
+		</dev/null >"$log.out" 2>&1 || rc=$?
 	t1=$(date +%s.%N)
 	la1=$(loadavg)
 	wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
-	cpu=$(tail -n 1 "$state/time" | awk '{ printf "%.2f", $1 + $2 }')
+	cpu=$(tail -n 1 "$log.time" | awk '{ printf "%.2f", $1 + $2 }')
 	got=$(count_files "$dest/new" "$dest/cur")
 	left=$(count_files "$MAILDROP/new" "$MAILDROP/cur")
 	if [ "$rc" -ne 0 ] || [ "$got" -ne "$NMSG" ] || [ "$left" -ne 0 ]; then
 		errs=1
 		say "$tr $c round $round: FAILED (exit $rc, $got stored, $left left on the server):"
-		tail -n 5 "$state/out" | sed 's/^/fetch.sh:   /' >&2
+		tail -n 5 "$log.out" | sed 's/^/fetch.sh:   /' >&2
 	fi
 	say "$tr round $round $c: ${wall} s, client CPU ${cpu} s, $got stored, $left left, exit $rc (load $la0 -> $la1)"
 	[ "${4:-}" = warmup ] && return 0
@@ -289,7 +327,6 @@ run_once() { # CLIENT TRANSPORT ROUND
 
 MACHINE=$(machine_line)
 say "machine: $MACHINE"
-read -r -a CL <<<"$CLIENTS"
 T_START=$(date +%s)
 LOAD_START=$(loadavg)
 # One warm-up run (page cache, popboxd's processes), not counted.
@@ -353,7 +390,7 @@ client_versions() {
 
 summary > "$RES/summary.tsv"
 report() {
-	echo "## Fetching $NMSG messages through 20 ms each way ($(date -u +%Y-%m-%d))"
+	echo "## Fetching $NMSG messages through $DELAY ms each way ($(date -u +%Y-%m-%d))"
 	echo
 	echo "Machine: $MACHINE; clients: $(client_versions)."
 	echo
@@ -364,6 +401,7 @@ report() {
 	echo "bench/latency-proxy.py ($DELAY ms each way).  popbox-fetch and mpop store"
 	echo "through their own Maildir delivery; fetchmail through a small sh MDA (file"
 	echo "fsynced, renamed into new/; its processes count in fetchmail's CPU)."
+	echo "The clients' Maildirs and state (a new directory each run) on: $MAIL_FS_LINE."
 	echo "$ROUNDS rounds, clients in turn (order rotating); median and in brackets"
 	echo "min–max of the rounds.  Client CPU: user+system of the client and the"
 	echo "processes it waited for.  Load average (1/5/15 min) $LOAD_START at the"

@@ -41,12 +41,16 @@
  *     back, MDA not started), nothing recorded, nothing deleted: the next
  *     run fetches the message: once.
  *   - after 2, before 3 completes: stored, not recorded, not deleted: the
- *     next run fetches it again, A SECOND COPY.  This is the one window
- *     (between two fsyncs, milliseconds; only a crash of this process or
- *     the machine, never a network fault, since 3 is local) that gives a
- *     duplicate; closing it would need the destination to carry the UIDL
- *     in the same atomic step as the message, which an mbox or an MDA
- *     cannot.  Never a loss.
+ *     next run fetches it again, A SECOND COPY (between two fsyncs,
+ *     milliseconds; only a crash of this process or the machine, never a
+ *     network fault, since 3 is local).  Never a loss.  For an mbox or an
+ *     MDA this window stays.  A Maildir closes it by doing 3 in the
+ *     middle of 2: the file fsynced in tmp/, then a durable PENDING
+ *     record naming the file (uidl-db.h), then the rename into new/ and
+ *     the fsync of new/; the next run looks pending names up in the
+ *     Maildir (fetch/run.c recover) and finds each message stored or not
+ *     stored, never both.  That also lets fetch/run.c commit the messages
+ *     of one read together (one fdatasync, one fsync of new/).
  *   - after 3, before 5 completes: recorded, maybe DELE-marked, not
  *     deleted (a server deletes only in UPDATE after QUIT): the next run
  *     finds the record and does not fetch it again; under delete (or

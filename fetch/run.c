@@ -52,6 +52,15 @@ struct saved_reply {
 	char text[RUN_SERVER_TEXT_MAX * 4 + 4];
 };
 
+/* A message prepared in the Maildir's tmp/, waiting for the group
+   commit (commit_staged). */
+struct staged_msg {
+	const struct plan_action *a;
+	struct sink_msg *msg;
+	const char *name;                 /* its name in tmp/ (in msg) */
+	uint64_t octets;
+};
+
 /* One UIDL line: the uid is NUL-terminated at pool + off. */
 struct uid_entry {
 	uint32_t num;
@@ -95,6 +104,7 @@ struct run {
 	struct plan plan;
 	size_t cursor;                    /* next action to queue */
 	struct sink_config sink;
+	struct sink *dest;                /* opened once per run */
 	struct sink_msg *msg;             /* the message being received */
 	const struct plan_action *cur;
 	unsigned char *wbuf;              /* RUN_WRITE_SIZE: message bytes
@@ -103,6 +113,11 @@ struct run {
 	const struct plan_action *pending[RUN_WINDOW];  /* stored, to
 					     record (flush_records) */
 	size_t npending;
+	struct staged_msg staged[RUN_WINDOW];  /* Maildir: prepared, to
+					     commit (commit_staged) */
+	size_t nstaged;
+	bool no_more_commit;              /* a group commit's outcome is
+					     unknown: commit nothing more */
 	uint64_t dele_ok;
 	unsigned int window;
 
@@ -593,7 +608,7 @@ static void message_begin(struct run *r, const struct pop3c_event *ev)
 	info.uidl = a->uidl;
 	info.account = r->a->name;
 	info.size_hint = a->size;
-	if (sink_begin(&r->sink, &info, &r->msg, &st, &error) < 0) {
+	if (sink_begin_in(r->dest, &info, &r->msg, &st, &error) < 0) {
 		store_failed(r, a, st, error);
 		return;
 	}
@@ -655,14 +670,129 @@ static void message_done(struct run *r, const struct plan_action *a)
 	r->res->kept++;
 }
 
+static void count_stored(struct run *r, uint64_t octets)
+{
+	r->res->fetched++;
+	r->res->fetched_bytes += octets;
+	atomic_fetch_add(&r->progress->done, 1);
+}
+
+static void abort_staged(struct run *r, size_t from, size_t to)
+{
+	for (size_t i = from; i < to; i++)
+		sink_abort(&r->staged[i].msg);
+}
+
+/* The staged messages with a UIDL: their pending records (durable), and
+   the index of each in items (the pending list's order). */
+static int stage_records(struct run *r, size_t n, size_t *k_r)
+{
+	struct uidl_db_batch_item items[RUN_WINDOW];
+	const char *names[RUN_WINDOW];
+	const char *error;
+	size_t k = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		const struct plan_action *a = r->staged[i].a;
+
+		if (a->uidl == NULL)
+			continue;
+		items[k].uidl = a->uidl;
+		items[k].len = a->uidl_len;
+		items[k].rec = a->record;
+		names[k++] = r->staged[i].name;
+	}
+	*k_r = k;
+	if (k == 0 || uidl_db_record_pending(r->db, items, names, k,
+					     &error) == 0)
+		return 0;
+	fail(r, RUN_TEMPFAIL, "%zu downloaded message%s not stored: the UIDL "
+	     "table could not be written: %s; nothing more is deleted or "
+	     "fetched this run", n, n > 1 ? "s" : "", error);
+	return -1;
+}
+
+/*
+ * The group commit of the messages prepared in the Maildir's tmp/ since
+ * the last one (those that completed in one read from the server):
+ *   1. their pending records, durable (one fdatasync, uidl-db.h);
+ *   2. each renamed into new/;
+ *   3. one fsync of new/;
+ *   4. their records settled in memory, and their DELEs queued.
+ * A crash before 1 completes leaves them in tmp/ unrecorded (not stored:
+ * fetched again); after it, the next run looks each name up (recover)
+ * and finds it in tmp/ (then moves it) or new/: stored once either way.
+ * So a crash never gives a second copy here, which a record written after
+ * the rename could not promise (fetch/plan.h).  Costs per message: its
+ * file's fsync; per commit: one fdatasync and one fsync of new/.
+ */
+static void commit_staged(struct run *r)
+{
+	size_t n = r->nstaged, k, ki = 0, published = 0;
+	bool stored[RUN_WINDOW] = { false };
+	bool settle[RUN_WINDOW] = { false };
+	enum sink_status st;
+	const char *error;
+
+	if (n == 0)
+		return;
+	r->nstaged = 0;
+	if (r->no_more_commit || stage_records(r, n, &k) < 0) {
+		abort_staged(r, 0, n);
+		if (!r->no_more_commit && uidl_db_pending_count(r->db) > 0)
+			(void)uidl_db_settle_pending(r->db, settle, &error);
+		r->stop_fetching = true;
+		r->no_more_dele = true;
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct plan_action *a = r->staged[i].a;
+
+		if (sink_publish(&r->staged[i].msg, &st, &error) < 0) {
+			store_failed(r, a, st, error);
+		} else {
+			stored[i] = true;
+			published++;
+		}
+		if (a->uidl != NULL)
+			settle[ki++] = stored[i];
+	}
+	if (published > 0 && sink_sync(r->dest, &st, &error) < 0) {
+		/* Renamed, maybe not durable: no DELE; they stay pending
+		   (the final save writes them) for the next run to look up. */
+		fail(r, RUN_TEMPFAIL, "%s; the last %zu messages may not be "
+		     "stored: they are not deleted on the server, and nothing "
+		     "more is fetched this run", error, published);
+		r->no_more_commit = true;
+		r->stop_fetching = true;
+		r->no_more_dele = true;
+		return;
+	}
+	if (k > 0 && uidl_db_settle_pending(r->db, settle, &error) < 0) {
+		fail(r, RUN_TEMPFAIL, "%s; nothing more is deleted or fetched "
+		     "this run", error);
+		r->no_more_commit = true;
+		r->stop_fetching = true;
+		r->no_more_dele = true;
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (!stored[i])
+			continue;
+		count_stored(r, r->staged[i].octets);
+		message_done(r, r->staged[i].a);
+	}
+}
+
 /*
  * Makes the records of the stored messages durable (one fdatasync), then
- * queues their DELEs.  message_stored() calls it at once for each message:
- * a group commit of several messages would save fdatasyncs but widen the
- * window in which a crash leaves stored messages unrecorded (each one a
- * duplicate at the next run, plan.h) from one message to many.  pump()
- * and run_free() call it too, so nothing stored is ever left unrecorded
- * whatever path the run takes.
+ * queues their DELEs: the Maildir's group commit (commit_staged), and for
+ * an mbox or an MDA the record of each message at once
+ * (message_stored): a group commit there would widen the window in which
+ * a crash leaves stored messages unrecorded (each one a duplicate at the
+ * next run, plan.h) from one message to many, and neither can carry a
+ * pending record's name.  pump() and run_free() call it too, so nothing
+ * stored is ever left unrecorded whatever path the run takes.
  */
 static void flush_records(struct run *r)
 {
@@ -670,6 +800,7 @@ static void flush_records(struct run *r)
 	size_t n = r->npending;
 	const char *error;
 
+	commit_staged(r);
 	if (n == 0)
 		return;
 	r->npending = 0;
@@ -694,13 +825,12 @@ static void flush_records(struct run *r)
 		message_done(r, r->pending[i]);
 }
 
-/* Stored: recorded at once (flush_records), and only then its DELE. */
+/* Stored (mbox, MDA): recorded at once (flush_records), and only then its
+   DELE. */
 static void message_stored(struct run *r, const struct plan_action *a,
 			   uint64_t octets)
 {
-	r->res->fetched++;
-	r->res->fetched_bytes += octets;
-	atomic_fetch_add(&r->progress->done, 1);
+	count_stored(r, octets);
 	if (a->uidl == NULL) {
 		/* No UIDL on this server: nothing to record (plan.h). */
 		message_done(r, a);
@@ -708,6 +838,26 @@ static void message_stored(struct run *r, const struct plan_action *a,
 	}
 	r->pending[r->npending++] = a;
 	flush_records(r);
+}
+
+/* Maildir: the message whole and fsynced in tmp/; the group commit
+   (commit_staged) does the rest. */
+static void stage_message(struct run *r, const struct plan_action *a,
+			  uint64_t octets)
+{
+	enum sink_status st;
+	const char *name, *error;
+
+	if (sink_prepare(r->msg, &name, &st, &error) < 0) {
+		sink_abort(&r->msg);
+		store_failed(r, a, st, error);
+		return;
+	}
+	/* At most RUN_WINDOW commands complete between two commits. */
+	r->staged[r->nstaged++] = (struct staged_msg){
+		.a = a, .msg = r->msg, .name = name, .octets = octets,
+	};
+	r->msg = NULL;
 }
 
 /*
@@ -742,6 +892,10 @@ static void message_end(struct run *r, const struct pop3c_event *ev)
 	}
 	if (flush_message(r) < 0)
 		return;
+	if (sink_can_batch(r->dest)) {
+		stage_message(r, a, ev->octets);
+		return;
+	}
 	if (sink_commit(&r->msg, &st, &error) < 0) {
 		store_failed(r, a, st, error);
 		return;
@@ -1256,6 +1410,76 @@ static int open_db(struct run *r)
 	return 0;
 }
 
+/*
+ * Messages an interrupted run left pending (uidl-db.h): each looked up by
+ * its file name in the Maildir; found (or moved from tmp/ into new/ now):
+ * recorded as stored; nowhere: fetched again.  A --list run changes
+ * nothing and opens no Maildir: it shows them as not yet fetched.
+ */
+static int recover(struct run *r)
+{
+	size_t n = uidl_db_pending_count(r->db), found = 0;
+	const char **names;
+	bool *stored;
+	enum sink_status st;
+	const char *error;
+	int ret = 0;
+
+	if (n == 0)
+		return 0;
+	names = calloc(n, sizeof(*names));
+	stored = calloc(n, sizeof(*stored));
+	if (names == NULL || stored == NULL) {
+		free(names);
+		free(stored);
+		fail(r, RUN_TEMPFAIL, "out of memory");
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const char *uidl;
+		size_t len;
+		struct uidl_db_rec rec;
+
+		uidl_db_pending_at(r->db, i, &uidl, &len, &rec, &names[i]);
+	}
+	if (!r->opt->list &&
+	    sink_locate(r->dest, names, n, stored, &st, &error) < 0) {
+		fail(r, st == SINK_PERMFAIL ? RUN_PERMFAIL : RUN_TEMPFAIL,
+		     "cannot tell which messages an interrupted run stored: %s",
+		     error);
+		ret = -1;
+	}
+	for (size_t i = 0; i < n && ret == 0; i++)
+		found += stored[i];
+	if (ret == 0 && uidl_db_settle_pending(r->db, stored, &error) < 0) {
+		fail(r, RUN_TEMPFAIL, "%s", error);
+		ret = -1;
+	}
+	if (ret == 0 && r->opt->verbose)
+		say(r, RUN_LINE_INFO, "an interrupted run left %zu message%s "
+		    "pending: %zu stored, %zu to fetch again", n,
+		    n > 1 ? "s" : "", found, n - found);
+	free(names);
+	free(stored);
+	return ret;
+}
+
+/* The destination, opened once for the run (not for --list). */
+static int open_dest(struct run *r)
+{
+	enum sink_status st;
+	const char *error;
+
+	if (r->opt->list)
+		return 0;
+	if (sink_open(&r->sink, &r->dest, &st, &error) < 0) {
+		fail(r, st == SINK_PERMFAIL ? RUN_PERMFAIL : RUN_TEMPFAIL,
+		     "%s", error);
+		return -1;
+	}
+	return 0;
+}
+
 static bool policy_needs_uidl(const struct account *a)
 {
 	return a->keep != PLAN_DELETE ||
@@ -1387,7 +1611,8 @@ static int session(struct run *r)
 {
 	bool have_uidl = false;
 
-	if (open_db(r) < 0 || connect_server(r) < 0 || login(r) < 0 ||
+	if (open_db(r) < 0 || open_dest(r) < 0 || recover(r) < 0 ||
+	    connect_server(r) < 0 || login(r) < 0 ||
 	    list_messages(r, &have_uidl) < 0 || make_plan(r, have_uidl) < 0)
 		return -1;
 	if (r->opt->list) {
@@ -1411,6 +1636,7 @@ static void run_free(struct run *r)
 	/* No DELE can follow now; the records still must be written. */
 	r->no_more_dele = true;
 	flush_records(r);
+	sink_close(&r->dest);
 	sasl_client_free(&r->sasl);
 	close_conn(r);
 	pop3c_free(&r->pop);

@@ -15,6 +15,7 @@
 #include "sink.h"
 
 struct deliver;
+struct deliver_dir;
 
 /* Spool and copy buffers: a few large writes instead of one per line. */
 #define SINK_BUF_SIZE (64 * 1024)
@@ -31,6 +32,9 @@ struct sink_msg {
 	char *uidl, *account;      /* for the MDA's environment; may be NULL */
 
 	struct deliver *deliver;   /* Maildir */
+	struct deliver_dir *dir;   /* Maildir opened by sink_open (borrowed),
+				      or NULL */
+	bool prepared;             /* Maildir: sink_prepare done */
 	int spool_fd;              /* mbox, MDA: unlinked, LF line ends */
 	uint64_t spool_size;
 	struct mail_lines lines;   /* CRLF -> LF into the spool */

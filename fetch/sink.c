@@ -278,7 +278,9 @@ static int sink_maildir_begin(struct sink_msg *m, uint64_t size_hint,
 	const char *err;
 
 	/* No envelope: nothing added; no policy: no quota; no size limit. */
-	if (deliver_begin(m->target, NULL, NULL, size_hint, 0, &m->deliver,
+	if (m->dir != NULL ?
+	    deliver_begin_in(m->dir, NULL, &m->deliver, &st, &err) < 0 :
+	    deliver_begin(m->target, NULL, NULL, size_hint, 0, &m->deliver,
 			  &st, &err) < 0)
 		return sink_fail(sink_deliver_status(st), status_r, error_r,
 				 "Maildir %s: %s", m->target, err);
@@ -408,9 +410,12 @@ static int sink_start(struct sink_msg *m, const struct sink_config *cfg,
 	return 0;
 }
 
-int sink_begin(const struct sink_config *cfg, const struct sink_msg_info *info,
-	       struct sink_msg **msg_r, enum sink_status *status_r,
-	       const char **error_r)
+/* sink_begin, with the Maildir dir opened by sink_open (or NULL). */
+static int sink_begin_at(const struct sink_config *cfg,
+			 struct deliver_dir *dir,
+			 const struct sink_msg_info *info,
+			 struct sink_msg **msg_r, enum sink_status *status_r,
+			 const char **error_r)
 {
 	struct sink_msg *m;
 
@@ -423,12 +428,20 @@ int sink_begin(const struct sink_config *cfg, const struct sink_msg_info *info,
 	if (m == NULL)
 		return sink_fail(SINK_TEMPFAIL, status_r, error_r,
 				 "out of memory");
+	m->dir = dir;
 	if (sink_start(m, cfg, info, status_r, error_r) < 0) {
 		sink_free(m);
 		return -1;
 	}
 	*msg_r = m;
 	return 0;
+}
+
+int sink_begin(const struct sink_config *cfg, const struct sink_msg_info *info,
+	       struct sink_msg **msg_r, enum sink_status *status_r,
+	       const char **error_r)
+{
+	return sink_begin_at(cfg, NULL, info, msg_r, status_r, error_r);
 }
 
 int sink_write(struct sink_msg *m, const void *data, size_t len,
@@ -489,6 +502,169 @@ void sink_abort(struct sink_msg **mp)
 		return;
 	*mp = NULL;
 	sink_free(m);
+}
+
+/* ---- one destination for many messages ---------------------------------- */
+
+struct sink {
+	struct sink_config cfg;   /* target copied */
+	struct deliver_dir *dir;  /* Maildir */
+};
+
+int sink_open(const struct sink_config *cfg, struct sink **sink_r,
+	      enum sink_status *status_r, const char **error_r)
+{
+	struct sink *sink = calloc(1, sizeof(*sink));
+	enum deliver_status st;
+	const char *err;
+
+	*sink_r = NULL;
+	if (sink == NULL)
+		return sink_fail(SINK_TEMPFAIL, status_r, error_r,
+				 "out of memory");
+	sink->cfg = *cfg;
+	sink->cfg.target = cfg->target != NULL ? strdup(cfg->target) : NULL;
+	sink->cfg.spool_dir = NULL;
+	if (cfg->target != NULL && sink->cfg.target == NULL) {
+		sink_close(&sink);
+		return sink_fail(SINK_TEMPFAIL, status_r, error_r,
+				 "out of memory");
+	}
+	if (cfg->spool_dir != NULL &&
+	    (sink->cfg.spool_dir = strdup(cfg->spool_dir)) == NULL) {
+		sink_close(&sink);
+		return sink_fail(SINK_TEMPFAIL, status_r, error_r,
+				 "out of memory");
+	}
+	if (cfg->kind == SINK_MAILDIR && cfg->target != NULL &&
+	    cfg->target[0] != '\0' &&
+	    deliver_dir_open(cfg->target, &sink->dir, &st, &err) < 0) {
+		sink_close(&sink);
+		return sink_fail(sink_deliver_status(st), status_r, error_r,
+				 "Maildir %s: %s", cfg->target, err);
+	}
+	*sink_r = sink;
+	return 0;
+}
+
+void sink_close(struct sink **sinkp)
+{
+	struct sink *sink = *sinkp;
+
+	if (sink == NULL)
+		return;
+	*sinkp = NULL;
+	deliver_dir_close(&sink->dir);
+	free((char *)sink->cfg.target);
+	free((char *)sink->cfg.spool_dir);
+	free(sink);
+}
+
+int sink_begin_in(struct sink *sink, const struct sink_msg_info *info,
+		  struct sink_msg **msg_r, enum sink_status *status_r,
+		  const char **error_r)
+{
+	return sink_begin_at(&sink->cfg, sink->dir, info, msg_r, status_r,
+			     error_r);
+}
+
+bool sink_can_batch(const struct sink *sink)
+{
+	return sink->dir != NULL;
+}
+
+int sink_prepare(struct sink_msg *m, const char **name_r,
+		 enum sink_status *status_r, const char **error_r)
+{
+	enum deliver_status st;
+	const char *err;
+
+	if (m->failed)
+		return sink_fail_again(m, status_r, error_r);
+	if (m->dir == NULL || m->prepared)
+		return sink_fail(SINK_PERMFAIL, status_r, error_r,
+				 "sink_prepare: not a Maildir of sink_open's, "
+				 "or prepared twice");
+	if (deliver_prepare(m->deliver, &st, &err) < 0) {
+		sink_fail(sink_deliver_status(st), status_r, error_r,
+			  "Maildir %s: %s", m->target, err);
+		return sink_set_failed(m, *status_r, *error_r);
+	}
+	m->prepared = true;
+	*name_r = deliver_base(m->deliver);
+	return 0;
+}
+
+int sink_publish(struct sink_msg **mp, enum sink_status *status_r,
+		 const char **error_r)
+{
+	struct sink_msg *m = *mp;
+	enum deliver_status st;
+	const char *err;
+	int ret = 0;
+
+	*mp = NULL;
+	if (m->failed)
+		ret = sink_fail_again(m, status_r, error_r);
+	else if (!m->prepared)
+		ret = sink_fail(SINK_PERMFAIL, status_r, error_r,
+				"sink_publish before sink_prepare");
+	else if (deliver_publish(&m->deliver, false, NULL, &st, &err) < 0)
+		ret = sink_fail(sink_deliver_status(st), status_r, error_r,
+				"Maildir %s: %s", m->target, err);
+	if (ret == 0)
+		*status_r = SINK_OK;
+	sink_free(m);
+	return ret;
+}
+
+int sink_sync(struct sink *sink, enum sink_status *status_r,
+	      const char **error_r)
+{
+	enum deliver_status st;
+	const char *err;
+
+	if (sink->dir == NULL)
+		return 0;
+	if (deliver_dir_sync(sink->dir, &st, &err) < 0)
+		return sink_fail(sink_deliver_status(st), status_r, error_r,
+				 "Maildir %s: %s", sink->cfg.target, err);
+	return 0;
+}
+
+int sink_locate(struct sink *sink, const char *const *names, size_t n,
+		bool *stored_r, enum sink_status *status_r,
+		const char **error_r)
+{
+	enum deliver_where *where;
+	enum deliver_status st;
+	const char *err;
+
+	for (size_t i = 0; i < n; i++)
+		stored_r[i] = false;
+	if (sink->dir == NULL || n == 0)
+		return 0;
+	if ((where = calloc(n, sizeof(*where))) == NULL)
+		return sink_fail(SINK_TEMPFAIL, status_r, error_r,
+				 "out of memory");
+	if (deliver_dir_locate(sink->dir, names, n, where, &st, &err) < 0) {
+		free(where);
+		return sink_fail(sink_deliver_status(st), status_r, error_r,
+				 "Maildir %s: %s", sink->cfg.target, err);
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (where[i] == DELIVER_WHERE_TMP &&
+		    deliver_dir_publish_tmp(sink->dir, names[i], &st,
+					    &err) < 0) {
+			free(where);
+			return sink_fail(sink_deliver_status(st), status_r,
+					 error_r, "Maildir %s: %s: %s",
+					 sink->cfg.target, names[i], err);
+		}
+		stored_r[i] = where[i] != DELIVER_WHERE_NONE;
+	}
+	free(where);
+	return 0;
 }
 
 /* ---- the trace line ------------------------------------------------------ */

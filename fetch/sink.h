@@ -156,6 +156,64 @@ int sink_commit(struct sink_msg **msg, enum sink_status *status_r,
 void sink_abort(struct sink_msg **msg);
 
 /*
+ * ONE DESTINATION FOR MANY MESSAGES (a popbox-fetch run).  sink_open()
+ * copies cfg; for a Maildir it opens (makes) the Maildir once, removes
+ * tmp/ files a crash left more than 36 hours ago, and keeps tmp/ and new/
+ * open, so that a message costs only its own file.  sink_begin_in() is
+ * sink_begin() into it; sink_write/commit/abort work as above.
+ *
+ * A GROUP COMMIT for a Maildir (sink_can_batch): instead of sink_commit,
+ *   sink_prepare   the file whole and fsynced in tmp/; *name_r is its
+ *                  unique name there (the start of its name in new/);
+ *   (the caller makes a durable record naming it: uidl-db's pending
+ *   records)
+ *   sink_publish   renames it into new/ and frees the message;
+ *   sink_sync      one fsync of new/ for every message published before:
+ *                  only after it are they durable.
+ * A crash between the steps leaves each message in tmp/ (whole) or in
+ * new/ (maybe, before the sync), never half; sink_locate() tells which.
+ */
+struct sink;
+
+int sink_open(const struct sink_config *cfg, struct sink **sink_r,
+	      enum sink_status *status_r, const char **error_r);
+void sink_close(struct sink **sink);   /* NULL fine; sets *sink NULL */
+
+int sink_begin_in(struct sink *sink, const struct sink_msg_info *info,
+		  struct sink_msg **msg_r, enum sink_status *status_r,
+		  const char **error_r);
+
+/* True for a Maildir: sink_prepare/publish/sync may be used. */
+bool sink_can_batch(const struct sink *sink);
+
+/* 0 with *name_r (valid until the message is freed), or -1 with
+   *status_r and *error_r (only sink_abort is left). */
+int sink_prepare(struct sink_msg *msg, const char **name_r,
+		 enum sink_status *status_r, const char **error_r);
+
+/* After sink_prepare: 0, or -1 with nothing of it left in new/ or tmp/.
+   Frees *msg either way. */
+int sink_publish(struct sink_msg **msg, enum sink_status *status_r,
+		 const char **error_r);
+
+/* fsync of new/ (nothing to do for other kinds). */
+int sink_sync(struct sink *sink, enum sink_status *status_r,
+	      const char **error_r);
+
+/*
+ * After a crash: for each names[i] (a name sink_prepare gave), was the
+ * message stored?  stored_r[i] true if it is in new/ or cur/ (a mail
+ * reader may have moved it there), or still whole in tmp/ (then it is
+ * moved into new/ and synced now: a file left in tmp/ would be removed
+ * as stale one day, so it must not count as stored before).  False
+ * when it is nowhere (not stored: fetch it again) and for any kind but a
+ * Maildir.  0, or -1 with *status_r and *error_r.
+ */
+int sink_locate(struct sink *sink, const char *const *names, size_t n,
+		bool *stored_r, enum sink_status *status_r,
+		const char **error_r);
+
+/*
  * Formats a trace line "Received: from <server> by <local host>
  * (popbox-fetch) with POP3 for <user>; <RFC 5322 date>" into buf.
  * server and user come from the configuration; bytes outside 0x21-0x7E

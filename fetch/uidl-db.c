@@ -44,6 +44,14 @@ struct uidl_db_entry {
 	char uidl[UIDL_DB_UIDL_MAX];
 };
 
+/* A pending record (uidl-db.h): what it becomes, and its file name. */
+struct uidl_db_pending {
+	struct uidl_db_rec rec;
+	uint8_t len;
+	char uidl[UIDL_DB_UIDL_MAX];
+	char name[UIDL_DB_NAME_MAX + 1];
+};
+
 struct uidl_db {
 	struct uidl_db_entry *entries;
 	size_t count, cap;
@@ -55,6 +63,10 @@ struct uidl_db {
 	int lock_fd;
 	int append_fd;            /* the file the last save wrote, or -1 */
 	bool dirty;               /* changes only a full save writes */
+	struct uidl_db_pending *pend;  /* not settled yet */
+	size_t npend, pend_cap;
+	bool settled;             /* the file has pending lines that are
+				     settled in memory: a save is due */
 };
 
 static _Thread_local char uidl_db_errbuf[UIDL_DB_ERROR_MAX];
@@ -310,7 +322,84 @@ size_t uidl_db_retain(struct uidl_db *db,
 
 bool uidl_db_dirty(const struct uidl_db *db)
 {
-	return db->dirty;
+	return db->dirty || db->settled;
+}
+
+/* ---- pending records ------------------------------------------------------ */
+
+bool uidl_db_name_valid(const char *name, size_t len)
+{
+	if (len == 0 || len > UIDL_DB_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)name[i] < 0x21 ||
+		    (unsigned char)name[i] > 0x7e || name[i] == '/')
+			return false;
+	return true;
+}
+
+/* Adds a pending record to the list (no checks of its fields here). */
+static int uidl_db_pending_add(struct uidl_db *db, const char *uidl,
+			       size_t len, const struct uidl_db_rec *rec,
+			       const char *name, size_t name_len)
+{
+	struct uidl_db_pending *p;
+
+	if (db->npend >= UIDL_DB_RECORDS_MAX)
+		return -1;
+	if (db->npend == db->pend_cap) {
+		size_t cap = db->pend_cap == 0 ? 64 : db->pend_cap * 2;
+		p = reallocarray(db->pend, cap, sizeof(*p));
+		if (p == NULL)
+			return -1;
+		db->pend = p;
+		db->pend_cap = cap;
+	}
+	p = &db->pend[db->npend++];
+	p->rec = *rec;
+	p->len = (uint8_t)len;
+	memcpy(p->uidl, uidl, len);
+	memcpy(p->name, name, name_len);
+	p->name[name_len] = '\0';
+	return 0;
+}
+
+size_t uidl_db_pending_count(const struct uidl_db *db)
+{
+	return db->npend;
+}
+
+void uidl_db_pending_at(const struct uidl_db *db, size_t i,
+			const char **uidl_r, size_t *len_r,
+			struct uidl_db_rec *rec_r, const char **name_r)
+{
+	const struct uidl_db_pending *p = &db->pend[i];
+
+	*uidl_r = p->uidl;
+	*len_r = p->len;
+	*rec_r = p->rec;
+	*name_r = p->name;
+}
+
+int uidl_db_settle_pending(struct uidl_db *db, const bool *stored,
+			   const char **error_r)
+{
+	bool was_dirty = db->dirty;
+
+	for (size_t i = 0; i < db->npend; i++) {
+		const struct uidl_db_pending *p = &db->pend[i];
+
+		if (stored[i] &&
+		    uidl_db_set(db, p->uidl, p->len, &p->rec, error_r) < 0)
+			return -1;
+	}
+	/* What the file's pending lines say once the lookup is done: not a
+	   change only a save can write (an append after this is fine). */
+	db->dirty = was_dirty;
+	if (db->npend > 0)
+		db->settled = true;
+	db->npend = 0;
+	return 0;
 }
 
 size_t uidl_db_count(const struct uidl_db *db)
@@ -336,6 +425,8 @@ static void uidl_db_clear(struct uidl_db *db)
 	db->count = 0;
 	memset(db->slots, 0, db->nslots * sizeof(*db->slots));
 	db->dirty = false;
+	db->npend = 0;
+	db->settled = false;
 }
 
 void uidl_db_free(struct uidl_db **dbp)
@@ -351,6 +442,7 @@ void uidl_db_free(struct uidl_db **dbp)
 		close(db->lock_fd); /* drops the OFD lock */
 	free(db->entries);
 	free(db->slots);
+	free(db->pend);
 	free(db->path);
 	free(db);
 }
@@ -385,8 +477,8 @@ static bool uidl_db_field(const char *line, size_t len, size_t *pos,
 static const char *uidl_db_parse_line(struct uidl_db *db, const char *line,
 				      size_t len)
 {
-	const char *f[3], *uidl;
-	size_t flen[3], pos = 0, ulen;
+	const char *f[3], *uidl, *name = NULL;
+	size_t flen[3], pos = 0, ulen, nlen = 0;
 	uint64_t t, size;
 	const char *err;
 
@@ -399,9 +491,15 @@ static const char *uidl_db_parse_line(struct uidl_db *db, const char *line,
 	if (uidl_db_number(f[1], flen[1], UIDL_DB_SIZE_DIGITS,
 			   UIDL_DB_SIZE_MAX, &size) < 0)
 		return "bad size";
-	if (flen[2] != 1 || (f[2][0] != UIDL_DB_FULL &&
-			     f[2][0] != UIDL_DB_HEADERS))
+	bool pending = flen[2] == 2 && f[2][0] == UIDL_DB_PENDING;
+	if (flen[2] != 1 && !pending)
 		return "bad state";
+	char state = f[2][flen[2] - 1];
+	if (state != UIDL_DB_FULL && state != UIDL_DB_HEADERS)
+		return "bad state";
+	if (pending && (!uidl_db_field(line, len, &pos, &name, &nlen) ||
+			!uidl_db_name_valid(name, nlen)))
+		return "bad file name";
 	if (pos >= len)
 		return "too few fields";
 	uidl = line + pos;
@@ -409,7 +507,10 @@ static const char *uidl_db_parse_line(struct uidl_db *db, const char *line,
 	if (!uidl_db_uidl_valid(uidl, ulen))
 		return "bad UIDL";
 	struct uidl_db_rec rec = { .first_seen = (int64_t)t, .size = size,
-				   .state = (enum uidl_db_state)f[2][0] };
+				   .state = (enum uidl_db_state)state };
+	if (pending)
+		return uidl_db_pending_add(db, uidl, ulen, &rec, name, nlen) < 0 ?
+		       "too many records, or out of memory" : NULL;
 	/* Fields checked above: only the table's size or memory can fail
 	   (err is not returned: it is in the buffer the caller formats
 	   into). */
@@ -462,6 +563,7 @@ int uidl_db_parse(struct uidl_db *db, const char *text, size_t len,
 	if (info_r != NULL) {
 		info_r->missing = false;
 		info_r->records = db->count;
+		info_r->pending = db->npend;
 		info_r->torn_bytes = (size_t)(end - p);
 	}
 	return 0;
@@ -558,6 +660,19 @@ size_t uidl_db_format_line(char buf[UIDL_DB_LINE_MAX + 1], const char *uidl,
 	return n < 0 || n > UIDL_DB_LINE_MAX ? 0 : (size_t)n;
 }
 
+size_t uidl_db_format_pending(char buf[UIDL_DB_PENDING_LINE_MAX + 1],
+			      const char *uidl, size_t len,
+			      const struct uidl_db_rec *rec, const char *name)
+{
+	int n = snprintf(buf, UIDL_DB_PENDING_LINE_MAX + 1,
+			 "%lld %llu %c%c %s %.*s\n",
+			 (long long)rec->first_seen,
+			 (unsigned long long)rec->size, UIDL_DB_PENDING,
+			 (char)rec->state, name, (int)len, uidl);
+
+	return n < 0 || n > UIDL_DB_PENDING_LINE_MAX ? 0 : (size_t)n;
+}
+
 /* fsync of path's directory. */
 static int uidl_db_fsync_dir(const char *path)
 {
@@ -620,6 +735,17 @@ static int uidl_db_write_table(const struct uidl_db *db, int fd)
 			used = 0;
 		}
 		used += uidl_db_format_line(buf + used, e->uidl, e->len, &rec);
+	}
+	/* The unsettled pending records: the next load looks them up. */
+	for (size_t i = 0; i < db->npend && ret == 0; i++) {
+		const struct uidl_db_pending *p = &db->pend[i];
+
+		if (UIDL_DB_WBUF - used < UIDL_DB_PENDING_LINE_MAX + 1) {
+			ret = uidl_db_write_all(fd, buf, used);
+			used = 0;
+		}
+		used += uidl_db_format_pending(buf + used, p->uidl, p->len,
+					       &p->rec, p->name);
 	}
 	if (ret == 0)
 		ret = uidl_db_write_all(fd, buf, used);
@@ -687,6 +813,7 @@ int uidl_db_save(struct uidl_db *db, const char **error_r)
 	}
 	db->append_fd = fd;
 	db->dirty = false;
+	db->settled = false;
 	return 0;
 }
 
@@ -699,14 +826,57 @@ int uidl_db_record(struct uidl_db *db, const char *uidl, size_t len,
 	return uidl_db_record_batch(db, &item, 1, error_r);
 }
 
+/*
+ * Appends the lines of items[0..n) (pending lines if names is not NULL)
+ * with one write() and one fdatasync().  0 once they are on disk.
+ */
+static int uidl_db_append(struct uidl_db *db,
+			  const struct uidl_db_batch_item *items,
+			  const char *const *names, size_t n,
+			  const char **error_r)
+{
+	size_t used = 0;
+	char *lines;
+	int ret;
+
+	/* n <= UIDL_DB_BATCH_MAX lines of at most UIDL_DB_PENDING_LINE_MAX. */
+	if ((lines = malloc(n * UIDL_DB_PENDING_LINE_MAX + 1)) == NULL)
+		return uidl_db_fail(error_r, "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		if (names != NULL)
+			used += uidl_db_format_pending(lines + used,
+						       items[i].uidl,
+						       items[i].len,
+						       &items[i].rec, names[i]);
+		else
+			used += uidl_db_format_line(lines + used,
+						    items[i].uidl, items[i].len,
+						    &items[i].rec);
+	}
+	ret = uidl_db_write_all(db->append_fd, lines, used);
+	int err = errno;
+	free(lines);
+	if (ret == 0 && fdatasync(db->append_fd) < 0) {
+		ret = -1;
+		err = errno;
+	}
+	if (ret < 0) {
+		/* The file may end in part of these lines now: the next
+		   record rewrites it whole. */
+		close(db->append_fd);
+		db->append_fd = -1;
+		db->dirty = true;
+		return uidl_db_fail_errno(error_r, "append to", db->path, err);
+	}
+	db->dirty = false;
+	return 0;
+}
+
 int uidl_db_record_batch(struct uidl_db *db,
 			 const struct uidl_db_batch_item *items, size_t n,
 			 const char **error_r)
 {
 	bool was_dirty = db->dirty;
-	size_t used = 0;
-	char *lines;
-	int ret;
 
 	if (n == 0 || n > UIDL_DB_BATCH_MAX)
 		return uidl_db_fail(error_r, "%zu records in one batch", n);
@@ -728,31 +898,32 @@ int uidl_db_record_batch(struct uidl_db *db,
 	}
 	if (was_dirty || db->append_fd < 0)
 		return uidl_db_save(db, error_r);
-	/* n <= UIDL_DB_BATCH_MAX lines of at most UIDL_DB_LINE_MAX. */
-	if ((lines = malloc(n * UIDL_DB_LINE_MAX + 1)) == NULL)
-		return uidl_db_fail(error_r, "out of memory");
+	return uidl_db_append(db, items, NULL, n, error_r);
+}
+
+int uidl_db_record_pending(struct uidl_db *db,
+			   const struct uidl_db_batch_item *items,
+			   const char *const *names, size_t n,
+			   const char **error_r)
+{
+	if (n == 0 || n > UIDL_DB_BATCH_MAX)
+		return uidl_db_fail(error_r, "%zu records in one batch", n);
+	if (db->path == NULL)
+		return uidl_db_fail(error_r, "UIDL table has no file");
 	for (size_t i = 0; i < n; i++) {
-		char line[UIDL_DB_LINE_MAX + 1];
-		size_t len = uidl_db_format_line(line, items[i].uidl,
-						 items[i].len, &items[i].rec);
-		memcpy(lines + used, line, len);
-		used += len;
+		if (!uidl_db_uidl_valid(items[i].uidl, items[i].len) ||
+		    !uidl_db_rec_valid(&items[i].rec) ||
+		    !uidl_db_name_valid(names[i], strlen(names[i])))
+			return uidl_db_fail(error_r, "invalid pending record");
 	}
-	ret = uidl_db_write_all(db->append_fd, lines, used);
-	int err = errno;
-	free(lines);
-	if (ret == 0 && fdatasync(db->append_fd) < 0) {
-		ret = -1;
-		err = errno;
+	for (size_t i = 0; i < n; i++) {
+		if (uidl_db_pending_add(db, items[i].uidl, items[i].len,
+					&items[i].rec, names[i],
+					strlen(names[i])) < 0)
+			return uidl_db_fail(error_r, "too many pending records, "
+					    "or out of memory");
 	}
-	if (ret < 0) {
-		/* The file may end in part of these lines now: the next
-		   record rewrites it whole. */
-		close(db->append_fd);
-		db->append_fd = -1;
-		db->dirty = true;
-		return uidl_db_fail_errno(error_r, "append to", db->path, err);
-	}
-	db->dirty = false;
-	return 0;
+	if (db->dirty || db->append_fd < 0)
+		return uidl_db_save(db, error_r);
+	return uidl_db_append(db, items, names, n, error_r);
 }

@@ -19,6 +19,24 @@
  * A later line for a UIDL replaces an earlier one (records are appended
  * as messages are stored; a full save writes each UIDL once).
  *
+ * PENDING RECORDS close the one window in which a crash would give a
+ * second copy (fetch/plan.h): a message going into a Maildir is written
+ * and fsynced in tmp/, then its pending line is made durable, and only
+ * then is it renamed into new/:
+ *
+ *   <first seen> <size> P<state> <name> <uidl>
+ *
+ * <state> is the record it becomes once stored ('F' or 'H'), <name> the
+ * file's unique name in tmp/ (1..UIDL_DB_NAME_MAX characters 0x21-0x7E
+ * except '/'; in new/ or cur/ the name starts with it).  A pending line
+ * says "this message may be stored under this name": the next load hands
+ * such records to the caller (uidl_db_pending_*), which looks the names up
+ * in the Maildir (stored: the record it names; a file still in tmp/: it
+ * is whole, it may be moved into new/; nowhere: not stored, fetch it
+ * again) and settles them (uidl_db_settle_pending) before it plans
+ * anything.  Pending lines do not touch the record of the same UIDL, if
+ * one exists; a save writes the unsettled ones again.
+ *
  * Writing:
  *   uidl_db_save()    the whole table into "<path>.tmp", fsync, rename
  *                     over <path>, fsync the directory: the file is
@@ -70,13 +88,21 @@
 #define UIDL_DB_RECORDS_MAX 2000000
 /* The file: UIDL_DB_RECORDS_MAX lines of at most UIDL_DB_LINE_MAX. */
 #define UIDL_DB_LINE_MAX (13 + 1 + 15 + 1 + 1 + 1 + UIDL_DB_UIDL_MAX + 1)
-#define UIDL_DB_FILE_MAX ((size_t)UIDL_DB_RECORDS_MAX * UIDL_DB_LINE_MAX)
+#define UIDL_DB_FILE_MAX \
+	((size_t)UIDL_DB_RECORDS_MAX * UIDL_DB_PENDING_LINE_MAX)
+/* A pending record's file name (a Maildir base name). */
+#define UIDL_DB_NAME_MAX 127
+/* A pending line: two more fields. */
+#define UIDL_DB_PENDING_LINE_MAX (UIDL_DB_LINE_MAX + 1 + 1 + UIDL_DB_NAME_MAX)
 #define UIDL_DB_HEADER "popbox-fetch-uidl 1\n"
 
 enum uidl_db_state {
 	UIDL_DB_FULL = 'F',    /* the whole message is stored */
 	UIDL_DB_HEADERS = 'H', /* only its header (TOP), the body is not */
 };
+
+/* The state letter that starts a pending line's state field. */
+#define UIDL_DB_PENDING 'P'
 
 struct uidl_db_rec {
 	int64_t first_seen;    /* 0..UIDL_DB_TIME_MAX */
@@ -87,6 +113,7 @@ struct uidl_db_rec {
 struct uidl_db_load_info {
 	bool missing;          /* there was no file: an empty table */
 	size_t records;        /* distinct UIDLs loaded */
+	size_t pending;        /* pending records loaded (not settled) */
 	size_t torn_bytes;     /* bytes after the last LF, ignored */
 };
 
@@ -159,6 +186,46 @@ int uidl_db_record_batch(struct uidl_db *db,
 			 const struct uidl_db_batch_item *items, size_t n,
 			 const char **error_r);
 
+/* True if name[0..len) may be a pending record's file name. */
+bool uidl_db_name_valid(const char *name, size_t len);
+
+/*
+ * Makes pending records (see above) for items[0..n) (1 <= n <=
+ * UIDL_DB_BATCH_MAX; names[i] is item i's file name) durable: one write()
+ * and one fdatasync() for them all (a full save if the table has changes
+ * only a save writes).  Returns 0 only once they are on disk: then, and
+ * only then, may the files be renamed into new/.  -1 with *error_r (none
+ * may be renamed; the records stay pending in memory and a later save
+ * writes them: a lookup finds the files in tmp/ or nowhere).  They join
+ * the pending list in memory.
+ */
+int uidl_db_record_pending(struct uidl_db *db,
+			   const struct uidl_db_batch_item *items,
+			   const char *const *names, size_t n,
+			   const char **error_r);
+
+/* Pending records: those loaded from the file and not settled, and
+   those uidl_db_record_pending() made since the last settle. */
+size_t uidl_db_pending_count(const struct uidl_db *db);
+
+/* The i-th pending record: its UIDL (not NUL-terminated), the record it
+   becomes once stored, and its file name (NUL-terminated). */
+void uidl_db_pending_at(const struct uidl_db *db, size_t i,
+			const char **uidl_r, size_t *len_r,
+			struct uidl_db_rec *rec_r, const char **name_r);
+
+/*
+ * Settles every pending record: stored[i] true puts pending record i's
+ * record into the table (as uidl_db_set), false drops it.  The pending
+ * list is empty afterwards.  Nothing is written: the file's pending
+ * lines say the same to a crash's next load (the files are where the
+ * lookup finds them), and the next save replaces them with plain
+ * records; uidl_db_dirty() says a save is due.  0, or -1 with *error_r
+ * (out of memory, the table full: the list is left as it was).
+ */
+int uidl_db_settle_pending(struct uidl_db *db, const bool *stored,
+			   const char **error_r);
+
 /*
  * Keeps only the records for which keep() returns true, in memory (the
  * next save writes the result).  Returns how many were removed.
@@ -172,7 +239,8 @@ size_t uidl_db_retain(struct uidl_db *db,
    the file as it was. */
 int uidl_db_save(struct uidl_db *db, const char **error_r);
 
-/* True if the table has changes that only a full save puts on disk. */
+/* True if the table has changes that only a full save puts on disk, or
+   the file has pending lines that are settled in memory. */
 bool uidl_db_dirty(const struct uidl_db *db);
 
 /* Number of records. */
@@ -192,6 +260,12 @@ void uidl_db_at(const struct uidl_db *db, size_t i, const char **uidl_r,
  */
 size_t uidl_db_format_line(char buf[UIDL_DB_LINE_MAX + 1], const char *uidl,
 			   size_t len, const struct uidl_db_rec *rec);
+
+/* A pending record's line "<first seen> <size> P<state> <name> <uidl>\n"
+   into buf.  Returns its length. */
+size_t uidl_db_format_pending(char buf[UIDL_DB_PENDING_LINE_MAX + 1],
+			      const char *uidl, size_t len,
+			      const struct uidl_db_rec *rec, const char *name);
 
 /* Frees *db (dropping its lock, not saving) and sets it to NULL; NULL is
    fine. */

@@ -15,8 +15,20 @@
  * A tmp/ file left by a crash is removed by a later delivery once it is
  * 36 hours old (the Maildir convention), or by the admin.
  *
+ * commit is two steps, prepare (everything up to the rename) and publish
+ * (the rename, and the fsync of new/ unless the caller syncs a group of
+ * renames at once with deliver_dir_sync).  The directories live in a
+ * struct deliver_dir: deliver_begin makes one per message inside its
+ * struct deliver and closes it with it; popbox-fetch opens one for a whole
+ * session (deliver_dir_open) and its deliveries borrow it, so that a
+ * message costs only openat, write, fsync, fstat, close and renameat2:
+ * host name, pid and the random seed of the names are taken once per
+ * deliver_dir, and tmp/ is cleaned once per deliver_dir.
+ *
  * Names: "<sec>.M<usec>P<pid>R<32 random bits in hex>.<host>" (the
- * Maildir convention of time, process, randomness and host), then
+ * Maildir convention of time, process, randomness and host; the random
+ * bits are a bijective mix of a per-deliver_dir getrandom seed plus a
+ * counter, so the names one deliver_dir makes never repeat), then
  * ",S=<bytes on disk>,W=<bytes on the POP3 wire>".  With both in the
  * name, popboxd lists a new message without opening it (maildrop.c takes
  * ,W= when it agrees with ,S=); the sizes come from lib/mail-lines, which
@@ -68,7 +80,6 @@
    apart, and short, so that names often stay within the 70 characters of
    a direct UIDL (maildir-name.h). */
 #define DELIVER_HOST_MAX 24
-#define DELIVER_NAME_MAX 128
 /* New names tried when one is taken (never happens in practice). */
 #define DELIVER_NAME_TRIES 8
 /* tmp/ files older than this are left over from a crash (Maildir rule). */
@@ -77,9 +88,22 @@
 #define DELIVER_TMP_SCAN_MAX 1000
 #define DELIVER_ERROR_MAX 256
 
+/* What every message into one Maildir shares. */
+struct deliver_dir {
+	int dir_fd;                   /* the Maildir (a delivery's own: during
+					 deliver_begin only) */
+	int tmp_fd, new_fd;
+	int pid;                      /* name parts, taken once */
+	char host[DELIVER_HOST_MAX + 1];
+	uint32_t seed, counter;       /* the R part of names */
+};
+
 struct deliver {
-	int dir_fd;                   /* the Maildir, during deliver_begin only */
-	int tmp_fd, new_fd, fd;
+	struct deliver_dir *dir;      /* &own, or borrowed (deliver_begin_in:
+					 never closed here) */
+	struct deliver_dir own;       /* deliver_begin's; all -1 otherwise */
+	int fd;                       /* the file, until prepared */
+	bool prepared;                /* durable in tmp/, fd closed */
 	char base[DELIVER_NAME_MAX];  /* the name in tmp/ */
 	struct mail_lines lines;
 	uint64_t received;            /* message bytes fed (size limit) */
@@ -202,26 +226,26 @@ static int deliver_open_subdir(int dir_fd, const char *name)
 	return openat(dir_fd, name, flags);
 }
 
-static int deliver_open_dirs(struct deliver *d, const char *path,
+static int deliver_open_dirs(struct deliver_dir *dir, const char *path,
 			     enum deliver_status *status_r,
 			     const char **error_r)
 {
 	int cur_fd;
 
-	d->dir_fd = deliver_open_maildir(path);
-	if (d->dir_fd < 0)
+	dir->dir_fd = deliver_open_maildir(path);
+	if (dir->dir_fd < 0)
 		return deliver_fail_errno(errno, "open Maildir", true,
 					  status_r, error_r);
-	d->tmp_fd = deliver_open_subdir(d->dir_fd, "tmp");
-	if (d->tmp_fd < 0)
+	dir->tmp_fd = deliver_open_subdir(dir->dir_fd, "tmp");
+	if (dir->tmp_fd < 0)
 		return deliver_fail_errno(errno, "tmp/", true, status_r,
 					  error_r);
-	d->new_fd = deliver_open_subdir(d->dir_fd, "new");
-	if (d->new_fd < 0)
+	dir->new_fd = deliver_open_subdir(dir->dir_fd, "new");
+	if (dir->new_fd < 0)
 		return deliver_fail_errno(errno, "new/", true, status_r,
 					  error_r);
 	/* Readers expect cur/ too. */
-	cur_fd = deliver_open_subdir(d->dir_fd, "cur");
+	cur_fd = deliver_open_subdir(dir->dir_fd, "cur");
 	if (cur_fd < 0)
 		return deliver_fail_errno(errno, "cur/", true, status_r,
 					  error_r);
@@ -229,19 +253,23 @@ static int deliver_open_dirs(struct deliver *d, const char *path,
 	return 0;
 }
 
+/* cur/, for reading (-1 with errno). */
+static int deliver_open_cur(const struct deliver_dir *dir)
+{
+	return openat(dir->dir_fd, "cur",
+		      O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+}
+
 /* ---- quota ------------------------------------------------------------- */
 
-/* Adds one directory entry to the usage if it is a message (as the
-   maildrop lists them): its size from ",S=", else from fstatat. */
+/* Adds a message (as the maildrop lists them) to the usage: its size
+   from the listing, else from ",S=", else from fstatat. */
 static void deliver_usage_add(int dir_fd, const struct dirent *de,
-			      uint64_t *bytes, uint64_t *count)
+			      int64_t size, uint64_t *bytes, uint64_t *count)
 {
 	struct maildir_name mn;
 	struct stat st;
-	int64_t size;
 
-	if (!maildir_dir_is_msg(dir_fd, de, &size))
-		return;
 	maildir_name_parse(de->d_name, strlen(de->d_name), &mn);
 	if (size < 0 && mn.has_size)
 		size = (int64_t)mn.size; /* at most MAILDIR_NAME_SIZE_MAX */
@@ -255,11 +283,17 @@ static void deliver_usage_add(int dir_fd, const struct dirent *de,
 	(*count)++;
 }
 
-/* What new/ or cur/ holds.  -1 with errno if it cannot be read. */
-static int deliver_usage_dir(int dir_fd, uint64_t *bytes, uint64_t *count)
+/* Calls each(dir_fd, entry, size, ctx) for every message of directory
+   dir_fd (maildir_dir_is_msg: size from d_type/statx or -1).  -1 with
+   errno if it cannot be read. */
+static int deliver_each_msg(int dir_fd,
+			    void (*each)(int dir_fd, const struct dirent *de,
+					 int64_t size, void *ctx),
+			    void *ctx)
 {
 	DIR *dir = maildir_dir_open(dir_fd);
 	struct dirent *de;
+	int64_t size;
 
 	if (dir == NULL)
 		return -1;
@@ -267,7 +301,8 @@ static int deliver_usage_dir(int dir_fd, uint64_t *bytes, uint64_t *count)
 		errno = 0;
 		if ((de = readdir(dir)) == NULL)
 			break;
-		deliver_usage_add(dir_fd, de, bytes, count);
+		if (maildir_dir_is_msg(dir_fd, de, &size))
+			each(dir_fd, de, size, ctx);
 	}
 	int err = errno;
 	closedir(dir);
@@ -275,17 +310,37 @@ static int deliver_usage_dir(int dir_fd, uint64_t *bytes, uint64_t *count)
 	return err == 0 ? 0 : -1;
 }
 
+struct deliver_usage_ctx {
+	uint64_t *bytes, *count;
+};
+
+static void deliver_usage_each(int dir_fd, const struct dirent *de,
+			       int64_t size, void *ctx)
+{
+	const struct deliver_usage_ctx *u = ctx;
+
+	deliver_usage_add(dir_fd, de, size, u->bytes, u->count);
+}
+
+/* What new/ or cur/ holds.  -1 with errno if it cannot be read. */
+static int deliver_usage_dir(int dir_fd, uint64_t *bytes, uint64_t *count)
+{
+	struct deliver_usage_ctx u = { .bytes = bytes, .count = count };
+
+	return deliver_each_msg(dir_fd, deliver_usage_each, &u);
+}
+
 static int deliver_usage(struct deliver *d, enum deliver_status *status_r,
 			 const char **error_r)
 {
-	int cur_fd = openat(d->dir_fd, "cur",
-			    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	int cur_fd = deliver_open_cur(d->dir);
 
 	d->used_bytes = d->used_count = 0;
 	if (cur_fd < 0)
 		return deliver_fail_errno(errno, "cur/", true, status_r,
 					  error_r);
-	int ret = deliver_usage_dir(d->new_fd, &d->used_bytes, &d->used_count);
+	int ret = deliver_usage_dir(d->dir->new_fd, &d->used_bytes,
+				    &d->used_count);
 	if (ret == 0)
 		ret = deliver_usage_dir(cur_fd, &d->used_bytes, &d->used_count);
 	int err = errno;
@@ -365,21 +420,54 @@ static void deliver_host(char out[DELIVER_HOST_MAX + 1])
 	out[n] = '\0';
 }
 
-/* A new unique base name into out. */
-static void deliver_make_base(char out[DELIVER_NAME_MAX])
+/* 32 random bits, once per deliver_dir (a clock and counter mix if the
+   kernel has no randomness to give yet). */
+static uint32_t deliver_seed(void)
 {
-	char host[DELIVER_HOST_MAX + 1];
 	struct timespec ts;
 	uint32_t rnd;
 
+	if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) == (ssize_t)sizeof(rnd))
+		return rnd;
 	clock_gettime(CLOCK_REALTIME, &ts);
-	if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd))
-		rnd = (uint32_t)ts.tv_nsec ^
-		      (atomic_fetch_add(&deliver_counter, 1) << 20);
-	deliver_host(host);
+	return (uint32_t)ts.tv_nsec ^
+	       (atomic_fetch_add(&deliver_counter, 1) << 20);
+}
+
+/* A bijection of the 32-bit values (MurmurHash3's finaliser): distinct
+   counters give distinct, random-looking R parts. */
+static uint32_t deliver_mix32(uint32_t h)
+{
+	h ^= h >> 16;
+	h *= 0x85ebca6bu;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35u;
+	h ^= h >> 16;
+	return h;
+}
+
+/* The parts of every name made in dir: host, pid, seed. */
+static void deliver_dir_name_parts(struct deliver_dir *dir)
+{
+	deliver_host(dir->host);
+	dir->pid = (int)getpid();
+	dir->seed = deliver_seed();
+	dir->counter = 0;
+}
+
+/* A new unique base name into out (no system call: the clock is the
+   vDSO's). */
+static void deliver_make_base(struct deliver_dir *dir,
+			      char out[DELIVER_NAME_MAX])
+{
+	struct timespec ts;
+	/* Unsigned: wraps around after 2^32 names, which is fine. */
+	uint32_t rnd = deliver_mix32(dir->seed + dir->counter++);
+
+	clock_gettime(CLOCK_REALTIME, &ts);
 	snprintf(out, DELIVER_NAME_MAX, "%lld.M%06ldP%dR%08x.%s",
-		 (long long)ts.tv_sec, ts.tv_nsec / 1000, (int)getpid(),
-		 (unsigned int)rnd, host);
+		 (long long)ts.tv_sec, ts.tv_nsec / 1000, dir->pid,
+		 (unsigned int)rnd, dir->host);
 }
 
 static int deliver_create_tmp(struct deliver *d, enum deliver_status *status_r,
@@ -389,8 +477,8 @@ static int deliver_create_tmp(struct deliver *d, enum deliver_status *status_r,
 			  O_NOCTTY | O_CLOEXEC;
 
 	for (int tries = 0; tries < DELIVER_NAME_TRIES; tries++) {
-		deliver_make_base(d->base);
-		d->fd = openat(d->tmp_fd, d->base, flags, 0600);
+		deliver_make_base(d->dir, d->base);
+		d->fd = openat(d->dir->tmp_fd, d->base, flags, 0600);
 		if (d->fd >= 0)
 			return 0;
 		int err = errno;
@@ -519,6 +607,77 @@ static int deliver_headers(struct deliver *d, const struct deliver_envelope *env
 	return deliver_flush(&o, status_r, error_r);
 }
 
+/* ---- the directories ------------------------------------------------- */
+
+static void deliver_dir_reset(struct deliver_dir *dir)
+{
+	memset(dir, 0, sizeof(*dir));
+	dir->dir_fd = dir->tmp_fd = dir->new_fd = -1;
+}
+
+/* Closes what is open; a reset dir is fine. */
+static void deliver_dir_release(struct deliver_dir *dir)
+{
+	if (dir->tmp_fd >= 0)
+		close(dir->tmp_fd);
+	if (dir->new_fd >= 0)
+		close(dir->new_fd);
+	if (dir->dir_fd >= 0)
+		close(dir->dir_fd);
+	deliver_dir_reset(dir);
+}
+
+/* Opens (making what is missing) the Maildir at path into a reset dir. */
+static int deliver_dir_setup(struct deliver_dir *dir, const char *path,
+			     enum deliver_status *status_r,
+			     const char **error_r)
+{
+	if (deliver_open_dirs(dir, path, status_r, error_r) < 0)
+		return -1;
+	deliver_dir_name_parts(dir);
+	return 0;
+}
+
+int deliver_dir_open(const char *path, struct deliver_dir **dir_r,
+		     enum deliver_status *status_r, const char **error_r)
+{
+	struct deliver_dir *dir = malloc(sizeof(*dir));
+
+	*dir_r = NULL;
+	if (dir == NULL)
+		return deliver_fail(DELIVER_TEMPFAIL, "out of memory",
+				    status_r, error_r);
+	deliver_dir_reset(dir);
+	if (deliver_dir_setup(dir, path, status_r, error_r) < 0) {
+		deliver_dir_release(dir);
+		free(dir);
+		return -1;
+	}
+	deliver_clean_tmp(dir->tmp_fd);
+	*dir_r = dir;
+	return 0;
+}
+
+void deliver_dir_close(struct deliver_dir **dirp)
+{
+	struct deliver_dir *dir = *dirp;
+
+	if (dir == NULL)
+		return;
+	*dirp = NULL;
+	deliver_dir_release(dir);
+	free(dir);
+}
+
+int deliver_dir_sync(struct deliver_dir *dir, enum deliver_status *status_r,
+		     const char **error_r)
+{
+	if (fsync(dir->new_fd) < 0)
+		return deliver_fail_errno(errno, "fsync new/", false, status_r,
+					  error_r);
+	return 0;
+}
+
 /* ---- the interface ----------------------------------------------------- */
 
 static struct deliver *deliver_new(const struct user_policy *policy,
@@ -528,7 +687,9 @@ static struct deliver *deliver_new(const struct user_policy *policy,
 
 	if (d == NULL)
 		return NULL;
-	d->dir_fd = d->tmp_fd = d->new_fd = d->fd = -1;
+	deliver_dir_reset(&d->own);
+	d->dir = &d->own;
+	d->fd = -1;
 	d->size_limit = size_limit;
 	d->quota_storage = policy != NULL && policy->quota_storage > 0 ?
 			   (uint64_t)policy->quota_storage : 0;
@@ -538,19 +699,15 @@ static struct deliver *deliver_new(const struct user_policy *policy,
 	return d;
 }
 
-/* Closes everything, removes the tmp/ file if there is one, frees. */
+/* Closes the file and the delivery's own directories (never borrowed
+   ones), removes the tmp/ file if asked and there is one, frees. */
 static void deliver_free(struct deliver *d, bool remove_tmp)
 {
 	if (d->fd >= 0)
 		close(d->fd);
-	if (remove_tmp && d->tmp_fd >= 0 && d->base[0] != '\0')
-		(void)unlinkat(d->tmp_fd, d->base, 0);
-	if (d->tmp_fd >= 0)
-		close(d->tmp_fd);
-	if (d->new_fd >= 0)
-		close(d->new_fd);
-	if (d->dir_fd >= 0)
-		close(d->dir_fd);
+	if (remove_tmp && d->dir->tmp_fd >= 0 && d->base[0] != '\0')
+		(void)unlinkat(d->dir->tmp_fd, d->base, 0);
+	deliver_dir_release(&d->own);
 	free(d);
 }
 
@@ -561,29 +718,47 @@ bool deliver_envelope_valid(const struct deliver_envelope *env)
 		(env->delivered_to == NULL || deliver_addr_ok(env->delivered_to)));
 }
 
-static int deliver_start(struct deliver *d, const char *path,
-			 const struct deliver_envelope *env,
-			 uint64_t size_hint, enum deliver_status *status_r,
-			 const char **error_r)
+static int deliver_check_envelope(const struct deliver_envelope *env,
+				  enum deliver_status *status_r,
+				  const char **error_r)
 {
 	if (!deliver_envelope_valid(env))
 		return deliver_fail(DELIVER_PERMFAIL,
 				    "envelope address too long or with "
 				    "control characters", status_r, error_r);
+	return 0;
+}
+
+/* The file in tmp/ and its added headers: what both begins share. */
+static int deliver_start_file(struct deliver *d,
+			      const struct deliver_envelope *env,
+			      enum deliver_status *status_r,
+			      const char **error_r)
+{
+	if (deliver_create_tmp(d, status_r, error_r) < 0)
+		return -1;
+	return deliver_headers(d, env, status_r, error_r);
+}
+
+static int deliver_start(struct deliver *d, const char *path,
+			 const struct deliver_envelope *env,
+			 uint64_t size_hint, enum deliver_status *status_r,
+			 const char **error_r)
+{
+	if (deliver_check_envelope(env, status_r, error_r) < 0)
+		return -1;
 	if (d->size_limit > 0 && size_hint > d->size_limit)
 		return deliver_fail(DELIVER_TOO_BIG,
 				    "message is larger than message_size_limit",
 				    status_r, error_r);
-	if (deliver_open_dirs(d, path, status_r, error_r) < 0)
+	if (deliver_dir_setup(&d->own, path, status_r, error_r) < 0)
 		return -1;
 	if ((d->quota_storage > 0 || d->quota_messages > 0) &&
 	    (deliver_usage(d, status_r, error_r) < 0 ||
 	     deliver_quota_check(d, size_hint, status_r, error_r) < 0))
 		return -1;
-	deliver_clean_tmp(d->tmp_fd);
-	if (deliver_create_tmp(d, status_r, error_r) < 0)
-		return -1;
-	return deliver_headers(d, env, status_r, error_r);
+	deliver_clean_tmp(d->own.tmp_fd);
+	return deliver_start_file(d, env, status_r, error_r);
 }
 
 int deliver_begin(const char *path, const struct deliver_envelope *env,
@@ -603,10 +778,37 @@ int deliver_begin(const char *path, const struct deliver_envelope *env,
 	}
 	/* Not needed any more: an open delivery holds DELIVER_OPEN_FDS
 	   (tmp/, new/ and the file). */
-	close(d->dir_fd);
-	d->dir_fd = -1;
+	close(d->own.dir_fd);
+	d->own.dir_fd = -1;
 	*d_r = d;
 	return 0;
+}
+
+int deliver_begin_in(struct deliver_dir *dir, const struct deliver_envelope *env,
+		     struct deliver **d_r, enum deliver_status *status_r,
+		     const char **error_r)
+{
+	struct deliver *d;
+
+	*d_r = NULL;
+	if (deliver_check_envelope(env, status_r, error_r) < 0)
+		return -1;
+	d = deliver_new(NULL, 0);
+	if (d == NULL)
+		return deliver_fail(DELIVER_TEMPFAIL, "out of memory",
+				    status_r, error_r);
+	d->dir = dir;
+	if (deliver_start_file(d, env, status_r, error_r) < 0) {
+		deliver_free(d, true);
+		return -1;
+	}
+	*d_r = d;
+	return 0;
+}
+
+const char *deliver_base(const struct deliver *d)
+{
+	return d == NULL ? "" : d->base;
 }
 
 /* The limits, checked while the message grows: stop before the disk
@@ -635,7 +837,8 @@ static int deliver_set_failed(struct deliver *d, enum deliver_status status,
 		close(d->fd);
 		d->fd = -1;
 	}
-	(void)unlinkat(d->tmp_fd, d->base, 0);
+	if (d->base[0] != '\0')
+		(void)unlinkat(d->dir->tmp_fd, d->base, 0);
 	d->base[0] = '\0';
 	return -1;
 }
@@ -657,6 +860,10 @@ int deliver_write(struct deliver *d, const void *data, size_t len,
 
 	if (d->failed)
 		return deliver_fail_again(d, status_r, error_r);
+	if (d->prepared)
+		return deliver_fail(DELIVER_TEMPFAIL,
+				    "deliver_write after deliver_prepare",
+				    status_r, error_r);
 	d->received += len;
 	deliver_out_start(&o, d);
 	/* The size limit is known before writing; the quota needs the
@@ -669,6 +876,24 @@ int deliver_write(struct deliver *d, const void *data, size_t len,
 	return 0;
 }
 
+/* tmp/from into new/to without ever replacing a file there: renameat2
+   RENAME_NOREPLACE, or where the file system lacks it link() (which never
+   replaces either) and unlink of the tmp/ name.  -1 with errno (EEXIST:
+   to is taken). */
+static int deliver_move(const struct deliver_dir *dir, const char *from,
+			const char *to)
+{
+	int ret = renameat2(dir->tmp_fd, from, dir->new_fd, to,
+			    RENAME_NOREPLACE);
+
+	if (ret < 0 && (errno == EINVAL || errno == ENOSYS)) {
+		ret = linkat(dir->tmp_fd, from, dir->new_fd, to, 0);
+		if (ret == 0)
+			(void)unlinkat(dir->tmp_fd, from, 0);
+	}
+	return ret;
+}
+
 /* Moves the file into new/ under its final name (into name_r). */
 static int deliver_rename(struct deliver *d, char *name_r, size_t size,
 			  enum deliver_status *status_r, const char **error_r)
@@ -679,19 +904,11 @@ static int deliver_rename(struct deliver *d, char *name_r, size_t size,
 	snprintf(base, sizeof(base), "%s", d->base);
 	for (int tries = 0; tries < DELIVER_NAME_TRIES && ret < 0; tries++) {
 		if (tries > 0)
-			deliver_make_base(base);
+			deliver_make_base(d->dir, base);
 		snprintf(name_r, size, "%s,S=%llu,W=%llu", base,
 			 (unsigned long long)mail_lines_disk_size(&d->lines),
 			 (unsigned long long)mail_lines_wire_size(&d->lines));
-		ret = renameat2(d->tmp_fd, d->base, d->new_fd, name_r,
-				RENAME_NOREPLACE);
-		if (ret < 0 && (errno == EINVAL || errno == ENOSYS)) {
-			/* No RENAME_NOREPLACE here: link() never replaces
-			   either; the tmp/ name goes afterwards. */
-			ret = linkat(d->tmp_fd, d->base, d->new_fd, name_r, 0);
-			if (ret == 0)
-				(void)unlinkat(d->tmp_fd, d->base, 0);
-		}
+		ret = deliver_move(d->dir, d->base, name_r);
 		if (ret < 0 && errno != EEXIST)
 			return deliver_fail_errno(errno, "rename into new/",
 						  false, status_r, error_r);
@@ -736,8 +953,36 @@ static int deliver_finish_file(struct deliver *d,
 	return 0;
 }
 
-int deliver_commit(struct deliver **dp, char **name_r,
-		   enum deliver_status *status_r, const char **error_r)
+int deliver_prepare(struct deliver *d, enum deliver_status *status_r,
+		    const char **error_r)
+{
+	if (d->failed)
+		return deliver_fail_again(d, status_r, error_r);
+	if (d->prepared)
+		return 0;
+	if (deliver_finish_file(d, status_r, error_r) < 0)
+		return deliver_set_failed(d, *status_r, *error_r);
+	d->prepared = true;
+	return 0;
+}
+
+/* fsync of new/ after name went in.  Not durable, so not a success: the
+   file is taken back out, so that a retry (the sender's, or the POP3
+   server still holding the message) does not make a second copy. */
+static int deliver_sync_new(const struct deliver_dir *dir, const char *name,
+			    enum deliver_status *status_r,
+			    const char **error_r)
+{
+	if (fsync(dir->new_fd) == 0)
+		return 0;
+	deliver_fail_errno(errno, "fsync new/", false, status_r, error_r);
+	(void)unlinkat(dir->new_fd, name, 0);
+	(void)fsync(dir->new_fd);
+	return -1;
+}
+
+int deliver_publish(struct deliver **dp, bool sync_dir, char **name_r,
+		    enum deliver_status *status_r, const char **error_r)
 {
 	struct deliver *d = *dp;
 	char name[DELIVER_NAME_MAX + 64];
@@ -745,23 +990,12 @@ int deliver_commit(struct deliver **dp, char **name_r,
 	*dp = NULL;
 	if (name_r != NULL)
 		*name_r = NULL;
-	if (d->failed) {
-		deliver_fail_again(d, status_r, error_r);
-		deliver_free(d, true);
-		return -1;
-	}
-	if (deliver_finish_file(d, status_r, error_r) < 0 ||
+	if (deliver_prepare(d, status_r, error_r) < 0 ||
 	    deliver_rename(d, name, sizeof(name), status_r, error_r) < 0) {
 		deliver_free(d, true);
 		return -1;
 	}
-	if (fsync(d->new_fd) < 0) {
-		/* Not durable, so not a success: take it back out, so that
-		   the sender's retry does not make a second copy. */
-		deliver_fail_errno(errno, "fsync new/", false, status_r,
-				   error_r);
-		(void)unlinkat(d->new_fd, name, 0);
-		(void)fsync(d->new_fd);
+	if (sync_dir && deliver_sync_new(d->dir, name, status_r, error_r) < 0) {
 		deliver_free(d, false);
 		return -1;
 	}
@@ -774,6 +1008,12 @@ int deliver_commit(struct deliver **dp, char **name_r,
 	return 0;
 }
 
+int deliver_commit(struct deliver **dp, char **name_r,
+		   enum deliver_status *status_r, const char **error_r)
+{
+	return deliver_publish(dp, true, name_r, status_r, error_r);
+}
+
 void deliver_abort(struct deliver **dp)
 {
 	struct deliver *d = *dp;
@@ -782,4 +1022,208 @@ void deliver_abort(struct deliver **dp)
 		return;
 	*dp = NULL;
 	deliver_free(d, true);
+}
+
+/* ---- recovery ---------------------------------------------------------- */
+
+/* One base name looked for by deliver_dir_locate, and its index. */
+struct deliver_key {
+	const char *base;
+	size_t index;
+};
+
+static int deliver_key_cmp(const void *a, const void *b)
+{
+	const struct deliver_key *ka = a, *kb = b;
+
+	return strcmp(ka->base, kb->base);
+}
+
+/* strcmp(base, name[0..len)) as if name ended at len (len <= strlen). */
+static int deliver_prefix_cmp(const char *base, const char *name, size_t len)
+{
+	int c = strncmp(base, name, len);
+
+	if (c != 0)
+		return c;
+	return base[len] == '\0' ? 0 : 1; /* base is longer: after */
+}
+
+/* Every key equal to name[0..len) (there may be duplicates) is at least
+   at where. */
+static void deliver_locate_mark(const struct deliver_key *keys, size_t n,
+				const char *name, size_t len,
+				enum deliver_where where,
+				enum deliver_where *where_r)
+{
+	size_t lo = 0, hi = n;
+
+	if (len == 0)
+		return;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (deliver_prefix_cmp(keys[mid].base, name, len) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (; lo < n && deliver_prefix_cmp(keys[lo].base, name, len) == 0;
+	     lo++) {
+		if (where_r[keys[lo].index] < where)
+			where_r[keys[lo].index] = where;
+	}
+}
+
+/* One directory entry: in tmp/ the name is the base; in new/ or cur/ it
+   is the base, or the base followed by ',' or ':' and more. */
+static void deliver_locate_name(const struct deliver_key *keys, size_t n,
+				const char *name, enum deliver_where where,
+				enum deliver_where *where_r)
+{
+	size_t len = strlen(name);
+
+	if (where == DELIVER_WHERE_TMP) {
+		deliver_locate_mark(keys, n, name, len, where, where_r);
+		return;
+	}
+	for (size_t i = 1; i <= len; i++) {
+		if (i == len || name[i] == ',' || name[i] == ':')
+			deliver_locate_mark(keys, n, name, i, where, where_r);
+	}
+}
+
+struct deliver_locate_ctx {
+	const struct deliver_key *keys;
+	size_t n;
+	enum deliver_where where;
+	enum deliver_where *where_r;
+};
+
+static void deliver_locate_each(int dir_fd, const struct dirent *de,
+				int64_t size, void *ctx)
+{
+	const struct deliver_locate_ctx *l = ctx;
+
+	(void)dir_fd;
+	(void)size;
+	deliver_locate_name(l->keys, l->n, de->d_name, l->where, l->where_r);
+}
+
+/* One pass over the messages of directory dir_fd.  -1 with errno. */
+static int deliver_locate_dir(int dir_fd, const struct deliver_key *keys,
+			      size_t n, enum deliver_where where,
+			      enum deliver_where *where_r)
+{
+	struct deliver_locate_ctx l = {
+		.keys = keys, .n = n, .where = where, .where_r = where_r,
+	};
+
+	return deliver_each_msg(dir_fd, deliver_locate_each, &l);
+}
+
+/* tmp/, new/ and cur/ in turn. */
+static int deliver_locate_all(struct deliver_dir *dir,
+			      const struct deliver_key *keys, size_t n,
+			      enum deliver_where *where_r,
+			      enum deliver_status *status_r,
+			      const char **error_r)
+{
+	int cur_fd, ret;
+
+	if (deliver_locate_dir(dir->tmp_fd, keys, n, DELIVER_WHERE_TMP,
+			       where_r) < 0)
+		return deliver_fail_errno(errno, "read tmp/", false, status_r,
+					  error_r);
+	if (deliver_locate_dir(dir->new_fd, keys, n, DELIVER_WHERE_STORED,
+			       where_r) < 0)
+		return deliver_fail_errno(errno, "read new/", false, status_r,
+					  error_r);
+	cur_fd = deliver_open_cur(dir);
+	if (cur_fd < 0)
+		return deliver_fail_errno(errno, "cur/", false, status_r,
+					  error_r);
+	ret = deliver_locate_dir(cur_fd, keys, n, DELIVER_WHERE_STORED,
+				 where_r);
+	int err = errno;
+	close(cur_fd);
+	if (ret < 0)
+		return deliver_fail_errno(err, "read cur/", false, status_r,
+					  error_r);
+	return 0;
+}
+
+int deliver_dir_locate(struct deliver_dir *dir, const char *const *bases,
+		       size_t n, enum deliver_where *where_r,
+		       enum deliver_status *status_r, const char **error_r)
+{
+	struct deliver_key *keys;
+	int ret;
+
+	for (size_t i = 0; i < n; i++)
+		where_r[i] = DELIVER_WHERE_NONE;
+	if (n == 0)
+		return 0;
+	/* calloc checks n * size for overflow. */
+	keys = calloc(n, sizeof(*keys));
+	if (keys == NULL)
+		return deliver_fail(DELIVER_TEMPFAIL, "out of memory",
+				    status_r, error_r);
+	for (size_t i = 0; i < n; i++) {
+		keys[i].base = bases[i];
+		keys[i].index = i;
+	}
+	qsort(keys, n, sizeof(*keys), deliver_key_cmp);
+	ret = deliver_locate_all(dir, keys, n, where_r, status_r, error_r);
+	free(keys);
+	return ret;
+}
+
+/* A name that can only mean a file right in tmp/: not empty, no '/', no
+   leading '.' ("." and "..", and files readers skip), printable ASCII
+   without space, not too long. */
+static bool deliver_plain_base(const char *base)
+{
+	size_t len = strnlen(base, DELIVER_NAME_MAX + 1);
+
+	if (len == 0 || len > DELIVER_NAME_MAX || base[0] == '.')
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)base[i];
+		if (c <= 0x20 || c >= 0x7f || c == '/')
+			return false;
+	}
+	return true;
+}
+
+int deliver_dir_publish_tmp(struct deliver_dir *dir, const char *base,
+			    enum deliver_status *status_r,
+			    const char **error_r)
+{
+	char name[DELIVER_NAME_MAX + 32];
+	struct stat st;
+
+	if (!deliver_plain_base(base))
+		return deliver_fail(DELIVER_PERMFAIL,
+				    "not a plain tmp/ file name", status_r,
+				    error_r);
+	if (fstatat(dir->tmp_fd, base, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return deliver_fail_errno(errno, "tmp/ file", false, status_r,
+					  error_r);
+	if (!S_ISREG(st.st_mode))
+		return deliver_fail(DELIVER_PERMFAIL,
+				    "tmp/ entry is not a regular file",
+				    status_r, error_r);
+	snprintf(name, sizeof(name), "%s,S=%llu", base,
+		 (unsigned long long)st.st_size);
+	if (deliver_move(dir, base, name) < 0)
+		return deliver_fail_errno(errno, "rename into new/", false,
+					  status_r, error_r);
+	if (fsync(dir->new_fd) < 0) {
+		int err = errno;
+		/* The only copy: back where it was, not removed. */
+		(void)renameat(dir->new_fd, name, dir->tmp_fd, base);
+		return deliver_fail_errno(err, "fsync new/", false, status_r,
+					  error_r);
+	}
+	return 0;
 }

@@ -9,6 +9,11 @@
  * quota (bytes, messages, a message larger than the quota), the size
  * limit (stopped while writing), and that abort and every failure leave
  * nothing in new/ or tmp/.
+ *
+ * The group commit of popbox-fetch (struct deliver_dir): many messages
+ * through one open Maildir, publish without sync then one deliver_dir_sync,
+ * abort after prepare, and the crash recovery (deliver_dir_locate in tmp/,
+ * new/ and cur/, deliver_dir_publish_tmp and the names it refuses).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -579,6 +584,18 @@ static void test_open_deliveries_are_small(void **state)
 	assert_int_equal(open_fds(), fds);
 }
 
+/* f->path: a Maildir whose parent is a plain file (cannot be made). */
+static void maildir_under_a_file(struct fixture *f)
+{
+	int fd;
+
+	snprintf(f->buf, sizeof(f->buf), "%s/afile", f->root);
+	fd = open(f->buf, O_WRONLY | O_CREAT, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	snprintf(f->path, sizeof(f->path), "%s/afile/Maildir", f->root);
+}
+
 /* A Maildir that cannot be made is PERMFAIL, with nothing made. */
 static void test_permfail(void **state)
 {
@@ -587,13 +604,8 @@ static void test_permfail(void **state)
 	enum deliver_status status;
 	struct deliver *d;
 	const char *error;
-	int fd;
 
-	snprintf(f->buf, sizeof(f->buf), "%s/afile", f->root);
-	fd = open(f->buf, O_WRONLY | O_CREAT, 0600);
-	assert_true(fd >= 0);
-	close(fd);
-	snprintf(f->path, sizeof(f->path), "%s/afile/Maildir", f->root);
+	maildir_under_a_file(f);
 	assert_int_equal(deliver_begin(f->path, NULL, &pol, 0, 0, &d, &status,
 				       &error), -1);
 	assert_int_equal(status, DELIVER_PERMFAIL);
@@ -633,6 +645,442 @@ static void test_stale_tmp_cleaned(void **state)
 	assert_int_equal(access(P(f, "tmp/fresh"), F_OK), 0);
 }
 
+/* ---- many messages into one Maildir (struct deliver_dir) ---------------- */
+
+static struct deliver_dir *dir_open(struct fixture *f)
+{
+	struct deliver_dir *dir;
+	enum deliver_status status;
+	const char *error;
+
+	assert_int_equal(deliver_dir_open(f->path, &dir, &status, &error), 0);
+	assert_non_null(dir);
+	return dir;
+}
+
+/* begin_in + write + prepare: a message durable in tmp/, its base in
+   base_r. */
+static struct deliver *dir_prepared(struct deliver_dir *dir,
+				    const struct deliver_envelope *env,
+				    const char *msg, char *base_r, size_t size)
+{
+	struct deliver *d;
+	enum deliver_status status;
+	const char *error;
+
+	assert_int_equal(deliver_begin_in(dir, env, &d, &status, &error), 0);
+	assert_non_null(d);
+	assert_int_equal(deliver_write(d, msg, strlen(msg), &status, &error),
+			 0);
+	assert_int_equal(deliver_prepare(d, &status, &error), 0);
+	assert_true(strlen(deliver_base(d)) > 0);
+	if (base_r != NULL)
+		snprintf(base_r, size, "%s", deliver_base(d));
+	return d;
+}
+
+/* One whole message through dir; its final name (malloc'ed). */
+static char *dir_store(struct deliver_dir *dir, const char *msg,
+		       bool sync_dir, char *base_r, size_t size)
+{
+	struct deliver *d = dir_prepared(dir, NULL, msg, base_r, size);
+	enum deliver_status status;
+	const char *error;
+	char *name;
+
+	assert_int_equal(deliver_publish(&d, sync_dir, &name, &status, &error),
+			 0);
+	assert_null(d);
+	assert_int_equal(status, DELIVER_OK);
+	assert_non_null(name);
+	return name;
+}
+
+static void assert_file_is(struct fixture *f, const char *rel,
+			   const char *want)
+{
+	size_t len;
+	uint8_t *got = read_all(P(f, rel), &len);
+
+	assert_int_equal(len, strlen(want));
+	assert_memory_equal(got, want, len);
+	free(got);
+}
+
+#define MANY_MSGS 60
+
+/* Many messages through one open dir: each lands whole under its own
+   name (base + ,S= ,W=), the dir's descriptors stay the same, every
+   message leaves none open, and closing gives all back. */
+static void test_dir_many_messages(void **state)
+{
+	struct fixture *f = *state;
+	int fds = open_fds();
+	struct deliver_dir *dir = dir_open(f);
+	int fds_open = open_fds();
+	char base[DELIVER_NAME_MAX], rel[300], msg[64], want[64];
+
+	/* The directory, tmp/ and new/. */
+	assert_int_equal(fds_open - fds, 3);
+	for (int i = 0; i < MANY_MSGS; i++) {
+		struct maildir_name mn;
+		struct stat st;
+
+		snprintf(msg, sizeof(msg), "Subject: %d\r\n\r\nbody %d\r\n", i,
+			 i);
+		snprintf(want, sizeof(want), "Subject: %d\n\nbody %d\n", i, i);
+		char *name = dir_store(dir, msg, i % 2 == 0, base,
+				       sizeof(base));
+		assert_int_equal(open_fds(), fds_open);
+		/* The final name is the base, then the sizes. */
+		assert_memory_equal(name, base, strlen(base));
+		assert_memory_equal(name + strlen(base), ",S=", 3);
+		maildir_name_parse(name, strlen(name), &mn);
+		assert_true(mn.has_size && mn.has_wire_size);
+		snprintf(rel, sizeof(rel), "new/%s", name);
+		assert_int_equal(stat(P(f, rel), &st), 0);
+		assert_int_equal(mn.size, (uint64_t)st.st_size);
+		assert_file_is(f, rel, want);
+		free(name);
+	}
+	assert_int_equal(count_in(f, "new", NULL, 0), MANY_MSGS);
+	assert_int_equal(count_in(f, "tmp", NULL, 0), 0);
+	deliver_dir_close(&dir);
+	assert_null(dir);
+	deliver_dir_close(&dir); /* NULL is fine */
+	assert_int_equal(open_fds(), fds);
+}
+
+/* The group commit: each prepared (durable in tmp/, no descriptor held),
+   then all published without sync, then one deliver_dir_sync. */
+static void test_dir_publish_without_sync(void **state)
+{
+	struct fixture *f = *state;
+	struct deliver_dir *dir = dir_open(f);
+	struct deliver *d[5];
+	char base[5][DELIVER_NAME_MAX], rel[300];
+	enum deliver_status status;
+	const char *error;
+	int fds;
+
+	for (int i = 0; i < 5; i++) {
+		fds = open_fds();
+		d[i] = dir_prepared(dir, &test_env, "m\r\n", base[i],
+				    sizeof(base[i]));
+		/* Prepared: no descriptor of its own. */
+		assert_int_equal(open_fds(), fds);
+		snprintf(rel, sizeof(rel), "tmp/%s", base[i]);
+		assert_file_is(f, rel, "Return-Path: <sender@example.org>\n"
+			       "Delivered-To: alice@example.test\nm\n");
+		/* Prepare again: nothing to do. */
+		assert_int_equal(deliver_prepare(d[i], &status, &error), 0);
+	}
+	assert_int_equal(count_in(f, "tmp", NULL, 0), 5);
+	assert_int_equal(count_in(f, "new", NULL, 0), 0);
+	for (int i = 0; i < 5; i++) {
+		/* name_r NULL is fine. */
+		assert_int_equal(deliver_publish(&d[i], false, NULL, &status,
+						 &error), 0);
+		assert_null(d[i]);
+	}
+	assert_int_equal(count_in(f, "tmp", NULL, 0), 0);
+	assert_int_equal(count_in(f, "new", NULL, 0), 5);
+	assert_int_equal(deliver_dir_sync(dir, &status, &error), 0);
+	/* Publish without prepare first: it prepares. */
+	struct deliver *one;
+	char *name;
+	assert_int_equal(deliver_begin_in(dir, NULL, &one, &status, &error), 0);
+	assert_int_equal(deliver_write(one, "x", 1, &status, &error), 0);
+	assert_int_equal(deliver_publish(&one, false, &name, &status, &error),
+			 0);
+	snprintf(rel, sizeof(rel), "new/%s", name);
+	assert_file_is(f, rel, "x");
+	free(name);
+	deliver_dir_close(&dir);
+}
+
+/* Abort after begin_in or after prepare: nothing left; a write after
+   prepare is refused and leaves the prepared file as it was. */
+static void test_dir_abort(void **state)
+{
+	struct fixture *f = *state;
+	struct deliver_dir *dir = dir_open(f);
+	enum deliver_status status;
+	const char *error;
+	struct deliver *d;
+	char base[DELIVER_NAME_MAX], rel[300];
+
+	assert_int_equal(deliver_begin_in(dir, NULL, &d, &status, &error), 0);
+	assert_int_equal(count_in(f, "tmp", NULL, 0), 1);
+	deliver_abort(&d);
+	assert_null(d);
+	assert_nothing_left(f);
+	d = dir_prepared(dir, NULL, "abc\n", base, sizeof(base));
+	assert_int_equal(deliver_write(d, "more", 4, &status, &error), -1);
+	snprintf(rel, sizeof(rel), "tmp/%s", base);
+	assert_file_is(f, rel, "abc\n");
+	deliver_abort(&d);
+	assert_null(d);
+	assert_nothing_left(f);
+	/* The dir's descriptors were not closed by the abort: it still
+	   works. */
+	char *name = dir_store(dir, "after\n", true, NULL, 0);
+	free(name);
+	assert_int_equal(count_in(f, "new", NULL, 0), 1);
+	deliver_dir_close(&dir);
+}
+
+/* deliver_begin's deliveries take the same two steps. */
+static void test_begin_prepare_commit(void **state)
+{
+	struct fixture *f = *state;
+	struct user_policy pol = no_quota();
+	enum deliver_status status;
+	const char *error;
+	struct deliver *d;
+	char base[DELIVER_NAME_MAX], *name;
+
+	assert_int_equal(deliver_begin(f->path, NULL, &pol, 0, 0, &d, &status,
+				       &error), 0);
+	assert_int_equal(deliver_write(d, "q\r\n", 3, &status, &error), 0);
+	assert_int_equal(deliver_prepare(d, &status, &error), 0);
+	snprintf(base, sizeof(base), "%s", deliver_base(d));
+	assert_int_equal(deliver_commit(&d, &name, &status, &error), 0);
+	assert_int_equal(strncmp(name, base, strlen(base)), 0);
+	free(name);
+	assert_int_equal(count_in(f, "tmp", NULL, 0), 0);
+	assert_int_equal(count_in(f, "new", NULL, 0), 1);
+	assert_string_equal(deliver_base(NULL), "");
+}
+
+/* Opening cleans stale tmp/ files once; deliveries in the dir do not
+   scan tmp/ again.  A bad envelope is refused, leaving nothing. */
+static void test_dir_open_cleans_once(void **state)
+{
+	struct fixture *f = *state;
+	struct timespec old[2] = { { 0, 0 }, { 0, 0 } };
+	struct deliver_dir *dir = dir_open(f); /* makes the Maildir */
+	struct deliver_envelope bad = { "a\nb", "u" };
+	enum deliver_status status;
+	const char *error;
+	struct deliver *d;
+	struct stat st;
+	int fd;
+
+	assert_int_equal(stat(P(f, "cur"), &st), 0);
+	deliver_dir_close(&dir);
+	old[0].tv_sec = old[1].tv_sec = time(NULL) - 37 * 3600;
+	fd = open(P(f, "tmp/stale1"), O_WRONLY | O_CREAT, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(futimens(fd, old), 0);
+	close(fd);
+	dir = dir_open(f);
+	assert_int_equal(access(P(f, "tmp/stale1"), F_OK), -1);
+	fd = open(P(f, "tmp/stale2"), O_WRONLY | O_CREAT, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(futimens(fd, old), 0);
+	close(fd);
+	free(dir_store(dir, "x\n", true, NULL, 0));
+	assert_int_equal(access(P(f, "tmp/stale2"), F_OK), 0);
+	assert_int_equal(deliver_begin_in(dir, &bad, &d, &status, &error), -1);
+	assert_int_equal(status, DELIVER_PERMFAIL);
+	assert_null(d);
+	assert_int_equal(count_in(f, "tmp", NULL, 0), 1); /* stale2 */
+	deliver_dir_close(&dir);
+}
+
+static void test_dir_open_permfail(void **state)
+{
+	struct fixture *f = *state;
+	struct deliver_dir *dir;
+	enum deliver_status status;
+	const char *error;
+
+	maildir_under_a_file(f);
+	assert_int_equal(deliver_dir_open(f->path, &dir, &status, &error), -1);
+	assert_int_equal(status, DELIVER_PERMFAIL);
+	assert_null(dir);
+}
+
+/* A file of the given content at f->path/rel. */
+static void put_file(struct fixture *f, const char *rel, const char *text)
+{
+	int fd = open(P(f, rel), O_WRONLY | O_CREAT | O_EXCL, 0600);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+}
+
+/* Recovery: tmp/ (prepared, never published), new/, cur/ with the flags
+   a reader adds; a longer base with the same start is another message;
+   missing names, non-files and n = 0. */
+static void test_dir_locate(void **state)
+{
+	struct fixture *f = *state;
+	struct deliver_dir *dir = dir_open(f);
+	enum deliver_status status;
+	const char *error;
+	char tmp_base[DELIVER_NAME_MAX], new_base[DELIVER_NAME_MAX];
+	char cur_base[DELIVER_NAME_MAX], from[300], to[300];
+
+	struct deliver *d = dir_prepared(dir, NULL, "t\n", tmp_base,
+					 sizeof(tmp_base));
+	char *new_name = dir_store(dir, "n\n", true, new_base,
+				   sizeof(new_base));
+	char *cur_name = dir_store(dir, "c\n", true, cur_base,
+				   sizeof(cur_base));
+	/* A mail reader moves it into cur/, adding flags. */
+	snprintf(from, sizeof(from), "%s/new/%s", f->path, cur_name);
+	snprintf(to, sizeof(to), "%s/cur/%s:2,S", f->path, cur_name);
+	assert_int_equal(rename(from, to), 0);
+	put_file(f, "new/123.M12,S=5", "12345");
+	put_file(f, "cur/plain", "p");        /* the base itself */
+	put_file(f, "cur/colon:2,", "p");     /* base then ':' */
+	put_file(f, "new/both,S=1", "b");     /* in new/ and tmp/ */
+	put_file(f, "tmp/both", "b");
+	assert_int_equal(mkdir(P(f, "new/adir"), 0700), 0);
+	assert_int_equal(symlink("/etc/passwd", P(f, "cur/alink")), 0);
+
+	const char *const bases[] = {
+		tmp_base, new_base, cur_base, "123.M1", "123.M12", "missing",
+		"plain", "colon", "both", "adir", "alink", "123", new_base, "",
+	};
+	const enum deliver_where want[] = {
+		DELIVER_WHERE_TMP, DELIVER_WHERE_STORED, DELIVER_WHERE_STORED,
+		DELIVER_WHERE_NONE, DELIVER_WHERE_STORED, DELIVER_WHERE_NONE,
+		DELIVER_WHERE_STORED, DELIVER_WHERE_STORED,
+		DELIVER_WHERE_STORED, DELIVER_WHERE_NONE, DELIVER_WHERE_NONE,
+		DELIVER_WHERE_NONE, DELIVER_WHERE_STORED, DELIVER_WHERE_NONE,
+	};
+	const size_t n = sizeof(bases) / sizeof(bases[0]);
+	enum deliver_where where[sizeof(bases) / sizeof(bases[0])];
+
+	assert_int_equal(deliver_dir_locate(dir, bases, n, where, &status,
+					    &error), 0);
+	for (size_t i = 0; i < n; i++) {
+		if (where[i] != want[i])
+			fail_msg("base %zu \"%s\": %d, want %d", i, bases[i],
+				 (int)where[i], (int)want[i]);
+	}
+	/* n = 0: nothing read, nothing written. */
+	assert_int_equal(deliver_dir_locate(dir, NULL, 0, NULL, &status,
+					    &error), 0);
+	deliver_abort(&d);
+	assert_int_equal(deliver_dir_locate(dir, bases, 1, where, &status,
+					    &error), 0);
+	assert_int_equal(where[0], DELIVER_WHERE_NONE);
+	free(new_name);
+	free(cur_name);
+	deliver_dir_close(&dir);
+}
+
+#define LOCATE_MANY 3000
+#define LOCATE_FILES 300
+
+/* A few thousand bases against a few hundred files: every answer right
+   (and fast enough under ASan, which an n*m scan would not be at scale). */
+static void test_dir_locate_many(void **state)
+{
+	struct fixture *f = *state;
+	struct deliver_dir *dir = dir_open(f);
+	enum deliver_status status;
+	const char *error;
+	static char names[LOCATE_MANY][32];
+	static const char *bases[LOCATE_MANY];
+	static enum deliver_where where[LOCATE_MANY];
+	char rel[64];
+
+	for (int i = 0; i < LOCATE_MANY; i++) {
+		/* Reversed order, so that sorting matters. */
+		snprintf(names[i], sizeof(names[i]), "%d.Mx",
+			 LOCATE_MANY - i);
+		bases[i] = names[i];
+	}
+	for (int i = 0; i < LOCATE_FILES; i++) {
+		int k = i * (LOCATE_MANY / LOCATE_FILES);
+		const char *sub = i % 3 == 0 ? "tmp" : i % 3 == 1 ? "new" :
+						       "cur";
+		snprintf(rel, sizeof(rel), "%s/%s%s", sub, names[k],
+			 i % 3 == 0 ? "" : i % 3 == 1 ? ",S=1" : ":2,S");
+		put_file(f, rel, "x");
+	}
+	assert_int_equal(deliver_dir_locate(dir, bases, LOCATE_MANY, where,
+					    &status, &error), 0);
+	for (int i = 0; i < LOCATE_MANY; i++) {
+		enum deliver_where want = DELIVER_WHERE_NONE;
+		int step = LOCATE_MANY / LOCATE_FILES;
+		if (i % step == 0)
+			want = (i / step) % 3 == 0 ? DELIVER_WHERE_TMP :
+						     DELIVER_WHERE_STORED;
+		assert_int_equal(where[i], want);
+	}
+	deliver_dir_close(&dir);
+}
+
+/* Recovery: a prepared tmp/ file goes into new/ as <base>,S=<size>, its
+   bytes unchanged; names that are not plain file names in tmp/, and
+   entries that are not regular files, are refused and left alone. */
+static void test_dir_publish_tmp(void **state)
+{
+	struct fixture *f = *state;
+	struct deliver_dir *dir = dir_open(f);
+	enum deliver_status status;
+	const char *error;
+	char base[DELIVER_NAME_MAX], rel[310], name[300];
+	char longname[DELIVER_NAME_MAX + 2];
+	struct maildir_name mn;
+
+	struct deliver *d = dir_prepared(dir, &test_env, "body\r\n", base,
+					 sizeof(base));
+	/* The crash: the delivery is never published nor aborted. */
+	struct deliver *lost = d;
+	d = NULL;
+	assert_int_equal(deliver_dir_publish_tmp(dir, base, &status, &error),
+			 0);
+	assert_int_equal(count_in(f, "tmp", NULL, 0), 0);
+	assert_int_equal(count_in(f, "new", name, sizeof(name)), 1);
+	assert_int_equal(strncmp(name, base, strlen(base)), 0);
+	maildir_name_parse(name, strlen(name), &mn);
+	assert_true(mn.has_size);
+	snprintf(rel, sizeof(rel), "new/%s", name);
+	static const char want[] = "Return-Path: <sender@example.org>\n"
+				   "Delivered-To: alice@example.test\nbody\n";
+	assert_int_equal(mn.size, sizeof(want) - 1);
+	assert_file_is(f, rel, want);
+	const char *const one[] = { base };
+	enum deliver_where where;
+	assert_int_equal(deliver_dir_locate(dir, one, 1, &where, &status,
+					    &error), 0);
+	assert_int_equal(where, DELIVER_WHERE_STORED);
+	/* Freeing the stale delivery now removes nothing (its file moved). */
+	deliver_abort(&lost);
+	assert_int_equal(count_in(f, "new", NULL, 0), 1);
+
+	/* Refused. */
+	put_file(f, "x", "outside tmp/");
+	put_file(f, "tmp/.hidden", "h");
+	assert_int_equal(mkdir(P(f, "tmp/adir"), 0700), 0);
+	assert_int_equal(symlink("/etc/passwd", P(f, "tmp/alink")), 0);
+	memset(longname, 'l', sizeof(longname) - 1);
+	longname[sizeof(longname) - 1] = '\0';
+	static const char *const bad[] = {
+		"../x", "a/b", "", ".", "..", ".hidden", "adir", "alink",
+		"missing", "sp ace", "ctl\x01", "hi\xff", "/etc/passwd",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		if (deliver_dir_publish_tmp(dir, bad[i], &status, &error) != -1)
+			fail_msg("\"%s\" was published", bad[i]);
+		assert_non_null(error);
+	}
+	assert_int_equal(deliver_dir_publish_tmp(dir, longname, &status,
+						 &error), -1);
+	assert_int_equal(count_in(f, "new", NULL, 0), 1);
+	assert_int_equal(count_in(f, "tmp", NULL, 0), 3);
+	assert_int_equal(access(P(f, "x"), F_OK), 0);
+	deliver_dir_close(&dir);
+}
+
 int main(void)
 {
 #define T(x) cmocka_unit_test_setup_teardown(x, setup, teardown)
@@ -651,6 +1099,15 @@ int main(void)
 		T(test_permfail),
 		T(test_stale_tmp_cleaned),
 		T(test_open_deliveries_are_small),
+		T(test_dir_many_messages),
+		T(test_dir_publish_without_sync),
+		T(test_dir_abort),
+		T(test_begin_prepare_commit),
+		T(test_dir_open_cleans_once),
+		T(test_dir_open_permfail),
+		T(test_dir_locate),
+		T(test_dir_locate_many),
+		T(test_dir_publish_tmp),
 	};
 #undef T
 	return cmocka_run_group_tests(tests, NULL, NULL);

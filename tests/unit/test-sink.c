@@ -306,6 +306,155 @@ static void test_maildir_unusable(void **state)
 	assert_int_equal(st, SINK_PERMFAIL);
 }
 
+/* ---- one destination, group commit -------------------------------------- */
+
+/* A message through sink_begin_in and sink_prepare; its tmp/ name into
+   name_r. */
+static struct sink_msg *prepared(struct sink *sink, const char *text,
+				 char *name_r, size_t size)
+{
+	struct sink_msg *m;
+	enum sink_status st;
+	const char *err, *name;
+
+	assert_int_equal(sink_begin_in(sink, NULL, &m, &st, &err), 0);
+	assert_int_equal(sink_write(m, text, strlen(text), &st, &err), 0);
+	assert_int_equal(sink_prepare(m, &name, &st, &err), 0);
+	snprintf(name_r, size, "%s", name);
+	return m;
+}
+
+static void test_maildir_group_commit(void **state)
+{
+	struct fixture *f = *state;
+	struct sink_config cfg = { .kind = SINK_MAILDIR, .target = f->path };
+	struct sink *sink;
+	struct sink_msg *m[3];
+	char names[3][256], line[700], path[600];
+	enum sink_status st;
+	const char *err;
+
+	assert_int_equal(sink_open(&cfg, &sink, &st, &err), 0);
+	assert_true(sink_can_batch(sink));
+	for (int i = 0; i < 3; i++)
+		m[i] = prepared(sink, "Subject: g\r\n\r\nbody\r\n", names[i],
+				sizeof(names[i]));
+	/* Prepared: whole and fsynced in tmp/, nothing in new/. */
+	assert_int_equal(count_in(P(f, "dest/tmp"), NULL, 0), 3);
+	assert_int_equal(count_in(P(f, "dest/new"), NULL, 0), 0);
+	snprintf(path, sizeof(path), "%s/dest/tmp/%s", f->real, names[0]);
+	snprintf(line, sizeof(line), "fsync %s", path);
+	assert_true(dur_find(0, line) >= 0);
+	dur_reset();
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(sink_publish(&m[i], &st, &err), 0);
+		assert_null(m[i]);
+	}
+	/* Renamed without a sync of new/ yet; then one for all three. */
+	snprintf(line, sizeof(line), "fsync %s/dest/new", f->real);
+	assert_int_equal(dur_find(0, line), -1);
+	assert_int_equal(sink_sync(sink, &st, &err), 0);
+	assert_true(dur_find(0, line) >= 0);
+	assert_int_equal(dur.syncs, 1);
+	assert_int_equal(count_in(P(f, "dest/tmp"), NULL, 0), 0);
+	assert_int_equal(count_in(P(f, "dest/new"), NULL, 0), 3);
+
+	/* An aborted prepared message leaves nothing. */
+	m[0] = prepared(sink, "x\r\n", names[0], sizeof(names[0]));
+	sink_abort(&m[0]);
+	assert_int_equal(count_in(P(f, "dest/tmp"), NULL, 0), 0);
+	/* publish before prepare is refused, and frees the message. */
+	assert_int_equal(sink_begin_in(sink, NULL, &m[0], &st, &err), 0);
+	assert_int_equal(sink_publish(&m[0], &st, &err), -1);
+	assert_null(m[0]);
+	assert_int_equal(count_in(P(f, "dest/tmp"), NULL, 0), 0);
+	assert_int_equal(count_in(P(f, "dest/new"), NULL, 0), 3);
+	sink_close(&sink);
+	assert_null(sink);
+	sink_close(&sink);
+}
+
+static void test_maildir_locate(void **state)
+{
+	struct fixture *f = *state;
+	struct sink_config cfg = { .kind = SINK_MAILDIR, .target = f->path };
+	struct sink *sink;
+	struct sink_msg *m[2];
+	char names[2][256], path[600], moved[600];
+	const char *list[4];
+	bool stored[4];
+	enum sink_status st;
+	const char *err;
+
+	assert_int_equal(sink_open(&cfg, &sink, &st, &err), 0);
+	/* One published and then moved to cur/ by a mail reader; one left
+	   prepared in tmp/ (a crash before its rename). */
+	m[0] = prepared(sink, "one\r\n", names[0], sizeof(names[0]));
+	m[1] = prepared(sink, "two\r\n", names[1], sizeof(names[1]));
+	assert_int_equal(sink_publish(&m[0], &st, &err), 0);
+	assert_int_equal(sink_sync(sink, &st, &err), 0);
+	char newname[256];
+	assert_int_equal(count_in(P(f, "dest/new"), newname, sizeof(newname)), 1);
+	snprintf(path, sizeof(path), "%s/dest/new/%s", f->root, newname);
+	snprintf(moved, sizeof(moved), "%s/dest/cur/%s:2,S", f->root, newname);
+	assert_int_equal(rename(path, moved), 0);
+	/* Leak the prepared one as a crash would: its file stays in tmp/. */
+	list[0] = names[0];
+	list[1] = names[1];
+	list[2] = "1700000000.M1P1R1.nowhere";
+	list[3] = names[1];
+	assert_int_equal(sink_locate(sink, list, 3, stored, &st, &err), 0);
+	assert_true(stored[0]);
+	assert_true(stored[1]);
+	assert_false(stored[2]);
+	/* The tmp/ one was moved into new/, whole. */
+	assert_int_equal(count_in(P(f, "dest/tmp"), NULL, 0), 0);
+	assert_int_equal(count_in(P(f, "dest/new"), newname, sizeof(newname)), 1);
+	assert_int_equal(strncmp(newname, names[1], strlen(names[1])), 0);
+	snprintf(path, sizeof(path), "%s/dest/new/%s", f->root, newname);
+	char *text = slurp(path, NULL);
+	assert_string_equal(text, "two\n");
+	free(text);
+	/* Looked up again: now in new/. */
+	assert_int_equal(sink_locate(sink, list + 3, 1, stored, &st, &err), 0);
+	assert_true(stored[0]);
+	/* The delivery whose file was moved away: aborting it removes
+	   nothing that is not its own (its tmp/ name is gone). */
+	sink_abort(&m[1]);
+	assert_int_equal(count_in(P(f, "dest/new"), NULL, 0), 1);
+	sink_close(&sink);
+}
+
+static void test_mbox_sink_does_not_batch(void **state)
+{
+	struct fixture *f = *state;
+	struct sink_config cfg = { .kind = SINK_MBOX, .target = P(f, "mbox") };
+	struct sink *sink;
+	struct sink_msg *m;
+	enum sink_status st;
+	const char *err, *name;
+	const char *list[1] = { "x" };
+	bool stored[1] = { true };
+
+	char target[256];
+	snprintf(target, sizeof(target), "%s", cfg.target);
+	cfg.target = target;
+	assert_int_equal(sink_open(&cfg, &sink, &st, &err), 0);
+	assert_false(sink_can_batch(sink));
+	assert_int_equal(sink_begin_in(sink, NULL, &m, &st, &err), 0);
+	assert_int_equal(sink_write(m, "a\r\n", 3, &st, &err), 0);
+	assert_int_equal(sink_prepare(m, &name, &st, &err), -1);
+	sink_abort(&m);
+	assert_int_equal(sink_begin_in(sink, NULL, &m, &st, &err), 0);
+	assert_int_equal(sink_write(m, "a\r\n", 3, &st, &err), 0);
+	assert_int_equal(sink_commit(&m, &st, &err), 0);
+	assert_int_equal(sink_sync(sink, &st, &err), 0);
+	/* Nothing to look up in an mbox: never "stored". */
+	assert_int_equal(sink_locate(sink, list, 1, stored, &st, &err), 0);
+	assert_false(stored[0]);
+	sink_close(&sink);
+}
+
 /* ---- mbox ---------------------------------------------------------------- */
 
 /*
@@ -964,6 +1113,9 @@ int main(void)
 		T(test_maildir_trace_and_abort),
 		T(test_maildir_durability),
 		T(test_maildir_unusable),
+		T(test_maildir_group_commit),
+		T(test_maildir_locate),
+		T(test_mbox_sink_does_not_batch),
 		T(test_mbox_two_messages),
 		T(test_mbox_append_after_unterminated),
 		T(test_mbox_not_a_file),

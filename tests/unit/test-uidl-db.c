@@ -219,6 +219,22 @@ static const struct {
 	{ "popbox-fetch-uidl 1\n1 2 f a\n", "line 2: bad state" },
 	{ "popbox-fetch-uidl 1\n1 2 FH a\n", "line 2: bad state" },
 	{ "popbox-fetch-uidl 1\n 1 2 F a\n", "line 2: bad time" },
+	/* Pending lines: P<state> <name> <uidl>. */
+	{ "popbox-fetch-uidl 1\n1 2 P n a\n", "line 2: bad state" },
+	{ "popbox-fetch-uidl 1\n1 2  PF n a\n", "line 2: bad state" },
+	{ "popbox-fetch-uidl 1\n1 2 PX n a\n", "line 2: bad state" },
+	{ "popbox-fetch-uidl 1\n1 2 PFF n a\n", "line 2: bad state" },
+	{ "popbox-fetch-uidl 1\n1 2 FP n a\n", "line 2: bad state" },
+	{ "popbox-fetch-uidl 1\n1 2 PF n\n", "line 2: too few fields" },
+	{ "popbox-fetch-uidl 1\n1 2 PF\n", "line 2: bad file name" },
+	{ "popbox-fetch-uidl 1\n1 2 PF  a\n", "line 2: bad file name" },
+	{ "popbox-fetch-uidl 1\n1 2 PF n/x a\n", "line 2: bad file name" },
+	{ "popbox-fetch-uidl 1\n1 2 PF n\x01 a\n", "line 2: bad file name" },
+	{ "popbox-fetch-uidl 1\n1 2 PF n a b\n", "line 2: bad UIDL" },
+	{ "popbox-fetch-uidl 1\nx 2 PF n a\n", "line 2: bad time" },
+	{ "popbox-fetch-uidl 1\n1 2 PF "
+	  "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn"
+	  " a\n", "line 2: bad file name" },
 };
 
 static void test_parse_damaged(void **state)
@@ -601,6 +617,151 @@ static void test_record_batch(void **state)
 	uidl_db_free(&db);
 }
 
+/* ---- pending records --------------------------------------------------- */
+
+static void assert_pending(const struct uidl_db *db, size_t i,
+			   const char *uidl, int64_t t, uint64_t size,
+			   enum uidl_db_state st, const char *name)
+{
+	const char *u, *n;
+	size_t len;
+	struct uidl_db_rec r;
+
+	assert_true(i < uidl_db_pending_count(db));
+	uidl_db_pending_at(db, i, &u, &len, &r, &n);
+	assert_int_equal(len, strlen(uidl));
+	assert_memory_equal(u, uidl, len);
+	assert_int_equal(r.first_seen, t);
+	assert_int_equal(r.size, size);
+	assert_int_equal(r.state, st);
+	assert_string_equal(n, name);
+}
+
+static void test_parse_pending(void **state)
+{
+	static const char text[] =
+		"popbox-fetch-uidl 1\n"
+		"5 50 F old\n"
+		"7 70 PF 1700000000.M1P2R3.host new1\n"
+		"8 80 PH 1700000001.M1P2R3.host new2\n"
+		"9 90 PF 1700000002.M1P2R3.host old\n";
+	struct uidl_db *db = uidl_db_new();
+	struct uidl_db_load_info info;
+	const char *err = NULL;
+	bool stored[3] = { true, false, true };
+
+	(void)state;
+	assert_int_equal(uidl_db_parse(db, text, strlen(text), &info, &err), 0);
+	assert_int_equal(info.records, 1);
+	assert_int_equal(info.pending, 3);
+	/* A pending line is not a record, and leaves one that exists. */
+	assert_int_equal(uidl_db_count(db), 1);
+	assert_rec(db, "old", 5, 50, UIDL_DB_FULL);
+	assert_false(uidl_db_get(db, "new1", 4, &(struct uidl_db_rec){ 0 }));
+	assert_pending(db, 0, "new1", 7, 70, UIDL_DB_FULL,
+		       "1700000000.M1P2R3.host");
+	assert_pending(db, 1, "new2", 8, 80, UIDL_DB_HEADERS,
+		       "1700000001.M1P2R3.host");
+	assert_pending(db, 2, "old", 9, 90, UIDL_DB_FULL,
+		       "1700000002.M1P2R3.host");
+	assert_false(uidl_db_dirty(db));
+	assert_int_equal(uidl_db_settle_pending(db, stored, &err), 0);
+	assert_int_equal(uidl_db_pending_count(db), 0);
+	assert_rec(db, "new1", 7, 70, UIDL_DB_FULL);
+	assert_false(uidl_db_get(db, "new2", 4, &(struct uidl_db_rec){ 0 }));
+	assert_rec(db, "old", 9, 90, UIDL_DB_FULL);
+	assert_int_equal(uidl_db_count(db), 2);
+	/* The file still has the pending lines: a save is due. */
+	assert_true(uidl_db_dirty(db));
+	uidl_db_free(&db);
+}
+
+static void test_record_pending(void **state)
+{
+	struct fixture *f = *state;
+	struct uidl_db *db;
+	struct uidl_db_batch_item items[2] = {
+		{ "p1", 2, rec(10, 1, UIDL_DB_FULL) },
+		{ "p2", 2, rec(11, 2, UIDL_DB_HEADERS) },
+	};
+	const char *names[2] = { "base1.host", "base2.host" };
+	const char *bad_names[2] = { "base1.host", "../x" };
+	bool stored[2] = { true, true };
+	struct uidl_db_load_info info;
+	const char *err = NULL;
+	char line[512];
+
+	assert_int_equal(uidl_db_open(f->path, &db, NULL, &err), 0);
+	assert_int_equal(uidl_db_record(db, "r1", 2, &(struct uidl_db_rec){
+		.first_seen = 1, .size = 2, .state = UIDL_DB_FULL }, &err), 0);
+	dur_reset();
+	/* After a save: one append, one fdatasync. */
+	assert_int_equal(uidl_db_record_pending(db, items, names, 2, &err), 0);
+	assert_int_equal(dur.n, 1);
+	snprintf(line, sizeof(line), "fdatasync %s/acct.uidl", f->dir);
+	assert_string_equal(dur.lines[0], line);
+	assert_file(f->path, "popbox-fetch-uidl 1\n1 2 F r1\n"
+			     "10 1 PF base1.host p1\n11 2 PH base2.host p2\n");
+	assert_int_equal(uidl_db_pending_count(db), 2);
+	/* Invalid input changes nothing. */
+	assert_int_equal(uidl_db_record_pending(db, items, bad_names, 2, &err),
+			 -1);
+	assert_int_equal(uidl_db_record_pending(db, items, names, 0, &err), -1);
+	assert_int_equal(uidl_db_pending_count(db), 2);
+	/* Settled: in memory, nothing written; a save writes F lines. */
+	dur_reset();
+	assert_int_equal(uidl_db_settle_pending(db, stored, &err), 0);
+	assert_int_equal(dur.n, 0);
+	assert_rec(db, "p2", 11, 2, UIDL_DB_HEADERS);
+	assert_true(uidl_db_dirty(db));
+	/* An append after a settle stays an append. */
+	items[0].uidl = "p3";
+	assert_int_equal(uidl_db_record_pending(db, items, names, 1, &err), 0);
+	assert_file(f->path, "popbox-fetch-uidl 1\n1 2 F r1\n"
+			     "10 1 PF base1.host p1\n11 2 PH base2.host p2\n"
+			     "10 1 PF base1.host p3\n");
+	/* A save: plain records and the unsettled pending one. */
+	assert_int_equal(uidl_db_save(db, &err), 0);
+	assert_false(uidl_db_dirty(db));
+	assert_file(f->path, "popbox-fetch-uidl 1\n1 2 F r1\n10 1 F p1\n"
+			     "11 2 H p2\n10 1 PF base1.host p3\n");
+	uidl_db_free(&db);
+	/* And it loads back the same. */
+	assert_int_equal(uidl_db_open(f->path, &db, &info, &err), 0);
+	assert_int_equal(info.records, 3);
+	assert_int_equal(info.pending, 1);
+	assert_pending(db, 0, "p3", 10, 1, UIDL_DB_FULL, "base1.host");
+	uidl_db_free(&db);
+}
+
+/* When the table has changes only a save writes, the pending lines go in
+   that save; when the append fails, they stay pending in memory. */
+static void test_record_pending_save_and_failure(void **state)
+{
+	struct fixture *f = *state;
+	struct uidl_db *db;
+	struct uidl_db_batch_item item = { "q1", 2, rec(3, 4, UIDL_DB_FULL) };
+	const char *name = "qbase";
+	const char *err = NULL;
+
+	assert_int_equal(uidl_db_open(f->path, &db, NULL, &err), 0);
+	/* No file yet: a full save. */
+	assert_int_equal(uidl_db_record_pending(db, &item, &name, 1, &err), 0);
+	assert_file(f->path, "popbox-fetch-uidl 1\n3 4 PF qbase q1\n");
+	dur_reset();
+	dur.fail_sync_at = 1;
+	item.uidl = "q2";
+	assert_int_equal(uidl_db_record_pending(db, &item, &name, 1, &err), -1);
+	assert_non_null(strstr(err, "append"));
+	assert_int_equal(uidl_db_pending_count(db), 2);
+	assert_true(uidl_db_dirty(db));
+	dur_reset();
+	assert_int_equal(uidl_db_save(db, &err), 0);
+	assert_file(f->path, "popbox-fetch-uidl 1\n3 4 PF qbase q1\n"
+			     "3 4 PF qbase q2\n");
+	uidl_db_free(&db);
+}
+
 static void test_dir_fsync_fails(void **state)
 {
 	struct fixture *f = *state;
@@ -668,6 +829,11 @@ int main(void)
 		cmocka_unit_test(test_set_replace_invalid),
 		cmocka_unit_test(test_many_and_retain),
 		cmocka_unit_test(test_format_line),
+		cmocka_unit_test(test_parse_pending),
+		cmocka_unit_test_setup_teardown(test_record_pending, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(
+			test_record_pending_save_and_failure, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_missing_file_then_record,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_damaged_file_untouched,
