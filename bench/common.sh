@@ -10,6 +10,7 @@
 #   settle ROOT        waits (at most 10 s) until ROOT's process count stops
 #                      moving (Dovecot's process_min_avail forks)
 #   machine_line       one line naming the machine and the versions measured
+#                      (popbox: BENCH_POPBOX_REV, else git describe of the tree)
 #   free_port          a free loopback port not handed out before, in FREE_PORT
 #                      (below the ephemeral range; calls the script's die)
 #   kv KEY             the value of KEY=value in the text on stdin
@@ -60,7 +61,7 @@ settle() { # ROOT
 machine_line() {
 	local cpu
 	cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
-	printf '%s\n' "$(nproc) cores ($cpu), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r), $(openssl version | awk '{ print $1, $2 }'), libevent $(pkg-config --modversion libevent 2>/dev/null), Dovecot $(dovecot_version 2>/dev/null || echo none), popbox $(git -C "$top" describe --always --dirty 2>/dev/null || echo '?')${BENCH_POPBOXD:+; popboxd measured: ${BENCH_POPBOXD_LABEL:+$BENCH_POPBOXD_LABEL, }$BENCH_POPBOXD}"
+	printf '%s\n' "$(nproc) cores ($cpu), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r), $(openssl version | awk '{ print $1, $2 }'), libevent $(pkg-config --modversion libevent 2>/dev/null), Dovecot $(dovecot_version 2>/dev/null || echo none), popbox ${BENCH_POPBOX_REV:-$(git -C "$top" describe --always --dirty 2>/dev/null || echo '?')}${BENCH_POPBOXD:+; popboxd measured: ${BENCH_POPBOXD_LABEL:+$BENCH_POPBOXD_LABEL, }$BENCH_POPBOXD}"
 }
 
 read -r PORT_LO _ < /proc/sys/net/ipv4/ip_local_port_range

@@ -322,13 +322,6 @@ static void deliver_usage_each(int dir_fd, const struct dirent *de,
 	deliver_usage_add(dir_fd, de, size, u->bytes, u->count);
 }
 
-/* What new/ or cur/ holds.  -1 with errno if it cannot be read. */
-static int deliver_usage_dir(int dir_fd, uint64_t *bytes, uint64_t *count)
-{
-	struct deliver_usage_ctx u = { .bytes = bytes, .count = count };
-
-	return deliver_each_msg(dir_fd, deliver_usage_each, &u);
-}
 
 static int deliver_usage(struct deliver *d, enum deliver_status *status_r,
 			 const char **error_r)
@@ -339,10 +332,12 @@ static int deliver_usage(struct deliver *d, enum deliver_status *status_r,
 	if (cur_fd < 0)
 		return deliver_fail_errno(errno, "cur/", true, status_r,
 					  error_r);
-	int ret = deliver_usage_dir(d->dir->new_fd, &d->used_bytes,
-				    &d->used_count);
+	/* What new/ and cur/ hold. */
+	struct deliver_usage_ctx u = { .bytes = &d->used_bytes,
+				       .count = &d->used_count };
+	int ret = deliver_each_msg(d->dir->new_fd, deliver_usage_each, &u);
 	if (ret == 0)
-		ret = deliver_usage_dir(cur_fd, &d->used_bytes, &d->used_count);
+		ret = deliver_each_msg(cur_fd, deliver_usage_each, &u);
 	int err = errno;
 	close(cur_fd);
 	if (ret < 0)
@@ -1109,41 +1104,34 @@ static void deliver_locate_each(int dir_fd, const struct dirent *de,
 	deliver_locate_name(l->keys, l->n, de->d_name, l->where, l->where_r);
 }
 
-/* One pass over the messages of directory dir_fd.  -1 with errno. */
-static int deliver_locate_dir(int dir_fd, const struct deliver_key *keys,
-			      size_t n, enum deliver_where where,
-			      enum deliver_where *where_r)
+/* One pass over the messages of directory dir_fd as where.  -1 with
+   errno. */
+static int deliver_locate_dir(int dir_fd, struct deliver_locate_ctx *l,
+			      enum deliver_where where)
 {
-	struct deliver_locate_ctx l = {
-		.keys = keys, .n = n, .where = where, .where_r = where_r,
-	};
-
-	return deliver_each_msg(dir_fd, deliver_locate_each, &l);
+	l->where = where;
+	return deliver_each_msg(dir_fd, deliver_locate_each, l);
 }
 
 /* tmp/, new/ and cur/ in turn. */
 static int deliver_locate_all(struct deliver_dir *dir,
-			      const struct deliver_key *keys, size_t n,
-			      enum deliver_where *where_r,
+			      struct deliver_locate_ctx *l,
 			      enum deliver_status *status_r,
 			      const char **error_r)
 {
 	int cur_fd, ret;
 
-	if (deliver_locate_dir(dir->tmp_fd, keys, n, DELIVER_WHERE_TMP,
-			       where_r) < 0)
+	if (deliver_locate_dir(dir->tmp_fd, l, DELIVER_WHERE_TMP) < 0)
 		return deliver_fail_errno(errno, "read tmp/", false, status_r,
 					  error_r);
-	if (deliver_locate_dir(dir->new_fd, keys, n, DELIVER_WHERE_STORED,
-			       where_r) < 0)
+	if (deliver_locate_dir(dir->new_fd, l, DELIVER_WHERE_STORED) < 0)
 		return deliver_fail_errno(errno, "read new/", false, status_r,
 					  error_r);
 	cur_fd = deliver_open_cur(dir);
 	if (cur_fd < 0)
 		return deliver_fail_errno(errno, "cur/", false, status_r,
 					  error_r);
-	ret = deliver_locate_dir(cur_fd, keys, n, DELIVER_WHERE_STORED,
-				 where_r);
+	ret = deliver_locate_dir(cur_fd, l, DELIVER_WHERE_STORED);
 	int err = errno;
 	close(cur_fd);
 	if (ret < 0)
@@ -1173,7 +1161,9 @@ int deliver_dir_locate(struct deliver_dir *dir, const char *const *bases,
 		keys[i].index = i;
 	}
 	qsort(keys, n, sizeof(*keys), deliver_key_cmp);
-	ret = deliver_locate_all(dir, keys, n, where_r, status_r, error_r);
+	struct deliver_locate_ctx l = { .keys = keys, .n = n,
+					.where_r = where_r };
+	ret = deliver_locate_all(dir, &l, status_r, error_r);
 	free(keys);
 	return ret;
 }

@@ -1,5 +1,10 @@
 /*
  * master.c — popboxd's master process (see master.h).
+ *
+ * It also resolves auth_mechanisms = auto, at start and on SIGHUP: the
+ * login processes that offer the mechanisms are chrooted and never see the
+ * passdb, so the master (root) asks passdb_file_can_scram() before forking
+ * them and hands them the result in their server_params.
  */
 #include "master.h"
 
@@ -27,6 +32,8 @@
 #include "conn-limits.h"
 #include "ipc.h"
 #include "log.h"
+#include "passdb.h"
+#include "sasl-mech.h"
 #include "server.h"
 #include "tls.h"
 #include "userdb-socket.h"
@@ -72,6 +79,7 @@ struct master {
 	const struct popboxd_settings *set;
 	struct server *server;
 	struct tls_server *tls;
+	unsigned int sasl_mechs;   /* what new login processes offer */
 	pid_t pid;
 	bool privileged;
 	struct role_user users[3];
@@ -151,6 +159,70 @@ static int listen_abstract(char *name, size_t size, const char *what, int type)
 	return fd;
 }
 
+/* Writes the names of the mechanisms in mask, space-separated, into buf. */
+static void sasl_mech_names(unsigned int mask, char *buf, size_t size)
+{
+	size_t used = 0;
+
+	buf[0] = '\0';
+	for (int i = 0; i < SASL_MECH_COUNT; i++) {
+		if ((mask & (1u << i)) == 0)
+			continue;
+		int n = snprintf(buf + used, size - used, "%s%s",
+				 used > 0 ? " " : "",
+				 sasl_mech_name((enum sasl_mech)i));
+		if (n < 0 || (size_t)n >= size - used)
+			return;
+		used += (size_t)n;
+	}
+}
+
+/*
+ * The SASL mechanisms login processes are to offer.  auth_mechanisms =
+ * auto adds SCRAM-SHA-256 when some passdb entry can use it: a fact about
+ * the site, so offering it to everyone reveals nothing about a user.  A
+ * passwd-file that cannot be read gets SCRAM offered, as before auto.
+ */
+static unsigned int sasl_mechs_resolve(const struct popboxd_settings *set,
+				       bool *from_auto_r)
+{
+	unsigned int mask;
+	bool can_scram = false;
+	const char *error;
+
+	/* Checked when the config was loaded: cannot fail here. */
+	if (settings_sasl_mechs(set->auth_mechanisms, &mask, from_auto_r) < 0)
+		fatal("event=startup error=\"auth_mechanisms\"");
+	if (!*from_auto_r)
+		return mask;
+	if (passdb_file_can_scram(set->passdb_file, &can_scram, &error) < 0) {
+		log_warn("event=scram-check-failed passdb=%s error=\"%s\" "
+			 "note=\"offering SCRAM-SHA-256\"", set->passdb_file,
+			 error);
+		can_scram = true;
+	}
+	return can_scram ? mask | 1u << SASL_MECH_SCRAM_SHA_256 : mask;
+}
+
+/* Sets m->sasl_mechs from the settings and the passdb; logs the offer at
+   start and whenever it changes.  True if it changed. */
+static bool sasl_mechs_update(struct master *m, bool startup)
+{
+	bool from_auto;
+	unsigned int mask = sasl_mechs_resolve(m->set, &from_auto);
+	char names[64];
+
+	if (!startup && mask == m->sasl_mechs)
+		return false;
+	m->sasl_mechs = mask;
+	sasl_mech_names(mask, names, sizeof(names));
+	log_info("event=sasl-offer mechanisms=\"%s\" from=%s%s", names,
+		 from_auto ? "auto" : "auth_mechanisms",
+		 from_auto && (mask & 1u << SASL_MECH_SCRAM_SHA_256) == 0 ?
+		 " note=\"no passdb_file entry can use SCRAM-SHA-256\"" : "");
+	return true;
+}
+
 /* ---- in a new child ---- */
 
 /* The one place a child's privileges change.  Login processes are also
@@ -213,6 +285,7 @@ static void child_main(struct master *m, enum role role)
 		.set = m->set,
 		.tls = m->tls,
 		.auth_socket = m->auth_name,
+		.sasl_mechs = m->sasl_mechs,
 		.mail_sockets = m->mail_name_ptrs,
 		.mail_socket_count = m->workers,
 		.mail_listen_fd = role == ROLE_MAIL ? m->mail_fds[m->spawning_slot] : -1,
@@ -352,20 +425,26 @@ static void respawn_due(struct master *m)
 		spawn(m, due[i].role, due[i].mail_slot);
 }
 
-/* SIGHUP: a new certificate for new login processes; the old ones
-   finish what they hold. */
+/* SIGHUP: a new certificate, or a new SASL offer (auth_mechanisms =
+   auto), for new login processes; the old ones finish what they hold. */
 static void reload(struct master *m)
 {
 	const char *error;
+	bool mechs_changed = sasl_mechs_update(m, false);
+	bool tls_reloaded = false;
 
-	if (m->tls == NULL) {
-		log_info("event=reload note=\"no TLS configured; the passwd-file "
-			 "reloads by itself\"");
-		return;
+	if (m->tls != NULL) {
+		if (tls_server_reload(m->tls, &error) < 0)
+			log_error("event=reload-failed error=\"TLS: %s\" "
+				  "note=\"the old certificate stays in use\"",
+				  error);
+		else
+			tls_reloaded = true;
 	}
-	if (tls_server_reload(m->tls, &error) < 0) {
-		log_error("event=reload-failed error=\"TLS: %s\" "
-			  "note=\"the old certificate stays in use\"", error);
+	if (!tls_reloaded && !mechs_changed) {
+		if (m->tls == NULL)
+			log_info("event=reload note=\"nothing to change; the "
+				 "passwd-file reloads by itself\"");
 		return;
 	}
 	unsigned int replaced = 0;
@@ -379,7 +458,9 @@ static void reload(struct master *m)
 	}
 	for (unsigned int i = 0; i < m->workers; i++)
 		spawn(m, ROLE_LOGIN, 0);
-	log_info("event=reload tls=reloaded login_processes_replaced=%u", replaced);
+	log_info("event=reload tls=%s login_processes_replaced=%u",
+		 tls_reloaded ? "reloaded" : m->tls != NULL ? "unchanged" : "none",
+		 replaced);
 }
 
 static bool any_child(const struct master *m)
@@ -536,6 +617,7 @@ void master_run(const struct popboxd_settings *set)
 	sigprocmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
+	(void)sasl_mechs_update(&m, true);
 	spawn(&m, ROLE_AUTH, 0);
 	for (unsigned int i = 0; i < m.workers; i++)
 		spawn(&m, ROLE_MAIL, i);

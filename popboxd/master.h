@@ -11,8 +11,9 @@
  * Every child has no-new-privileges set, is not dumpable, and dies with
  * the master (PR_SET_PDEATHSIG), so no orphan keeps a port.  A child that
  * dies is logged and replaced; the others keep serving.  SIGHUP reloads
- * the certificate: new login processes take over, the old ones finish
- * their connections first.  SIGTERM stops everything.
+ * the certificate and checks the passwd-file again for the SCRAM offer
+ * (auth_mechanisms = auto): when either changed, new login processes take
+ * over, the old ones finish their connections first.  SIGTERM stops everything.
  */
 #ifndef POPBOX_MASTER_H
 #define POPBOX_MASTER_H

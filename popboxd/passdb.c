@@ -7,6 +7,9 @@
  * table is built and swapped in.  A file that no longer loads leaves the
  * last good table serving, with one warning.
  *
+ * passdb_file_can_scram() builds the same table once, quietly, asks of
+ * each kept entry what passdb_scram_lookup() would, and frees it.
+ *
  * Locking: `lock` guards the table pointer and the file identities; it is
  * held only to swap a table or to copy one entry out.  `reload_lock`
  * serialises reloads so concurrent lookups do not all re-read the file.
@@ -102,7 +105,8 @@ static void passdb_table_free(struct passdb_table **tablep)
 
 	if (t == NULL)
 		return;
-	for (size_t i = 0; i < t->nbuckets; i++) {
+	/* buckets is NULL when its allocation failed (nbuckets already set). */
+	for (size_t i = 0; t->buckets != NULL && i < t->nbuckets; i++) {
 		struct passdb_entry *ent = t->buckets[i], *next;
 
 		for (; ent != NULL; ent = next) {
@@ -134,15 +138,16 @@ static struct passdb_entry *passdb_table_find(const struct passdb_table *t,
  * new table entry, or NULL for a duplicate.  -1: out of memory.
  */
 static int passdb_table_add(struct passdb_table *t, struct passwd_file_entry *e,
-			    const char *path, unsigned int lineno,
+			    const char *path, unsigned int lineno, bool report,
 			    const struct passdb_entry **added_r)
 {
 	struct passdb_entry *ent;
 
 	*added_r = NULL;
 	if (passdb_table_find(t, e->user) != NULL) {
-		log_warn("passdb file=%s line=%u: duplicate user, line ignored",
-			 path, lineno);
+		if (report)
+			log_warn("passdb file=%s line=%u: duplicate user, line "
+				 "ignored", path, lineno);
 		passwd_file_entry_free(e);
 		return 0;
 	}
@@ -170,13 +175,13 @@ static size_t passdb_bucket_count(size_t size)
 }
 
 /*
- * Parses the whole text into a new table.  Bad lines are logged and
- * skipped.  *model_r is the password of the first slow (crypt or SCRAM)
- * entry in file order (owned by the table), the model for the dummy hash,
- * or NULL.
+ * Parses the whole text into a new table.  Bad lines are skipped, and
+ * logged if report is set.  *model_r is the password of the first slow
+ * (crypt or SCRAM) entry in file order (owned by the table), the model for
+ * the dummy hash, or NULL.
  */
 static int passdb_table_build(const char *path, const char *text, size_t len,
-			      struct passdb_table **table_r,
+			      bool report, struct passdb_table **table_r,
 			      const char **model_r, const char **error_r)
 {
 	struct passdb_table *t = calloc(1, sizeof(*t));
@@ -202,13 +207,13 @@ static int passdb_table_build(const char *path, const char *text, size_t len,
 		pos += linelen + 1;
 		if (r < 0 && err == PASSWD_FILE_ERR_NOMEM)
 			goto nomem;
-		if (r < 0)
+		if (r < 0 && report)
 			log_warn("passdb file=%s line=%u: %s, line ignored", path,
 				 lineno, passwd_file_strerror(err));
 		if (r <= 0)
 			continue;
 		const struct passdb_entry *added;
-		if (passdb_table_add(t, &e, path, lineno, &added) < 0)
+		if (passdb_table_add(t, &e, path, lineno, report, &added) < 0)
 			goto nomem;
 		if (added != NULL && *model_r == NULL &&
 		    password_is_slow(added->e.password))
@@ -257,19 +262,32 @@ static int passdb_read_file(const char *path, char **text_r, size_t *len_r,
 	return 0;
 }
 
-static int passdb_load(const char *path, struct passdb_table **table_r,
-		       struct passdb_file_id *id_r, const char **error_r)
+/* Reads and parses the file into a table without its dummy hash; the
+   text read is wiped.  *model_r as passdb_table_build(). */
+static int passdb_load_table(const char *path, bool report,
+			     struct passdb_table **table_r,
+			     struct passdb_file_id *id_r, const char **model_r,
+			     const char **error_r)
 {
-	const char *model;
 	char *text;
 	size_t len;
 	int ret;
 
 	if (passdb_read_file(path, &text, &len, id_r, error_r) < 0)
 		return -1;
-	ret = passdb_table_build(path, text, len, table_r, &model, error_r);
+	ret = passdb_table_build(path, text, len, report, table_r, model_r,
+				 error_r);
 	explicit_bzero(text, len);
 	free(text);
+	return ret;
+}
+
+static int passdb_load(const char *path, struct passdb_table **table_r,
+		       struct passdb_file_id *id_r, const char **error_r)
+{
+	const char *model;
+	int ret = passdb_load_table(path, true, table_r, id_r, &model, error_r);
+
 	/* Same scheme, cost and salt form as a real entry, so an unknown user
 	   costs what a real one does.  A file without slow entries (all
 	   {PLAIN}) gets a {PLAIN} dummy: no login there runs a slow hash, the
@@ -580,22 +598,44 @@ static int passdb_scram_balance(const struct password_scram *shape)
 	return ret;
 }
 
+/* The plaintext secret SCRAM keys can be derived from, or NULL: a
+   {PLAIN}/{CLEAR} entry whose secret is not longer than PASSWORD_MAX. */
+static const char *passdb_scram_secret(const char *stored)
+{
+	const char *secret = password_plain_secret(stored);
+
+	if (secret == NULL || strnlen(secret, PASSWORD_MAX + 1) > PASSWORD_MAX)
+		return NULL;
+	return secret;
+}
+
+/* True if passdb_scram_fill() gives usable credentials for this stored
+   password: a valid {SCRAM-SHA-256} entry, or a usable plaintext one. */
+static bool passdb_serves_scram(const char *stored)
+{
+	struct password_scram scratch;
+	bool stored_keys = password_scram_parse(stored, &scratch) == 0;
+
+	explicit_bzero(&scratch, sizeof(scratch));
+	return stored_keys || passdb_scram_secret(stored) != NULL;
+}
+
 /*
  * Fills *cred from the looked-up entry: its stored keys, keys derived from
  * its plaintext secret with shape's salt and iterations, or shape with
  * random keys.  Exactly one PBKDF2 run.  Returns 1 if usable, 0 if fake,
- * -1 on failure.
+ * -1 on failure.  Usable exactly when passdb_serves_scram() says so.
  */
 static int passdb_scram_fill(const struct passdb_lookup *lk,
 			     const struct password_scram *shape,
 			     struct password_scram *cred)
 {
-	const char *secret = lk->found ? password_plain_secret(lk->e.password)
+	const char *secret = lk->found ? passdb_scram_secret(lk->e.password)
 				       : NULL;
 
 	if (lk->found && password_scram_parse(lk->e.password, cred) == 0)
 		return passdb_scram_balance(shape) == 0 ? 1 : -1;
-	if (secret != NULL && strnlen(secret, PASSWORD_MAX + 1) <= PASSWORD_MAX)
+	if (secret != NULL)
 		return password_scram_derive(secret, shape->salt,
 					     shape->salt_len, shape->iter,
 					     cred) == 0 ? 1 : -1;
@@ -642,4 +682,31 @@ enum passdb_result passdb_user_lookup(struct passdb *db, const char *user,
 		result = passdb_user_fill(&lk, user_r);
 	passdb_lookup_clear(&lk);
 	return result;
+}
+
+/* True if any entry of the table serves SCRAM. */
+static bool passdb_table_serves_scram(const struct passdb_table *t)
+{
+	for (size_t i = 0; i < t->nbuckets; i++) {
+		for (const struct passdb_entry *ent = t->buckets[i]; ent != NULL;
+		     ent = ent->next) {
+			if (passdb_serves_scram(ent->e.password))
+				return true;
+		}
+	}
+	return false;
+}
+
+int passdb_file_can_scram(const char *path, bool *can_r, const char **error_r)
+{
+	struct passdb_table *table = NULL;
+	struct passdb_file_id id;
+	const char *model;
+
+	*can_r = false;
+	if (passdb_load_table(path, false, &table, &id, &model, error_r) < 0)
+		return -1;
+	*can_r = passdb_table_serves_scram(table);
+	passdb_table_free(&table);
+	return 0;
 }

@@ -87,4 +87,19 @@ enum passdb_result passdb_scram_lookup(struct passdb *db, const char *user,
 enum passdb_result passdb_user_lookup(struct passdb *db, const char *user,
 				      struct passdb_user *user_r);
 
+/*
+ * Whether the passwd-file at path has at least one user for whom
+ * passdb_scram_lookup() would hand out usable credentials (*can_r): a
+ * valid {SCRAM-SHA-256} entry or a {PLAIN}/{CLEAR} one, counted as a
+ * lookup counts them (bad lines and a duplicate user's later lines do not
+ * count).  A fact about the site, not about a user: popboxd's master asks
+ * it to decide whether to offer SCRAM-SHA-256 at all (auth_mechanisms =
+ * auto).  The file is read as passdb_open() reads it (symlinks followed,
+ * same size limit), parsed by the same code without logging its bad lines
+ * (the auth process reports them), and nothing is kept: every secret read
+ * is wiped before returning.  Returns 0, or -1 with *error_r a static text
+ * (the file cannot be read, out of memory) and *can_r false.
+ */
+int passdb_file_can_scram(const char *path, bool *can_r, const char **error_r);
+
 #endif

@@ -366,12 +366,9 @@ static void context_init(struct server *server, const struct server_params *p,
 		.expire_days = set->expire_days,
 		.max_auth_failures = set->max_auth_failures,
 		.max_bad_commands = set->max_bad_commands,
+		.sasl_mechs = p->sasl_mechs,
 		.implementation = "popbox",
 	};
-	/* Checked when the config was loaded: cannot fail here. */
-	if (settings_sasl_mechs(set->auth_mechanisms,
-				&server->ctx.pop3.sasl_mechs) < 0)
-		fatal("event=startup error=\"auth_mechanisms\"");
 	server->ctx.maildrop.login_delay = set->login_delay;
 	if (netmask_list_parse(set->trusted_networks, strlen(set->trusted_networks),
 			       &server->ctx.trusted, &error) < 0)

@@ -36,6 +36,10 @@ struct server_params {
 	const struct popboxd_settings *set;
 	struct tls_server *tls;        /* login: NULL if no TLS configured */
 	const char *auth_socket;       /* abstract name of auth's socket */
+	/* login: the SASL mechanisms offered, bit (1u << enum sasl_mech):
+	   auth_mechanisms as the master resolved it ("auto" against the
+	   passdb, which a login process cannot read) */
+	unsigned int sasl_mechs;
 	const char *const *mail_sockets;  /* login: one per mail process */
 	unsigned int mail_socket_count;
 	int mail_listen_fd;            /* mail: where hand-overs arrive */

@@ -153,9 +153,9 @@ static const struct settings_def settings_defs[] = {
 	{ "auth_penalty_max_ms", SET_UINT, OFF(auth_penalty_max_ms), 0, 60000,
 	  "15000", "cap of the growing wait for an address with failed logins;"
 	  " 0 turns it off", NULL, 0 },
-	{ "auth_mechanisms", SET_STRING, OFF(auth_mechanisms), 0, 0,
-	  "PLAIN LOGIN SCRAM-SHA-256",
-	  "SASL mechanisms AUTH offers (space-separated, or none)",
+	{ "auth_mechanisms", SET_STRING, OFF(auth_mechanisms), 0, 0, "auto",
+	  "SASL mechanisms AUTH offers (space-separated, auto or none); auto:"
+	  " PLAIN LOGIN, and SCRAM-SHA-256 if a passdb entry can use it",
 	  settings_check_mechanisms, 0 },
 	{ "max_auth_failures", SET_UINT, OFF(max_auth_failures), 1, 100, "3",
 	  "failed logins per connection before it is closed", NULL, 0 },
@@ -206,13 +206,20 @@ static const char *settings_error(const char *fmt, ...)
 	return settings_errbuf;
 }
 
-int settings_sasl_mechs(const char *value, unsigned int *mask_r)
+int settings_sasl_mechs(const char *value, unsigned int *mask_r,
+			bool *scram_auto_r)
 {
 	const char *p = value;
 
 	*mask_r = 0;
+	*scram_auto_r = false;
 	if (strcmp(value, "none") == 0)
 		return 0;
+	if (strcmp(value, "auto") == 0) {
+		*mask_r = 1u << SASL_MECH_PLAIN | 1u << SASL_MECH_LOGIN;
+		*scram_auto_r = true;
+		return 0;
+	}
 	while (*p != '\0') {
 		size_t len = strcspn(p, " \t");
 		enum sasl_mech mech;
@@ -231,9 +238,11 @@ int settings_sasl_mechs(const char *value, unsigned int *mask_r)
 static const char *settings_check_mechanisms(const char *value)
 {
 	unsigned int mask;
+	bool scram_auto;
 
-	if (settings_sasl_mechs(value, &mask) < 0)
-		return "unknown SASL mechanism: PLAIN, LOGIN, SCRAM-SHA-256 or none";
+	if (settings_sasl_mechs(value, &mask, &scram_auto) < 0)
+		return "unknown SASL mechanism: PLAIN, LOGIN, SCRAM-SHA-256, "
+		       "auto or none";
 	return NULL;
 }
 

@@ -39,7 +39,9 @@ struct popboxd_settings {
 	char *mail_user;       /* mail processes' user when started as root; default "popbox" */
 	char *login_user;      /* login processes' user; default "popbox-login" */
 	char *auth_user;       /* the auth process's user; default "popbox-auth" */
-	char *auth_mechanisms; /* SASL mechanisms offered; "none" for none */
+	/* SASL mechanisms offered: a list, "none", or "auto" (the default;
+	   see settings_sasl_mechs()) */
+	char *auth_mechanisms;
 	/* LMTP (RFC 2033) for the MTA: "unix:/path" or "127.0.0.1:24"; NULL = off. */
 	char *lmtp_listen;
 	/* Where popbox-deliver asks the auth process for a user's record. */
@@ -90,9 +92,16 @@ void settings_print(const struct popboxd_settings *set, FILE *out);
 
 void settings_free(struct popboxd_settings *set);
 
-/* Parses an auth_mechanisms value into a mask, bit (1u << enum sasl_mech)
-   per mechanism; "none" is 0.  Returns -1 for an unknown name. */
-int settings_sasl_mechs(const char *value, unsigned int *mask_r);
+/*
+ * Parses an auth_mechanisms value into a mask, bit (1u << enum sasl_mech)
+ * per mechanism; "none" is 0.  "auto" is PLAIN and LOGIN with
+ * *scram_auto_r set: SCRAM-SHA-256 is to be added when the passdb has an
+ * entry that can use it (passdb_file_can_scram(), decided by the master).
+ * An explicit list means what it says (*scram_auto_r false).  Returns -1
+ * for an unknown name.
+ */
+int settings_sasl_mechs(const char *value, unsigned int *mask_r,
+			bool *scram_auto_r);
 
 /*
  * Expands a mail_location template for a user.  home may be "" (then %h is

@@ -4,7 +4,8 @@
  * good copy kept when it breaks, the dummy hash for unknown users (proved
  * by the slow-hash counter, not by timing), APOP with RFC 1939's example,
  * SCRAM credentials (stored, derived from {PLAIN}, fake) and the user
- * lookup after a SCRAM proof, and a concurrency smoke test (run it under
+ * lookup after a SCRAM proof, passdb_file_can_scram() (checked against
+ * what the lookups say), and a concurrency smoke test (run it under
  * ASan/TSan).
  */
 #include <setjmp.h>
@@ -575,6 +576,152 @@ static void test_user_lookup(void **state)
 	passdb_user_clear(&u);
 }
 
+/* A {PLAIN} secret one byte over PASSWORD_MAX: no SCRAM keys from it. */
+static char long_plain_line[sizeof("long:{PLAIN}\n") + PASSWORD_MAX + 1];
+
+static const struct can_scram_case {
+	const char *text;
+	const char *users[4]; /* the names in text, for the cross-check */
+	bool can;
+} can_scram_cases[] = {
+	{ "", { NULL }, false },
+	{ "# only a comment\n\n", { NULL }, false },
+	/* Crypt hashes only: what `popbox passwd` writes by default. */
+	{ "alice:" ALICE_HASH "\nerin:" ERIN_HASH "\n"
+	  "carol:{SHA512-CRYPT}$5$saltsalt$hl9BvcGsj7AkON13nbqeQHDgRpHyFxt7WDzLoS.OCQ/\n",
+	  { "alice", "erin", "carol", NULL }, false },
+	{ "alice:" ALICE_HASH "\nbob:{PLAIN}secret\n", { "alice", "bob", NULL },
+	  true },
+	{ "mrose:{CLEAR}tanstaaf\r\n", { "mrose", NULL }, true },
+	{ "alice:" ALICE_HASH "\nsam:" SAM_HASH ":1003:1003::/home/sam\n",
+	  { "alice", "sam", NULL }, true },
+	/* Entries that look SCRAM-capable but that no lookup would use. */
+	{ "sid:" SID_HASH "\n", { "sid", NULL }, false },
+	{ "alice:" ALICE_HASH "\nalice:{PLAIN}pencil2\n", { "alice", NULL },
+	  false },
+	{ "dave:{PLAIN}x:notanumber\n../bob:{PLAIN}x\n", { "dave", NULL },
+	  false },
+	{ long_plain_line, { "long", NULL }, false },
+	{ users_v1, { "alice", "bob", "sam", NULL }, true },
+};
+
+/* Whether any of users gets usable credentials from passdb_scram_lookup(). */
+static bool any_lookup_usable(const char *path, const char *const *users)
+{
+	struct passdb *db;
+	const char *error;
+	bool any = false;
+
+	assert_int_equal(passdb_open(path, &db, &error), 0);
+	for (size_t i = 0; users[i] != NULL; i++) {
+		struct password_scram cred;
+		bool usable;
+
+		assert_int_equal(passdb_scram_lookup(db, users[i], &cred, &usable),
+				 PASSDB_OK);
+		any = any || usable;
+	}
+	passdb_close(&db);
+	return any;
+}
+
+/* Runs passdb_file_can_scram() with stderr captured into log_r. */
+static int can_scram_captured(const char *path, bool *can_r,
+			      const char **error_r, char **log_r)
+{
+	char logpath[] = "/tmp/test-passdb-log-XXXXXX";
+	int fd = mkstemp(logpath), saved;
+	int ret;
+
+	assert_true(fd >= 0);
+	fflush(stderr);
+	saved = dup(STDERR_FILENO);
+	dup2(fd, STDERR_FILENO);
+	log_set_level(LOG_LEVEL_INFO);
+	ret = passdb_file_can_scram(path, can_r, error_r);
+	log_set_level(LOG_LEVEL_ERROR);
+	fflush(stderr);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+
+	off_t size = lseek(fd, 0, SEEK_END);
+	*log_r = calloc(1, (size_t)size + 1);
+	assert_non_null(*log_r);
+	assert_int_equal(pread(fd, *log_r, (size_t)size, 0), size);
+	close(fd);
+	unlink(logpath);
+	return ret;
+}
+
+/*
+ * The site-wide question behind auth_mechanisms = auto: true exactly when
+ * some user of the file gets usable SCRAM credentials from a lookup, and
+ * asked without a word in the log (the auth process reports bad lines).
+ */
+static void test_file_can_scram(void **state)
+{
+	struct fixture *fx = *state;
+
+	memset(long_plain_line, 0, sizeof(long_plain_line));
+	strcpy(long_plain_line, "long:{PLAIN}");
+	memset(long_plain_line + strlen(long_plain_line), 'x', PASSWORD_MAX + 1);
+	strcat(long_plain_line, "\n");
+	for (size_t i = 0; i < sizeof(can_scram_cases) / sizeof(can_scram_cases[0]);
+	     i++) {
+		const struct can_scram_case *c = &can_scram_cases[i];
+		const char *error = NULL;
+		bool can = !c->can;
+		char *log;
+
+		write_file(fx->path, c->text);
+		assert_int_equal(can_scram_captured(fx->path, &can, &error, &log),
+				 0);
+		if (can != c->can)
+			fail_msg("case %zu: %d, want %d", i, can, c->can);
+		if (log[0] != '\0')
+			fail_msg("case %zu logged: %s", i, log);
+		free(log);
+		if (any_lookup_usable(fx->path, c->users) != c->can)
+			fail_msg("case %zu: the lookups disagree", i);
+	}
+}
+
+/* A file that cannot be read is an error, never a silent "no"; a
+   symlink is followed, as passdb_open() follows it. */
+static void test_file_can_scram_errors(void **state)
+{
+	struct fixture *fx = *state;
+	const char *error = NULL;
+	char path[128];
+	bool can = true;
+
+	snprintf(path, sizeof(path), "%s/missing", fx->dir);
+	assert_int_equal(passdb_file_can_scram(path, &can, &error), -1);
+	assert_string_equal(error, "No such file or directory");
+	assert_false(can);
+
+	can = true;
+	assert_int_equal(passdb_file_can_scram(fx->dir, &can, &error), -1);
+	assert_string_equal(error, "not a regular file");
+	assert_false(can);
+
+	/* Root reads a mode-000 file anyway: only checked as another user. */
+	write_file(fx->path, "bob:{PLAIN}secret\n");
+	if (geteuid() != 0) {
+		assert_int_equal(chmod(fx->path, 0), 0);
+		assert_int_equal(passdb_file_can_scram(fx->path, &can, &error),
+				 -1);
+		assert_string_equal(error, "Permission denied");
+		assert_int_equal(chmod(fx->path, 0600), 0);
+	}
+
+	snprintf(path, sizeof(path), "%s/link", fx->dir);
+	assert_int_equal(symlink(fx->path, path), 0);
+	assert_int_equal(passdb_file_can_scram(path, &can, &error), 0);
+	assert_true(can);
+	unlink(path);
+}
+
 static const struct username_case {
 	const char *name;
 	bool valid;
@@ -623,6 +770,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reload, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reload_failure_keeps_old, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent_reload, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_file_can_scram, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_file_can_scram_errors, setup, teardown),
 		cmocka_unit_test(test_username_valid),
 	};
 

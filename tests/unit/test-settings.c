@@ -1,7 +1,8 @@
 /*
  * test-settings.c — config parsing, checking, printing and mail_location
  * expansion.  Tables of good texts (with a line the printed config must
- * contain), bad texts (with the exact error), and expansions.
+ * contain), bad texts (with the exact error), and expansions; the
+ * auth_mechanisms values as masks (auto included).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,6 +16,7 @@
 
 #include <cmocka.h>
 
+#include "sasl-mech.h"
 #include "settings.h"
 
 /* settings_print() into a malloc'ed string. */
@@ -59,7 +61,7 @@ static void test_defaults(void **state)
 	assert_int_equal(set.auth_failure_delay_ms, 2000);
 	assert_int_equal(set.max_auth_failures, 3);
 	assert_int_equal(set.auth_penalty_max_ms, 15000);
-	assert_string_equal(set.auth_mechanisms, "PLAIN LOGIN SCRAM-SHA-256");
+	assert_string_equal(set.auth_mechanisms, "auto");
 	assert_int_equal(set.max_bad_commands, 10);
 	assert_int_equal(set.workers, 0);
 	assert_int_equal(set.auth_workers, 4);
@@ -92,6 +94,9 @@ static const struct good_case good_cases[] = {
 	{ "allow_cleartext = on", "allow_cleartext = yes\n" },
 	{ "auth_mechanisms = scram-sha-256  PLAIN", "auth_mechanisms = scram-sha-256  PLAIN\n" },
 	{ "auth_mechanisms = none", "auth_mechanisms = none\n" },
+	{ "auth_mechanisms = auto", "auth_mechanisms = auto\n" },
+	{ "auth_mechanisms = PLAIN LOGIN SCRAM-SHA-256",
+	  "auth_mechanisms = PLAIN LOGIN SCRAM-SHA-256\n" },
 	{ "auth_penalty_max_ms = 0", "auth_penalty_max_ms = 0\n" },
 	{ "auth_penalty_max_ms = 60000", "auth_penalty_max_ms = 60000\n" },
 	{ "idle_timeout=600", "idle_timeout = 600\n" },
@@ -274,9 +279,14 @@ static const struct bad_case bad_cases[] = {
 	{ "trusted_networks = 10.0.0.1/8",
 	  "line 1: trusted_networks: host bits set below the prefix length" },
 	{ "auth_mechanisms = PLAIN CRAM-MD5",
-	  "line 1: auth_mechanisms: unknown SASL mechanism: PLAIN, LOGIN, SCRAM-SHA-256 or none" },
+	  "line 1: auth_mechanisms: unknown SASL mechanism: PLAIN, LOGIN, SCRAM-SHA-256, auto or none" },
 	{ "auth_mechanisms = PLAIN none",
-	  "line 1: auth_mechanisms: unknown SASL mechanism: PLAIN, LOGIN, SCRAM-SHA-256 or none" },
+	  "line 1: auth_mechanisms: unknown SASL mechanism: PLAIN, LOGIN, SCRAM-SHA-256, auto or none" },
+	/* auto stands alone, as none does, and is spelt in lower case. */
+	{ "auth_mechanisms = auto SCRAM-SHA-256",
+	  "line 1: auth_mechanisms: unknown SASL mechanism: PLAIN, LOGIN, SCRAM-SHA-256, auto or none" },
+	{ "auth_mechanisms = AUTO",
+	  "line 1: auth_mechanisms: unknown SASL mechanism: PLAIN, LOGIN, SCRAM-SHA-256, auto or none" },
 	{ "auth_penalty_max_ms = 60001",
 	  "line 1: auth_penalty_max_ms: expected a number 0..60000" },
 	{ "trusted_networks = lan",
@@ -671,6 +681,51 @@ static void test_expand_too_long(void **state)
 	free(path);
 }
 
+#define MECH(m) (1u << SASL_MECH_##m)
+
+static const struct mechs_case {
+	const char *value;
+	int ret;
+	unsigned int mask;
+	bool scram_auto;
+} mechs_cases[] = {
+	/* auto: PLAIN LOGIN always; SCRAM left to the master's passdb check. */
+	{ "auto", 0, MECH(PLAIN) | MECH(LOGIN), true },
+	{ "none", 0, 0, false },
+	/* An explicit list means exactly what it says. */
+	{ "PLAIN LOGIN SCRAM-SHA-256", 0,
+	  MECH(PLAIN) | MECH(LOGIN) | MECH(SCRAM_SHA_256), false },
+	{ "PLAIN SCRAM-SHA-256", 0, MECH(PLAIN) | MECH(SCRAM_SHA_256), false },
+	{ "scram-sha-256", 0, MECH(SCRAM_SHA_256), false },
+	{ "PLAIN \t LOGIN", 0, MECH(PLAIN) | MECH(LOGIN), false },
+	{ "AUTO", -1, 0, false },
+	{ "auto PLAIN", -1, 0, false },
+	{ "PLAIN auto", -1, 0, false },
+	{ "none PLAIN", -1, 0, false },
+	{ "", -1, 0, false },
+	{ "   ", -1, 0, false },
+	{ "CRAM-MD5", -1, 0, false },
+};
+
+static void test_sasl_mechs(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(mechs_cases) / sizeof(mechs_cases[0]); i++) {
+		const struct mechs_case *c = &mechs_cases[i];
+		unsigned int mask = 0xff;
+		bool scram_auto = true;
+		int ret = settings_sasl_mechs(c->value, &mask, &scram_auto);
+
+		if (ret != c->ret)
+			fail_msg("'%s': returned %d, want %d", c->value, ret,
+				 c->ret);
+		if (ret == 0 && (mask != c->mask || scram_auto != c->scram_auto))
+			fail_msg("'%s': mask %#x auto %d, want %#x auto %d",
+				 c->value, mask, scram_auto, c->mask,
+				 c->scram_auto);
+	}
+}
+
 static void test_load(void **state)
 {
 	char dir[] = "/tmp/test-settings-XXXXXX", path[64];
@@ -745,6 +800,7 @@ int main(void)
 		cmocka_unit_test(test_listen_none),
 		cmocka_unit_test(test_listen_both_full),
 		cmocka_unit_test(test_check),
+		cmocka_unit_test(test_sasl_mechs),
 		cmocka_unit_test(test_round_trip),
 		cmocka_unit_test(test_print_unset),
 		cmocka_unit_test(test_expand),
