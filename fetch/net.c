@@ -744,6 +744,17 @@ int net_read(struct net_conn *conn, void *buf, size_t size, size_t *len_r,
 	return r;
 }
 
+bool net_input_ready(struct net_conn *conn)
+{
+	struct pollfd pfd = { .fd = conn->fd, .events = POLLIN };
+
+	if (conn->dead)
+		return false;
+	if (conn->tls && SSL_pending(conn->ssl) > 0)
+		return true;
+	return poll(&pfd, 1, 0) > 0;
+}
+
 /* One write call: how many bytes went out (0 after a wait or an
    interruption: call again), or -1 with *error_r. */
 static ssize_t net_write_some(struct net_conn *conn, const uint8_t *p,

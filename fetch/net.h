@@ -167,6 +167,14 @@ void net_close(struct net_conn **conn);
  */
 void net_interrupt(struct net_conn *conn);
 
+/*
+ * True if more input has arrived: decrypted bytes are buffered (TLS), or
+ * the socket is readable (data -- over TLS perhaps the start of a record
+ * whose rest is on its way --, end of stream or an error).  Never waits.  The fetch driver uses it to commit the messages
+ * of everything that has arrived together, rather than per read.
+ */
+bool net_input_ready(struct net_conn *conn);
+
 /* True once net_start_tls() has succeeded. */
 bool net_conn_is_tls(const struct net_conn *conn);
 

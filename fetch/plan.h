@@ -43,14 +43,24 @@
  *   - after 2, before 3 completes: stored, not recorded, not deleted: the
  *     next run fetches it again, A SECOND COPY (between two fsyncs,
  *     milliseconds; only a crash of this process or the machine, never a
- *     network fault, since 3 is local).  Never a loss.  For an mbox or an
- *     MDA this window stays.  A Maildir closes it by doing 3 in the
- *     middle of 2: the file fsynced in tmp/, then a durable PENDING
- *     record naming the file (uidl-db.h), then the rename into new/ and
- *     the fsync of new/; the next run looks pending names up in the
- *     Maildir (fetch/run.c recover) and finds each message stored or not
- *     stored, never both.  That also lets fetch/run.c commit the messages
- *     of one read together (one fdatasync, one fsync of new/).
+ *     network fault, since 3 is local).  Never a loss.  For an MDA this
+ *     window stays.  A Maildir and an mbox close it by doing 3 in the
+ *     middle of 2, with a durable PENDING record (uidl-db.h) naming the
+ *     message before it can be seen:
+ *       Maildir: the file fsynced in tmp/, the pending record naming it,
+ *       the rename into new/, the fsync of new/ (the messages of one read
+ *       together: one fdatasync, one fsync of new/);
+ *       mbox: both locks taken, the append's bytes computed from the
+ *       spool but not written, the pending record naming them
+ *       ("mbox.<offset>.<length>.<key>.<SipHash>"), the append and its
+ *       fsync, the unlock (one message at a time: the lock is held from
+ *       the name to the append).
+ *     The next run looks the pending names up (fetch/run.c recover,
+ *     sink_locate): the file in new/, cur/ or tmp/, or exactly those
+ *     bytes at that offset of the mbox; each message is stored or not
+ *     stored, never both.  A crash in the middle of an mbox append leaves
+ *     a torn message at the end of the file: not stored, fetched again
+ *     and appended whole after it; the torn part stays (sink.h).
  *   - after 3, before 5 completes: recorded, maybe DELE-marked, not
  *     deleted (a server deletes only in UPDATE after QUIT): the next run
  *     finds the record and does not fetch it again; under delete (or

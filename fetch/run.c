@@ -38,6 +38,10 @@
 /* Messages in one listing: as many records as a UIDL table holds; a
    server listing more is broken or hostile (memory stays bounded). */
 #define RUN_LISTING_MAX UIDL_DB_RECORDS_MAX
+/* Messages prepared and not yet committed: fewer than RUN_WINDOW when a
+   read begins (pump commits at RUN_WINDOW), plus at most the RUN_WINDOW
+   commands in flight that one read can complete. */
+#define RUN_STAGED_MAX (2 * RUN_WINDOW)
 /* A line of output. */
 #define RUN_LINE_MAX 1024
 
@@ -52,12 +56,12 @@ struct saved_reply {
 	char text[RUN_SERVER_TEXT_MAX * 4 + 4];
 };
 
-/* A message prepared in the Maildir's tmp/, waiting for the group
-   commit (commit_staged). */
+/* A message prepared (in the Maildir's tmp/, or an mbox append locked
+   and named), waiting for its commit (commit_staged). */
 struct staged_msg {
 	const struct plan_action *a;
 	struct sink_msg *msg;
-	const char *name;                 /* its name in tmp/ (in msg) */
+	const char *name;                 /* its pending name (in msg) */
 	uint64_t octets;
 };
 
@@ -113,8 +117,8 @@ struct run {
 	const struct plan_action *pending[RUN_WINDOW];  /* stored, to
 					     record (flush_records) */
 	size_t npending;
-	struct staged_msg staged[RUN_WINDOW];  /* Maildir: prepared, to
-					     commit (commit_staged) */
+	struct staged_msg staged[RUN_STAGED_MAX];  /* prepared, to commit
+					     (commit_staged); an mbox: one */
 	size_t nstaged;
 	bool no_more_commit;              /* a group commit's outcome is
 					     unknown: commit nothing more */
@@ -325,8 +329,12 @@ static int pump(struct run *r)
 	}
 	int ret = pop3c_input(r->pop, r->buf, n, &error);
 	/* Before anything else, even an error: what was stored gets
-	   recorded (its DELEs go out with the next flush). */
-	flush_records(r);
+	   recorded (its DELEs go out with the next flush).  The Maildir's
+	   group commit waits while more input has already arrived (over TLS
+	   a read gives one record, a message or two), up to RUN_WINDOW
+	   messages: one commit for all that came together. */
+	if (ret < 0 || r->nstaged >= RUN_WINDOW || !net_input_ready(r->conn))
+		flush_records(r);
 	if (ret < 0) {
 		fail(r, r->perm_protocol ? RUN_PERMFAIL : RUN_TEMPFAIL,
 		     "the server broke the protocol: %s", error);
@@ -687,8 +695,8 @@ static void abort_staged(struct run *r, size_t from, size_t to)
    the index of each in items (the pending list's order). */
 static int stage_records(struct run *r, size_t n, size_t *k_r)
 {
-	struct uidl_db_batch_item items[RUN_WINDOW];
-	const char *names[RUN_WINDOW];
+	struct uidl_db_batch_item items[RUN_STAGED_MAX];
+	const char *names[RUN_STAGED_MAX];
 	const char *error;
 	size_t k = 0;
 
@@ -713,24 +721,29 @@ static int stage_records(struct run *r, size_t n, size_t *k_r)
 }
 
 /*
- * The group commit of the messages prepared in the Maildir's tmp/ since
- * the last one (those that completed in one read from the server):
+ * The commit of the messages prepared since the last one: for a Maildir
+ * the group of those that completed in one read from the server (in its
+ * tmp/), for an mbox the one message just prepared (the append's bytes
+ * named, both locks held):
  *   1. their pending records, durable (one fdatasync, uidl-db.h);
- *   2. each renamed into new/;
- *   3. one fsync of new/;
+ *   2. each renamed into new/, or appended to the mbox and fsynced;
+ *   3. one fsync of new/ (nothing for an mbox);
  *   4. their records settled in memory, and their DELEs queued.
- * A crash before 1 completes leaves them in tmp/ unrecorded (not stored:
- * fetched again); after it, the next run looks each name up (recover)
- * and finds it in tmp/ (then moves it) or new/: stored once either way.
+ * A crash before 1 completes leaves them in tmp/ unrecorded, or not
+ * appended (not stored: fetched again); after it, the next run looks
+ * each name up (recover) and finds it in tmp/ (then moves it) or new/,
+ * or its bytes at their place in the mbox: stored once either way (a torn
+ * mbox append does not match: fetched again, the torn part stays, sink.h).
  * So a crash never gives a second copy here, which a record written after
- * the rename could not promise (fetch/plan.h).  Costs per message: its
- * file's fsync; per commit: one fdatasync and one fsync of new/.
+ * the rename or the append could not promise (fetch/plan.h).  Costs per
+ * Maildir message: its file's fsync; per commit: one fdatasync and one
+ * fsync of new/.  Per mbox message: one fdatasync and one fsync.
  */
 static void commit_staged(struct run *r)
 {
 	size_t n = r->nstaged, k, ki = 0, published = 0;
-	bool stored[RUN_WINDOW] = { false };
-	bool settle[RUN_WINDOW] = { false };
+	bool stored[RUN_STAGED_MAX] = { false };
+	bool settle[RUN_STAGED_MAX] = { false };
 	enum sink_status st;
 	const char *error;
 
@@ -787,12 +800,12 @@ static void commit_staged(struct run *r)
 /*
  * Makes the records of the stored messages durable (one fdatasync), then
  * queues their DELEs: the Maildir's group commit (commit_staged), and for
- * an mbox or an MDA the record of each message at once
- * (message_stored): a group commit there would widen the window in which
- * a crash leaves stored messages unrecorded (each one a duplicate at the
- * next run, plan.h) from one message to many, and neither can carry a
- * pending record's name.  pump() and run_free() call it too, so nothing
- * stored is ever left unrecorded whatever path the run takes.
+ * an MDA the record of each message at once (message_stored): a group
+ * commit there would widen the window in which a crash leaves stored
+ * messages unrecorded (each one a duplicate at the next run, plan.h) from
+ * one message to many, and an MDA cannot carry a pending record's name.
+ * pump() and run_free() call it too, so nothing stored is ever left
+ * unrecorded whatever path the run takes.
  */
 static void flush_records(struct run *r)
 {
@@ -825,7 +838,7 @@ static void flush_records(struct run *r)
 		message_done(r, r->pending[i]);
 }
 
-/* Stored (mbox, MDA): recorded at once (flush_records), and only then its
+/* Stored (MDA): recorded at once (flush_records), and only then its
    DELE. */
 static void message_stored(struct run *r, const struct plan_action *a,
 			   uint64_t octets)
@@ -840,8 +853,8 @@ static void message_stored(struct run *r, const struct plan_action *a,
 	flush_records(r);
 }
 
-/* Maildir: the message whole and fsynced in tmp/; the group commit
-   (commit_staged) does the rest. */
+/* Maildir: the message whole and fsynced in tmp/; mbox: both locks
+   taken and the append named.  commit_staged does the rest. */
 static void stage_message(struct run *r, const struct plan_action *a,
 			  uint64_t octets)
 {
@@ -853,7 +866,7 @@ static void stage_message(struct run *r, const struct plan_action *a,
 		store_failed(r, a, st, error);
 		return;
 	}
-	/* At most RUN_WINDOW commands complete between two commits. */
+	/* At most RUN_STAGED_MAX between two commits (pump). */
 	r->staged[r->nstaged++] = (struct staged_msg){
 		.a = a, .msg = r->msg, .name = name, .octets = octets,
 	};
@@ -892,8 +905,12 @@ static void message_end(struct run *r, const struct pop3c_event *ev)
 	}
 	if (flush_message(r) < 0)
 		return;
-	if (sink_can_batch(r->dest)) {
+	if (sink_can_prepare(r->dest)) {
 		stage_message(r, a, ev->octets);
+		/* An mbox: its locks are held until the append; one message
+		   at a time. */
+		if (!sink_can_batch(r->dest))
+			commit_staged(r);
 		return;
 	}
 	if (sink_commit(&r->msg, &st, &error) < 0) {
@@ -1412,9 +1429,11 @@ static int open_db(struct run *r)
 
 /*
  * Messages an interrupted run left pending (uidl-db.h): each looked up by
- * its file name in the Maildir; found (or moved from tmp/ into new/ now):
- * recorded as stored; nowhere: fetched again.  A --list run changes
- * nothing and opens no Maildir: it shows them as not yet fetched.
+ * its name in the destination (sink_locate): in the Maildir (found, or
+ * moved from tmp/ into new/ now), or its append's bytes at their place in
+ * the mbox: recorded as stored; nowhere (or torn): fetched again.  A
+ * --list run changes nothing and opens no destination: it shows them as
+ * not yet fetched.
  */
 static int recover(struct run *r)
 {

@@ -16,6 +16,7 @@
 
 struct deliver;
 struct deliver_dir;
+struct mbox_append;
 
 /* Spool and copy buffers: a few large writes instead of one per line. */
 #define SINK_BUF_SIZE (64 * 1024)
@@ -34,7 +35,9 @@ struct sink_msg {
 	struct deliver *deliver;   /* Maildir */
 	struct deliver_dir *dir;   /* Maildir opened by sink_open (borrowed),
 				      or NULL */
-	bool prepared;             /* Maildir: sink_prepare done */
+	bool prepared;             /* sink_prepare done */
+	struct mbox_append *mbox;  /* mbox: prepared, both locks held until
+				      sink_publish or sink_free */
 	int spool_fd;              /* mbox, MDA: unlinked, LF line ends */
 	uint64_t spool_size;
 	struct mail_lines lines;   /* CRLF -> LF into the spool */
@@ -84,5 +87,33 @@ int sink_mbox_commit(struct sink_msg *m, enum sink_status *status_r,
 		     const char **error_r);
 int sink_mda_commit(struct sink_msg *m, enum sink_status *status_r,
 		    const char **error_r);
+
+/*
+ * The mbox's pending-record steps (sink.h, sink_prepare):
+ *   sink_mbox_prepare  both locks taken, the append's bytes computed but
+ *                      not written: *name_r (valid until m is freed) is
+ *                      "mbox.<off>.<len>.<key>.<hash>" (SINK_MBOX_NAME_MAX
+ *                      characters at most): the append will put len bytes
+ *                      at offset off, whose SipHash-2-4 under the random
+ *                      128-bit key (32 hex digits) is hash (16 hex digits);
+ *   sink_mbox_publish  writes exactly those bytes, fsync (cut back to off
+ *                      on any error), unlocks;
+ *   sink_mbox_release  unlocks and forgets a prepared append (nothing
+ *                      written); NULL m->mbox is fine;
+ *   sink_mbox_locate   for each name: are those bytes at that place in
+ *                      the mbox at path?  Any name not of that form is
+ *                      "not stored".
+ * Each returns 0, or -1 with *status_r and *error_r.
+ */
+#define SINK_MBOX_NAME_MAX (5 + 20 + 1 + 20 + 1 + 32 + 1 + 16)
+int sink_mbox_prepare(struct sink_msg *m, const char **name_r,
+		      enum sink_status *status_r, const char **error_r);
+int sink_mbox_publish(struct sink_msg *m, enum sink_status *status_r,
+		      const char **error_r);
+void sink_mbox_release(struct sink_msg *m);
+int sink_mbox_locate(const char *path, const char *const *names, size_t n,
+		     bool *stored_r, enum sink_status *status_r,
+		     const char **error_r);
+
 
 #endif

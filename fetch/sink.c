@@ -6,7 +6,8 @@
  * so no header of its own, no quota, no size limit): its tmp/ file is the
  * spool, and commit is its rename into new/.  mbox and MDA messages are
  * converted (CRLF -> LF, lib/mail-lines) into an unlinked spool file,
- * which sink-mbox.c or sink-mda.c takes at commit.  After any failure the
+ * which sink-mbox.c or sink-mda.c takes at commit (an mbox also at
+ * prepare: the append named and locked, then written at publish).  After any failure the
  * message keeps the first error and every later call reports it.
  */
 #include "sink.h"
@@ -316,6 +317,7 @@ static int sink_maildir_commit(struct sink_msg *m, enum sink_status *status_r,
 
 static void sink_free(struct sink_msg *m)
 {
+	sink_mbox_release(m);
 	deliver_abort(&m->deliver);
 	if (m->spool_fd >= 0)
 		close(m->spool_fd);
@@ -568,30 +570,51 @@ int sink_begin_in(struct sink *sink, const struct sink_msg_info *info,
 			     error_r);
 }
 
+bool sink_can_prepare(const struct sink *sink)
+{
+	return sink->dir != NULL ||
+	       (sink->cfg.kind == SINK_MBOX && sink->cfg.target != NULL &&
+		sink->cfg.target[0] != '\0');
+}
+
 bool sink_can_batch(const struct sink *sink)
 {
 	return sink->dir != NULL;
 }
 
-int sink_prepare(struct sink_msg *m, const char **name_r,
-		 enum sink_status *status_r, const char **error_r)
+static int sink_maildir_prepare(struct sink_msg *m, const char **name_r,
+				enum sink_status *status_r,
+				const char **error_r)
 {
 	enum deliver_status st;
 	const char *err;
 
+	if (deliver_prepare(m->deliver, &st, &err) < 0)
+		return sink_fail(sink_deliver_status(st), status_r, error_r,
+				 "Maildir %s: %s", m->target, err);
+	*name_r = deliver_base(m->deliver);
+	return 0;
+}
+
+int sink_prepare(struct sink_msg *m, const char **name_r,
+		 enum sink_status *status_r, const char **error_r)
+{
+	int ret;
+
 	if (m->failed)
 		return sink_fail_again(m, status_r, error_r);
-	if (m->dir == NULL || m->prepared)
+	if (m->prepared || (m->kind == SINK_MAILDIR ? m->dir == NULL :
+			    m->kind != SINK_MBOX))
 		return sink_fail(SINK_PERMFAIL, status_r, error_r,
-				 "sink_prepare: not a Maildir of sink_open's, "
-				 "or prepared twice");
-	if (deliver_prepare(m->deliver, &st, &err) < 0) {
-		sink_fail(sink_deliver_status(st), status_r, error_r,
-			  "Maildir %s: %s", m->target, err);
+				 "sink_prepare: not an mbox or a Maildir of "
+				 "sink_open's, or prepared twice");
+	if (m->kind == SINK_MAILDIR)
+		ret = sink_maildir_prepare(m, name_r, status_r, error_r);
+	else if ((ret = sink_spool_finish(m, status_r, error_r)) == 0)
+		ret = sink_mbox_prepare(m, name_r, status_r, error_r);
+	if (ret < 0)
 		return sink_set_failed(m, *status_r, *error_r);
-	}
 	m->prepared = true;
-	*name_r = deliver_base(m->deliver);
 	return 0;
 }
 
@@ -609,6 +632,8 @@ int sink_publish(struct sink_msg **mp, enum sink_status *status_r,
 	else if (!m->prepared)
 		ret = sink_fail(SINK_PERMFAIL, status_r, error_r,
 				"sink_publish before sink_prepare");
+	else if (m->kind == SINK_MBOX)
+		ret = sink_mbox_publish(m, status_r, error_r);
 	else if (deliver_publish(&m->deliver, false, NULL, &st, &err) < 0)
 		ret = sink_fail(sink_deliver_status(st), status_r, error_r,
 				"Maildir %s: %s", m->target, err);
@@ -642,6 +667,9 @@ int sink_locate(struct sink *sink, const char *const *names, size_t n,
 
 	for (size_t i = 0; i < n; i++)
 		stored_r[i] = false;
+	if (n > 0 && sink->cfg.kind == SINK_MBOX && sink_can_prepare(sink))
+		return sink_mbox_locate(sink->cfg.target, names, n, stored_r,
+					status_r, error_r);
 	if (sink->dir == NULL || n == 0)
 		return 0;
 	if ((where = calloc(n, sizeof(*where))) == NULL)

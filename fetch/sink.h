@@ -35,11 +35,16 @@
  * lock_timeout_ms has passed, then the commit fails with SINK_TEMPFAIL.
  * The message gets "From <sender> <date>", its lines quoted mboxrd style
  * (fetch/mbox-format.h), a final newline if it has none and the empty
- * separator line; the file is fsynced before the locks go.  Caveat: a
- * SIGKILL or power loss in the middle of the append leaves the part
- * written (mbox has no atomic append); the message was not recorded, so
- * the next run fetches it again.  The program should ignore SIGXFSZ so
- * that a file size limit is a write error (then cut back), not a kill.
+ * separator line, written with one write() when the message is at most
+ * 48 KiB (else the last write() carries the message's end); the file is
+ * fsynced before the locks go.  Caveat: a SIGKILL or power loss in the
+ * middle of the append leaves the part written (mbox has no atomic
+ * append), a torn message at the end of the file; its pending record
+ * (below) does not match it, so the next run fetches the message again
+ * and appends it whole after the torn part, which stays (nothing can
+ * tell for sure that those bytes are ours and nothing else's, so they are
+ * never cut).  The program should ignore SIGXFSZ so that a file size
+ * limit is a write error (then cut back), not a kill.
  *
  * The MDA: "/bin/sh -c <command>" (the command is the user's own
  * configuration; nothing from the message or the server is ever put into
@@ -162,16 +167,34 @@ void sink_abort(struct sink_msg **msg);
  * open, so that a message costs only its own file.  sink_begin_in() is
  * sink_begin() into it; sink_write/commit/abort work as above.
  *
- * A GROUP COMMIT for a Maildir (sink_can_batch): instead of sink_commit,
- *   sink_prepare   the file whole and fsynced in tmp/; *name_r is its
- *                  unique name there (the start of its name in new/);
+ * PENDING RECORDS (sink_can_prepare: a Maildir or an mbox): instead of
+ * sink_commit,
+ *   sink_prepare   Maildir: the file whole and fsynced in tmp/; *name_r
+ *                  is its unique name there (the start of its name in
+ *                  new/).  mbox: both locks taken, nothing written; the
+ *                  append's bytes are computed from the spool: *name_r is
+ *                  "mbox.<off>.<len>.<key>.<hash>", the offset where they
+ *                  will go (the file's size now), their number, a random
+ *                  128-bit key (32 hex digits) and their SipHash-2-4
+ *                  under it (16 hex digits); the locks stay held;
  *   (the caller makes a durable record naming it: uidl-db's pending
  *   records)
- *   sink_publish   renames it into new/ and frees the message;
- *   sink_sync      one fsync of new/ for every message published before:
- *                  only after it are they durable.
- * A crash between the steps leaves each message in tmp/ (whole) or in
- * new/ (maybe, before the sync), never half; sink_locate() tells which.
+ *   sink_publish   Maildir: renames it into new/.  mbox: appends exactly
+ *                  those bytes (refused, nothing written, if the file's
+ *                  size changed in spite of the locks), fsync, cut back on
+ *                  any error, unlocks.  Frees the message either way;
+ *   sink_sync      Maildir: one fsync of new/ for every message published
+ *                  before: only after it are they durable.  mbox: nothing.
+ * sink_abort after sink_prepare: Maildir: the tmp/ file removed; mbox:
+ * unlocked, nothing written.
+ * A GROUP COMMIT (sink_can_batch: a Maildir) prepares the messages of one
+ * read and publishes them together; an mbox holds its locks from prepare
+ * to publish (an OFD lock: a second message of the same process could
+ * not take it), so its messages go one at a time.
+ * A crash between the steps leaves each Maildir message in tmp/ (whole)
+ * or in new/ (maybe, before the sync), never half, and each mbox message
+ * not appended, appended whole, or torn (above); sink_locate() tells
+ * which.
  */
 struct sink;
 
@@ -183,7 +206,12 @@ int sink_begin_in(struct sink *sink, const struct sink_msg_info *info,
 		  struct sink_msg **msg_r, enum sink_status *status_r,
 		  const char **error_r);
 
-/* True for a Maildir: sink_prepare/publish/sync may be used. */
+/* True for a Maildir (of sink_open's) and an mbox: sink_prepare,
+   sink_publish, sink_sync and sink_locate may be used. */
+bool sink_can_prepare(const struct sink *sink);
+
+/* True for a Maildir: several messages may be prepared before they are
+   published (for an mbox: publish each before the next is prepared). */
 bool sink_can_batch(const struct sink *sink);
 
 /* 0 with *name_r (valid until the message is freed), or -1 with
@@ -191,8 +219,8 @@ bool sink_can_batch(const struct sink *sink);
 int sink_prepare(struct sink_msg *msg, const char **name_r,
 		 enum sink_status *status_r, const char **error_r);
 
-/* After sink_prepare: 0, or -1 with nothing of it left in new/ or tmp/.
-   Frees *msg either way. */
+/* After sink_prepare: 0, or -1 with nothing of it left in new/ or tmp/
+   (Maildir) or in the mbox.  Frees *msg either way. */
 int sink_publish(struct sink_msg **msg, enum sink_status *status_r,
 		 const char **error_r);
 
@@ -202,12 +230,17 @@ int sink_sync(struct sink *sink, enum sink_status *status_r,
 
 /*
  * After a crash: for each names[i] (a name sink_prepare gave), was the
- * message stored?  stored_r[i] true if it is in new/ or cur/ (a mail
- * reader may have moved it there), or still whole in tmp/ (then it is
- * moved into new/ and synced now: a file left in tmp/ would be removed
- * as stale one day, so it must not count as stored before).  False
- * when it is nowhere (not stored: fetch it again) and for any kind but a
- * Maildir.  0, or -1 with *status_r and *error_r.
+ * message stored?  Maildir: stored_r[i] true if it is in new/ or cur/ (a
+ * mail reader may have moved it there), or still whole in tmp/ (then it
+ * is moved into new/ and synced now: a file left in tmp/ would be removed
+ * as stale one day, so it must not count as stored before); false when it
+ * is nowhere (not stored: fetch it again).  mbox: true if the file has at
+ * least off + len bytes and those from off on hash to the name's hash
+ * under its key; false otherwise (never appended, torn, or moved by a
+ * mail reader that rewrote the file: fetched again, a second copy in the
+ * last case, never a loss: a position alone never counts), and when there
+ * is no mbox.  Names of the other kind, or damaged, are "not stored"; so
+ * is everything for an MDA.  0, or -1 with *status_r and *error_r.
  */
 int sink_locate(struct sink *sink, const char *const *names, size_t n,
 		bool *stored_r, enum sink_status *status_r,

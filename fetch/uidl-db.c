@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "file-read.h"
+#include "siphash.h"
 #include "strnum.h"
 
 #define UIDL_DB_ERROR_MAX 512
@@ -57,7 +58,7 @@ struct uidl_db {
 	size_t count, cap;
 	uint32_t *slots;
 	size_t nslots;            /* a power of two, > 2 * count */
-	uint64_t key[2];          /* SipHash key */
+	uint8_t key[16];          /* SipHash key */
 
 	char *path;               /* NULL: memory only */
 	int lock_fd;
@@ -92,61 +93,6 @@ static int uidl_db_fail_errno(const char **error_r, const char *what,
 
 	return uidl_db_fail(error_r, "%s %s: %s", what, path,
 			    strerror_r(err, eb, sizeof(eb)));
-}
-
-/* ---- SipHash-2-4 (Aumasson and Bernstein, 2012) --------------------------- */
-
-static uint64_t rotl64(uint64_t x, unsigned int b)
-{
-	return (x << b) | (x >> (64 - b));
-}
-
-static void sip_round(uint64_t v[4])
-{
-	v[0] += v[1];
-	v[1] = rotl64(v[1], 13) ^ v[0];
-	v[0] = rotl64(v[0], 32);
-	v[2] += v[3];
-	v[3] = rotl64(v[3], 16) ^ v[2];
-	v[0] += v[3];
-	v[3] = rotl64(v[3], 21) ^ v[0];
-	v[2] += v[1];
-	v[1] = rotl64(v[1], 17) ^ v[2];
-	v[2] = rotl64(v[2], 32);
-}
-
-static void sip_block(uint64_t v[4], uint64_t m)
-{
-	v[3] ^= m;
-	sip_round(v);
-	sip_round(v);
-	v[0] ^= m;
-}
-
-static uint64_t siphash24(const uint64_t key[2], const void *data, size_t len)
-{
-	const uint8_t *p = data;
-	uint64_t v[4] = { key[0] ^ 0x736f6d6570736575ull,
-			  key[1] ^ 0x646f72616e646f6dull,
-			  key[0] ^ 0x6c7967656e657261ull,
-			  key[1] ^ 0x7465646279746573ull };
-	uint64_t m;
-	size_t i = 0;
-
-	for (; i + 8 <= len; i += 8) {
-		m = 0;
-		for (int b = 7; b >= 0; b--)
-			m = m << 8 | p[i + (size_t)b];
-		sip_block(v, m);
-	}
-	m = (uint64_t)(len & 0xff) << 56;
-	for (size_t b = 0; i + b < len; b++)
-		m |= (uint64_t)p[i + b] << (8 * b);
-	sip_block(v, m);
-	v[2] ^= 0xff;
-	for (int r = 0; r < 4; r++)
-		sip_round(v);
-	return v[0] ^ v[1] ^ v[2] ^ v[3];
 }
 
 /* ---- the table ------------------------------------------------------------ */
@@ -231,8 +177,10 @@ struct uidl_db *uidl_db_new(void)
 	db->lock_fd = db->append_fd = -1;
 	/* Without randomness the table still works, only predictably. */
 	if (getrandom(db->key, sizeof(db->key), GRND_NONBLOCK) !=
-	    (ssize_t)sizeof(db->key))
-		db->key[0] = (uint64_t)(uintptr_t)db;
+	    (ssize_t)sizeof(db->key)) {
+		uintptr_t where = (uintptr_t)db;
+		memcpy(db->key, &where, sizeof(where));
+	}
 	db->slots = calloc(UIDL_DB_SLOTS_MIN, sizeof(*db->slots));
 	if (db->slots == NULL) {
 		free(db);

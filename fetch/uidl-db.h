@@ -22,18 +22,20 @@
  * PENDING RECORDS close the one window in which a crash would give a
  * second copy (fetch/plan.h): a message going into a Maildir is written
  * and fsynced in tmp/, then its pending line is made durable, and only
- * then is it renamed into new/:
+ * then is it renamed into new/ (for an mbox: the append is named under
+ * the locks, the pending line made durable, then the append written):
  *
  *   <first seen> <size> P<state> <name> <uidl>
  *
- * <state> is the record it becomes once stored ('F' or 'H'), <name> the
- * file's unique name in tmp/ (1..UIDL_DB_NAME_MAX characters 0x21-0x7E
- * except '/'; in new/ or cur/ the name starts with it).  A pending line
- * says "this message may be stored under this name": the next load hands
- * such records to the caller (uidl_db_pending_*), which looks the names up
- * in the Maildir (stored: the record it names; a file still in tmp/: it
- * is whole, it may be moved into new/; nowhere: not stored, fetch it
- * again) and settles them (uidl_db_settle_pending) before it plans
+ * <state> is the record it becomes once stored ('F' or 'H'), <name>
+ * (1..UIDL_DB_NAME_MAX characters 0x21-0x7E except '/') the file's unique
+ * name in tmp/ (in new/ or cur/ the name starts with it), or an mbox
+ * append's name (fetch/sink.h, sink_prepare).  A pending line says "this
+ * message may be stored under this name": the next load hands such
+ * records to the caller (uidl_db_pending_*), which looks the names up in
+ * the destination (sink_locate: stored: the record it names; a file still
+ * in tmp/: it is whole, it may be moved into new/; nowhere: not stored,
+ * fetch it again) and settles them (uidl_db_settle_pending) before it plans
  * anything.  Pending lines do not touch the record of the same UIDL, if
  * one exists; a save writes the unsettled ones again.
  *

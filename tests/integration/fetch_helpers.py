@@ -8,6 +8,12 @@ sent, un-stuffed, with CRLF turned into LF and no header added.  For a
 message held in a maildrop file that is lf_form(file bytes): the RFC 1939
 wire form (conftest.wire_form: bare LF -> CRLF, a final CRLF added when
 the file has no final newline) with CRLF -> LF.
+
+For an mbox after crashes (SIGKILL in the middle of an append leaves a
+torn message at the end of the file, fetch/sink.h): mbox_appends() reads
+the file append by append and tells whole messages from torn ones, and
+siphash24() / mbox_append_name() make the pending names of
+fetch/sink-private.h for hand-made crash states.
 """
 import os
 import re
@@ -241,3 +247,129 @@ def wait_for_file(path: Path, timeout=10.0):
         if time.monotonic() > deadline:
             raise AssertionError(f"{path} did not appear within {timeout}s")
         time.sleep(0.02)
+
+
+# ---------------------------------------------------------------- mbox appends
+
+
+def mbox_quoted(content: bytes) -> bytes:
+    """What an mbox append writes after its From_ line for a message stored
+    as content: mboxrd quoting (one more '>' on every line matching
+    ^>*From ), a final newline if missing, the empty separator line."""
+    q = re.sub(rb"(?m)^(>*From )", rb">\1", content)
+    if q and not q.endswith(b"\n"):
+        q += b"\n"
+    return q + b"\n"
+
+
+def mbox_separator(before: bytes) -> bytes:
+    """What an append puts before its From_ line after the bytes before
+    (fetch/sink-mbox.c mbox_separator): so that it follows an empty line."""
+    if not before or before.endswith(b"\n\n"):
+        return b""
+    return b"\n" if before.endswith(b"\n") else b"\n\n"
+
+
+def _torn_ok(piece: bytes, quoted_forms) -> bool:
+    """piece (after its separator) is a cut-short append: a prefix of a
+    From_ line, or a whole From_ line and a proper prefix of one of the
+    quoted messages."""
+    nl = piece.find(b"\n")
+    if nl < 0:
+        return b"From ".startswith(piece[:5])
+    if not FROM_LINE.match(piece[:nl]):
+        return False
+    body = piece[nl + 1:]
+    return any(len(body) < len(q) and q.startswith(body) for q in quoted_forms)
+
+
+def _whole_end(data: bytes, nl: int, by_quoted: dict, longest: int):
+    """The end of a whole append whose From_ line ends at nl, or None:
+    the first empty line after which the bytes since nl + 1 are the
+    quoted form of a known message."""
+    k = data.find(b"\n\n", nl)
+    while 0 <= k and k + 2 - (nl + 1) <= longest:
+        if data[nl + 1:k + 2] in by_quoted:
+            return k + 2
+        k = data.find(b"\n\n", k + 1)
+    return None
+
+
+def mbox_appends(data: bytes, contents, torn_ends=(), torn_at_end=False):
+    """Reads an mbox written by popbox-fetch append by append: each is the
+    separator mbox_separator() gives, a From_ line, and the quoted form of
+    one of contents (stored messages, LF form).  An append may be torn
+    (cut short by a SIGKILL) only where the file ended at the moment of a
+    kill: at one of torn_ends (file sizes noted then), or at the end of
+    data if torn_at_end.  An append that would reach past such a point
+    started before it and was completed only by the next append's
+    separator: torn too, although it now looks whole.  Returns (whole
+    messages in file order, [(start, end) of each torn append]); raises
+    AssertionError on any other byte."""
+    by_quoted = {mbox_quoted(c): c for c in contents}
+    quoted_forms = list(by_quoted)
+    longest = max((len(x) for x in quoted_forms), default=0)
+    ends = sorted(set(torn_ends))
+    whole, torn = [], []
+    q = 0
+    while q < len(data):
+        limit = next((e for e in ends if e > q), None)
+        sep = mbox_separator(data[:q])
+        start = q + len(sep)
+        nl = data.find(b"\n", start)
+        end = _whole_end(data, nl, by_quoted, longest) if (
+            data[q:start] == sep and nl >= 0
+            and FROM_LINE.match(data[start:nl])) else None
+        if end is not None and (limit is None or end <= limit):
+            whole.append(by_quoted[data[nl + 1:end]])
+            q = end
+            continue
+        stop = limit if limit is not None else (len(data) if torn_at_end else None)
+        piece = data[q:stop] if stop is not None else b""
+        if (stop is not None and piece[:len(sep)] == sep[:len(piece)]
+                and _torn_ok(piece[len(sep):], quoted_forms)):
+            torn.append((q, stop))
+            q = stop
+            continue
+        raise AssertionError(f"mbox at byte {q}: not an append of a known "
+                             f"message: {data[q:q + 120]!r}")
+    return whole, torn
+
+
+def siphash24(key: bytes, data: bytes) -> int:
+    """SipHash-2-4 of data under the 16-byte key (the hash of a pending
+    mbox name)."""
+    mask = (1 << 64) - 1
+
+    def rotl(x, b):
+        return ((x << b) | (x >> (64 - b))) & mask
+
+    def rounds(v, n):
+        v0, v1, v2, v3 = v
+        for _ in range(n):
+            v0 = (v0 + v1) & mask; v1 = rotl(v1, 13) ^ v0; v0 = rotl(v0, 32)
+            v2 = (v2 + v3) & mask; v3 = rotl(v3, 16) ^ v2
+            v0 = (v0 + v3) & mask; v3 = rotl(v3, 21) ^ v0
+            v2 = (v2 + v1) & mask; v1 = rotl(v1, 17) ^ v2; v2 = rotl(v2, 32)
+        return [v0, v1, v2, v3]
+
+    k0 = int.from_bytes(key[:8], "little")
+    k1 = int.from_bytes(key[8:], "little")
+    v = [k0 ^ 0x736f6d6570736575, k1 ^ 0x646f72616e646f6d,
+         k0 ^ 0x6c7967656e657261, k1 ^ 0x7465646279746573]
+    n = len(data)
+    blocks = [int.from_bytes(data[i:i + 8], "little") for i in range(0, n - n % 8, 8)]
+    blocks.append(((n & 0xff) << 56) | int.from_bytes(data[n - n % 8:], "little"))
+    for m in blocks:
+        v[3] ^= m
+        v = rounds(v, 2)
+        v[0] ^= m
+    v[2] ^= 0xff
+    v = rounds(v, 4)
+    return v[0] ^ v[1] ^ v[2] ^ v[3]
+
+
+def mbox_append_name(off: int, append: bytes, key: bytes) -> str:
+    """The pending name of append (its bytes, separator included) made at
+    offset off: "mbox.<off>.<len>.<key hex>.<hash hex>"."""
+    return f"mbox.{off}.{len(append)}.{key.hex()}.{siphash24(key, append):016x}"

@@ -15,10 +15,12 @@ Each with delete after download into a Maildir and into an mbox, and with
 keep = yes into a Maildir.  Then: a server without PIPELINING (the client
 must not send ahead) and one without UIDL (delete after download only;
 keep is refused); and SIGKILL of popbox-fetch at random moments during
-runs over 300 messages into a Maildir, then runs until clean: every
-message exactly once (the pending records of fetch/uidl-db.h leave no
-window for a second copy); SIGTERM and SIGINT (exit 75, no QUIT, nothing
-half stored).  Also: two faults in a row (a dropped QUIT, then an -ERR to
+runs over 300 messages into a Maildir and into an mbox, then runs until
+clean: every message exactly once (the pending records of
+fetch/uidl-db.h leave no window for a second copy; an mbox append torn by
+a kill stays as a torn piece, told apart from whole messages, sink.h), and
+the states a crash leaves made by hand for both; SIGTERM and SIGINT (exit
+75, no QUIT, nothing half stored).  Also: two faults in a row (a dropped QUIT, then an -ERR to
 UIDL), a UIDL reused for a new message, two messages under one UIDL, odd
 UIDLs and big messages; STLS refused or with a line injected before the
 handshake; OAuth (XOAUTH2, OAUTHBEARER) with a token command, over
@@ -38,8 +40,9 @@ from conftest import wire_form
 from fakepop import Fault, FakePOP3, Message
 from fetch_helpers import (EXIT_OK, EXIT_TEMP, FETCH, assert_same_messages,
                            fetch_env, lf_form, maildir_messages, make_maildir,
-                           mbox_messages, need_fetch, numbered_messages,
-                           run_fetch, write_config)
+                           mbox_append_name, mbox_appends, mbox_messages,
+                           mbox_quoted, mbox_separator, need_fetch,
+                           numbered_messages, run_fetch, write_config)
 from test_tls import pki  # noqa: F401  (a fixture)
 
 N = 6
@@ -78,14 +81,19 @@ class Rig:
             "timeout": 10}})
         self.keep = keep
         self.killed = False          # SIGKILLs may leave files in tmp/
+        self.torn_ends = []          # mbox sizes when a kill tore an append
         self.dele_violations = []
         self.srv.on_command = self._check_dele
 
     def stored(self, check=True) -> list:
         """What is in the destination; check: no leftovers in tmp/ and a
-        well-formed mbox (not while a run is going on)."""
+        well-formed mbox (not while a run is going on).  After kills, an
+        mbox is read append by append: torn appends are left out (only
+        where a kill left the end of the file, torn_ends)."""
         if self.dest_kind == "maildir":
             return maildir_messages(self.dest, check_tmp=check and not self.killed)
+        if self.killed or self.torn_ends:
+            return sorted(self.mbox_appends(torn_at_end=not check)[0])
         if not check:
             for _ in range(200):
                 try:
@@ -94,12 +102,38 @@ class Rig:
                     time.sleep(0.01)
         return mbox_messages(self.dest)
 
+    def mbox_appends(self, torn_at_end=False):
+        """(whole messages, torn appends) of the mbox (mbox_appends)."""
+        data = self.dest.read_bytes() if self.dest.exists() else b""
+        return mbox_appends(data, [lf_form(m.data) for m in self.messages],
+                            self.torn_ends, torn_at_end)
+
+    def note_torn_tail(self) -> bool:
+        """Just after a kill: does the mbox end in a torn append?  Its end
+        is noted (torn_ends), so that later reads leave it out even once
+        the next append's separator makes it look whole."""
+        if self.dest_kind != "mbox" or not self.dest.exists():
+            return False
+        size = self.dest.stat().st_size
+        _, torn = self.mbox_appends(torn_at_end=True)
+        if torn and torn[-1][1] == size:
+            self.torn_ends.append(size)
+            return True
+        return False
+
     def _check_dele(self, cmd, arg, msg):
         """At each DELE: the message is stored already (a DELE goes out only
         after the local copy is durable)."""
         if cmd != "DELE" or msg is None:
             return
-        if lf_form(msg.data) not in self.stored(check=False):
+        if self.dest_kind == "mbox":
+            # The whole append, after its From_ line (a search, not a
+            # parse: this runs at every DELE).
+            data = self.dest.read_bytes() if self.dest.exists() else b""
+            ok = b"\n" + mbox_quoted(lf_form(msg.data)) in data
+        else:
+            ok = lf_form(msg.data) in self.stored(check=False)
+        if not ok:
             self.dele_violations.append(f"DELE {arg} ({msg.uidl}) before it was stored")
 
     def run(self, *args, **kw):
@@ -366,31 +400,57 @@ def uidl_file_records(path: Path) -> set:
     return out
 
 
-def test_sigkill_at_random_moments(rig):
-    """15 runs over 300 messages into a Maildir, each killed (SIGKILL) at a
-    random moment (a random time, or just after a random number of
-    messages were stored), then runs without kills until clean: each
-    message exactly once, with no exception: a message is renamed into
-    new/ only after its pending record is durable, and the next run looks
-    pending names up (fetch/uidl-db.h).  When a run got through
-    everything, 300 new messages arrive for the next one.  The kills that
-    caught a message stored but not yet recorded as plainly stored are
-    counted (the window that gave second copies before pending records)."""
+def stored_so_far(g) -> int:
+    """A cheap progress measure while a run goes on: files in new/, or
+    the mbox's size."""
+    if g.dest_kind == "maildir":
+        return len(list((g.dest / "new").iterdir()))
+    return g.dest.stat().st_size if g.dest.exists() else 0
+
+
+@pytest.mark.parametrize("kind,n,size", [("maildir", 300, 3000),
+                                         ("mbox", 300, 3000),
+                                         ("mbox", 30, 100000)],
+                         ids=["maildir", "mbox", "mbox-100k"])
+def test_sigkill_at_random_moments(rig, kind, n, size):
+    """15 runs over 300 messages (or 30 of 100 KB) into a Maildir or an
+    mbox, each killed (SIGKILL) at a random moment (a random time, or just
+    after a random number of messages were stored), then runs without
+    kills until clean: each message exactly once, with no exception: a
+    message is renamed into new/, or appended to the mbox, only after its
+    pending record is durable, and the next run looks pending names up
+    (fetch/uidl-db.h).  When a run got through everything, as many new
+    messages arrive for the next one.  The kills that caught a message stored but not yet recorded
+    as plainly stored are counted (the window that gave second copies
+    before pending records).
+
+    An mbox append has no atomic step: a kill in the middle of its write
+    leaves a torn message at the end of the file (fetch/sink.h), which the
+    next run does not count as stored, and appends the message whole after
+    it.  Right after each kill the end of the mbox is checked: a torn
+    append there is noted, and left out of what counts as stored from then
+    on (mbox_appends: it must be a prefix of a known message's append, at
+    the very place the file ended at the kill).  Torn appends are counted
+    and printed; anything else that is not a whole append fails the test.
+    A message of 3 KB is appended with one write(), so they are rare but
+    happen (a kill can cut a write() between two pages: seen in about one
+    run of the test in seven); one of 100 KB takes three write()s, and
+    mbox-100k sees a torn append in about every other run (0 to 3)."""
     need_fetch()
-    g = rig(n=300, size=3000)
+    g = rig(dest_kind=kind, n=n, size=size)
     g.killed = True
     rnd = random.Random(int(os.environ.get("POPBOX_TEST_SEED", "6")))
     by_data = {lf_form(m.data): m.uidl for m in g.messages}
     window = {}                 # uidl -> kills that caught it stored, unrecorded
-    kills = finished = batches = 0
+    kills = finished = batches = torn = 0
     for i in range(15):
         if not g.srv.uidls():
             batches += 1
-            new = make_messages(300, 3000, tag=f"b{batches}", seed=batches + 1)
+            new = make_messages(n, size, tag=f"b{batches}", seed=batches + 1)
             g.messages += new
             by_data.update({lf_form(m.data): m.uidl for m in new})
             g.srv.add_messages(new)
-        before = len(g.stored())
+        before = stored_so_far(g)
         p = subprocess.Popen([str(FETCH), "-c", str(g.conf)],
                              env=fetch_env(g.home), stdin=subprocess.DEVNULL,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -398,10 +458,12 @@ def test_sigkill_at_random_moments(rig):
             if rnd.random() < 0.5:
                 time.sleep(rnd.uniform(0.0, 0.8))
             else:
-                # A moment when some messages of this run are being stored.
-                target = before + rnd.randint(1, 30)
+                # A moment when some messages of this run are being stored
+                # (an mbox: some appends further).
+                target = before + rnd.randint(1, min(30, n)) * (
+                    1 if kind == "maildir" else size)
                 deadline = time.monotonic() + 20
-                while (len(list((g.dest / "new").iterdir())) < target
+                while (stored_so_far(g) < target
                        and p.poll() is None and time.monotonic() < deadline):
                     time.sleep(0.002)
             if p.poll() is None:
@@ -415,6 +477,7 @@ def test_sigkill_at_random_moments(rig):
                 p.kill()
                 p.wait()
             p.stderr.close()
+        torn += g.note_torn_tail()
         # fakepop serves one connection at a time: the next run waits in
         # its backlog until the killed session has seen its EOF.
         stored = g.stored()
@@ -439,9 +502,10 @@ def test_sigkill_at_random_moments(rig):
     assert not dups, (f"{len(dups)} second copies after {kills} kills: "
                       f"{sorted(dups.items())[:10]} (caught stored but not "
                       f"plainly recorded: {len(window)})")
-    print(f"sigkill: {len(g.messages)} messages, {kills} kills, "
+    print(f"sigkill {kind} ({size} bytes): {len(g.messages)} messages, {kills} kills, "
           f"{finished} runs finished first, {len(window)} messages caught "
-          f"stored and only pending, 0 duplicates, {len(runs)} clean runs")
+          f"stored and only pending, {torn} torn appends, 0 duplicates, "
+          f"{len(runs)} clean runs")
 
 
 def test_pending_records_after_a_crash(rig):
@@ -475,6 +539,77 @@ def test_pending_records_after_a_crash(rig):
     assert sorted(fetched) == ["RETR 4", "RETR 5", "RETR 6"], fetched
     # The UIDL file holds no pending line any more.
     assert " P" not in g.uidl.read_text()
+
+
+def test_pending_mbox_records_after_a_crash(rig):
+    """The state a crash leaves in an mbox, made by hand: messages 1 and 2
+    appended whole (their pending lines still in the UIDL file: a run
+    writes the plain records only at its end), message 3 torn (the kill
+    came in the middle of its append, which never ends in an empty line),
+    message 4 pending under a Maildir's file name (the destination was a
+    Maildir then), message 5 pending at the end of the file (prepared,
+    never appended).  The next run must find 1 and 2 stored, fetch 3, 4,
+    5 and 6, append 3 whole after the torn piece (which stays), and
+    delete all six; and pending names whose bytes are not exactly there
+    never count: 2 with one byte of its append changed is fetched again
+    (a second copy, never a loss)."""
+    need_fetch()
+    g = rig(dest_kind="mbox", n=6, size=900)
+    m = g.messages
+    t = 1764300000
+    frm = b"From sender%d@example.org Thu Nov 27 10:00:00 2025\n"
+    appends = [frm % i + mbox_quoted(lf_form(x.data)) for i, x in enumerate(m, 1)]
+    keys = [bytes([i]) * 16 for i in range(1, 7)]
+    a1, a2 = appends[0], appends[1]
+    torn3 = appends[2][: len(appends[2]) // 2]
+    data = a1 + a2 + torn3
+    g.dest.write_bytes(data)
+    names = [mbox_append_name(0, a1, keys[0]),
+             mbox_append_name(len(a1), a2, keys[1]),
+             mbox_append_name(len(a1) + len(a2), appends[2], keys[2]),
+             f"{t}.M4P9R4.host",
+             mbox_append_name(len(data), mbox_separator(data) + appends[4],
+                              keys[4])]
+    lines = [f"{t} {len(x.data)} PF {n} {x.uidl}" for n, x in zip(names, m)]
+    g.uidl.write_text("popbox-fetch-uidl 1\n" + "\n".join(lines) + "\n")
+    g.torn_ends = [len(data)]
+    r = g.run("-v")
+    assert r.rc == EXIT_OK, r
+    assert "left 5 messages pending: 2 stored, 3 to fetch again" in r.out, r.out
+    after = g.dest.read_bytes()
+    assert after.startswith(data), "the mbox was rewritten"
+    whole, torn = g.mbox_appends()
+    assert torn == [(len(a1) + len(a2), len(data))], torn
+    assert_same_messages(whole, [x.data for x in m])
+    assert g.srv.uidls() == []
+    fetched = [c for c in g.srv.log if c.startswith("RETR")]
+    assert sorted(fetched) == ["RETR 3", "RETR 4", "RETR 5", "RETR 6"], fetched
+    assert " P" not in g.uidl.read_text()
+
+
+def test_pending_mbox_record_not_matching(rig):
+    """A pending mbox name whose bytes are not exactly at their place
+    (here: one byte of the append changed, as a mail reader rewriting
+    the file would) counts as not stored: the message is fetched again,
+    a second copy, never deleted unstored."""
+    need_fetch()
+    g = rig(dest_kind="mbox", n=2, size=900)
+    m = g.messages
+    t = 1764300000
+    a1 = (b"From sender1@example.org Thu Nov 27 10:00:00 2025\n"
+          + mbox_quoted(lf_form(m[0].data)))
+    name = mbox_append_name(0, a1, b"k" * 16)
+    g.dest.write_bytes(a1.replace(b"Subject:", b"subject:", 1))
+    g.uidl.write_text(f"popbox-fetch-uidl 1\n{t} {len(m[0].data)} PF {name} "
+                      f"{m[0].uidl}\n")
+    r = g.run("-v")
+    assert r.rc == EXIT_OK, r
+    assert "left 1 message pending: 0 stored, 1 to fetch again" in r.out, r.out
+    assert sorted(c for c in g.srv.log if c.startswith("RETR")) == [
+        "RETR 1", "RETR 2"]
+    got = mbox_messages(g.dest)
+    assert lf_form(m[0].data) in got and lf_form(m[1].data) in got
+    assert len(got) == 3
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])

@@ -13,13 +13,21 @@
  *            released while waiting, a classic POSIX lock in another
  *            process, a fresh and a stale dot-lock), and all-or-nothing:
  *            a write over RLIMIT_FSIZE (in a child) and a failing fsync
- *            both leave the file as it was;
+ *            both leave the file as it was; a dot-lock whose holder died
+ *            on this host broken at once; the pending-record steps:
+ *            prepare and publish write exactly what sink_commit writes
+ *            (one write() for a small message), the name says where, how
+ *            many bytes and their hash, prepare holds both locks and
+ *            writes nothing, abort releases them, publish refuses a file
+ *            changed behind the locks and cuts back on a failing fsync,
+ *            and locate counts only the exact bytes at the exact place;
  *   MDA      the message and environment it gets, the exit statuses
  *            (0, 75, others, a signal, exec failure), the timeout killing
  *            its process group, a flood of output, a large message, and
  *            message data never reaching the shell as code.
  * Plus the pure pieces: quoting split at every byte, Return-Path
- * parsing, the From line, the Received line.
+ * parsing, the From line, the Received line, SipHash-2-4 (the paper's
+ * vectors, fed in every split).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -42,6 +50,8 @@
 #include <unistd.h>
 
 #include "mbox-format.h"
+#include "sink-private.h"
+#include "siphash.h"
 #include "sink.h"
 
 #include "durability-fixture.h"
@@ -425,36 +435,6 @@ static void test_maildir_locate(void **state)
 	sink_close(&sink);
 }
 
-static void test_mbox_sink_does_not_batch(void **state)
-{
-	struct fixture *f = *state;
-	struct sink_config cfg = { .kind = SINK_MBOX, .target = P(f, "mbox") };
-	struct sink *sink;
-	struct sink_msg *m;
-	enum sink_status st;
-	const char *err, *name;
-	const char *list[1] = { "x" };
-	bool stored[1] = { true };
-
-	char target[256];
-	snprintf(target, sizeof(target), "%s", cfg.target);
-	cfg.target = target;
-	assert_int_equal(sink_open(&cfg, &sink, &st, &err), 0);
-	assert_false(sink_can_batch(sink));
-	assert_int_equal(sink_begin_in(sink, NULL, &m, &st, &err), 0);
-	assert_int_equal(sink_write(m, "a\r\n", 3, &st, &err), 0);
-	assert_int_equal(sink_prepare(m, &name, &st, &err), -1);
-	sink_abort(&m);
-	assert_int_equal(sink_begin_in(sink, NULL, &m, &st, &err), 0);
-	assert_int_equal(sink_write(m, "a\r\n", 3, &st, &err), 0);
-	assert_int_equal(sink_commit(&m, &st, &err), 0);
-	assert_int_equal(sink_sync(sink, &st, &err), 0);
-	/* Nothing to look up in an mbox: never "stored". */
-	assert_int_equal(sink_locate(sink, list, 1, stored, &st, &err), 0);
-	assert_false(stored[0]);
-	sink_close(&sink);
-}
-
 /* ---- mbox ---------------------------------------------------------------- */
 
 /*
@@ -820,6 +800,497 @@ static void test_mbox_new_file_durable(void **state)
 	assert_int_equal(dur_find(0, line), -1);
 }
 
+/* ---- mbox: pending records (prepare, publish, locate) ---------------------- */
+
+/* write() calls on one file (its path as /proc/self/fd shows it) are
+   counted: a small message's append must be a single one. */
+static struct {
+	char path[256];
+	int writes;
+} wr;
+
+ssize_t write(int fd, const void *buf, size_t n)
+{
+	ssize_t (*real)(int, const void *, size_t) =
+		(ssize_t (*)(int, const void *, size_t))dlsym(RTLD_NEXT, "write");
+	char path[256];
+
+	if (wr.path[0] != '\0') {
+		dur_fd_path(fd, path, sizeof(path));
+		if (strcmp(path, wr.path) == 0)
+			wr.writes++;
+	}
+	return real(fd, buf, n);
+}
+
+/* A name of sink_mbox_prepare's, taken apart by the test's own reading
+   of sink.h. */
+struct parsed_name {
+	unsigned long long off, len;
+	uint8_t key[16];
+	uint64_t hash;
+};
+
+static void parse_name(const char *name, struct parsed_name *pn)
+{
+	char key[33], hash[17];
+	int n = 0;
+
+	if (sscanf(name, "mbox.%llu.%llu.%32[0-9a-f].%16[0-9a-f]%n", &pn->off,
+		   &pn->len, key, hash, &n) != 4 || name[n] != '\0' ||
+	    strlen(key) != 32 || strlen(hash) != 16)
+		fail_msg("not an mbox name: \"%s\"", name);
+	for (int i = 0; i < 16; i++) {
+		unsigned int b;
+		assert_int_equal(sscanf(key + 2 * i, "%2x", &b), 1);
+		pn->key[i] = (uint8_t)b;
+	}
+	pn->hash = strtoull(hash, NULL, 16);
+}
+
+
+/* Overwrites the date of every "From " line (24 characters before its
+   LF) with 'X': two appends a second apart differ only there. */
+static void blank_from_dates(char *text)
+{
+	for (char *p = text; p != NULL && *p != '\0';) {
+		char *lf = strchr(p, '\n');
+		if (lf == NULL)
+			break;
+		if (strncmp(p, "From ", 5) == 0 && lf - p > 5 + 24)
+			memset(lf - 24, 'X', 24);
+		p = lf + 1;
+	}
+}
+
+/* A message through sink_begin_in, sink_write in pieces, sink_prepare;
+   its name into name_r. */
+static struct sink_msg *mbox_prepared(struct sink *sink, const char *text,
+				      size_t len, char *name_r, size_t size)
+{
+	struct sink_msg *m;
+	enum sink_status st;
+	const char *err, *name;
+
+	assert_int_equal(sink_begin_in(sink, NULL, &m, &st, &err), 0);
+	for (size_t off = 0; off < len; off += 1000) {
+		size_t n = len - off < 1000 ? len - off : 1000;
+		assert_int_equal(sink_write(m, text + off, n, &st, &err), 0);
+	}
+	if (sink_prepare(m, &name, &st, &err) < 0)
+		fail_msg("sink_prepare: %s", err);
+	assert_true(strlen(name) <= SINK_MBOX_NAME_MAX);
+	snprintf(name_r, size, "%s", name);
+	return m;
+}
+
+static off_t file_size(const char *path)
+{
+	struct stat st;
+
+	if (stat(path, &st) < 0)
+		return -1;
+	return st.st_size;
+}
+
+/* A message of about len bytes with CRLF lines, some of them "From "
+   lines placed across the 48 KiB pieces the append reads. */
+static char *big_message(size_t len)
+{
+	char *text = malloc(len + 1);
+	size_t n = 0;
+
+	assert_non_null(text);
+	n += (size_t)snprintf(text, len + 1,
+			      "Return-Path: <big@example.org>\r\n"
+			      "Subject: big\r\n\r\n");
+	for (int i = 0; n + 100 < len; i++)
+		n += (size_t)snprintf(text + n, len + 1 - n, "%s line %d\r\n",
+				      i % 7 == 0 ? "From" : "text", i);
+	text[n] = '\0';
+	return text;
+}
+
+/*
+ * prepare and publish write exactly what sink_commit writes (the From
+ * lines' dates aside): into an empty file, after a file that does not end
+ * in an empty line, a message without a final newline, one over 48 KiB;
+ * the name says where, how many and the hash; prepare writes nothing;
+ * a small message is one write().
+ */
+static void test_mbox_prepare_publish_exact(void **state)
+{
+	struct fixture *f = *state;
+	char by_commit[256], by_publish[256], name[SINK_MBOX_NAME_MAX + 1];
+	struct sink_config cfg = { .kind = SINK_MBOX, .target = by_commit };
+	char *big = big_message(150 * 1024);
+	const char *msgs[] = { msg_crlf, "Subject: two\r\n\r\nFrom x\r\n", big };
+	struct sink *sink;
+	struct sink_msg *m;
+	struct parsed_name pn;
+	enum sink_status st;
+	const char *err;
+
+	snprintf(by_commit, sizeof(by_commit), "%s/commit", f->root);
+	snprintf(by_publish, sizeof(by_publish), "%s/publish", f->root);
+	spit(by_commit, "From x\nno empty line at the end\n");
+	spit(by_publish, "From x\nno empty line at the end\n");
+	for (size_t i = 0; i < 3; i++)
+		store_ok(&cfg, NULL, msgs[i]);
+	cfg.target = by_publish;
+	assert_int_equal(sink_open(&cfg, &sink, &st, &err), 0);
+	assert_true(sink_can_prepare(sink));
+	assert_false(sink_can_batch(sink));
+	for (size_t i = 0; i < 3; i++) {
+		off_t before = file_size(by_publish);
+		size_t len;
+
+		m = mbox_prepared(sink, msgs[i], strlen(msgs[i]), name,
+				  sizeof(name));
+		assert_int_equal(file_size(by_publish), before);
+		parse_name(name, &pn);
+		assert_int_equal(pn.off, before);
+		snprintf(wr.path, sizeof(wr.path), "%s/publish", f->real);
+		wr.writes = 0;
+		dur_reset();
+		assert_int_equal(sink_publish(&m, &st, &err), 0);
+		assert_null(m);
+		wr.path[0] = '\0';
+		if (i < 2)
+			assert_int_equal(wr.writes, 1);
+		else
+			assert_true(wr.writes > 1);
+		snprintf(f->buf, sizeof(f->buf), "fsync %s/publish", f->real);
+		assert_true(dur_find(0, f->buf) >= 0);
+		char *text = slurp(by_publish, &len);
+		assert_int_equal(pn.len, len - (size_t)before);
+		assert_int_equal(siphash24(pn.key, text + before, pn.len),
+				 pn.hash);
+		free(text);
+	}
+	sink_close(&sink);
+	char *a = slurp(by_commit, NULL), *b = slurp(by_publish, NULL);
+	blank_from_dates(a);
+	blank_from_dates(b);
+	assert_string_equal(a, b);
+	free(a);
+	free(b);
+	free(big);
+}
+
+/* A new file: created at prepare, its directory fsynced at publish. */
+static void test_mbox_publish_new_file(void **state)
+{
+	struct fixture *f = *state;
+	struct sink_config cfg = { .kind = SINK_MBOX, .target = f->path };
+	char name[SINK_MBOX_NAME_MAX + 1];
+	struct sink *sink;
+	struct sink_msg *m;
+	enum sink_status st;
+	const char *err;
+	size_t pos = 0;
+
+	assert_int_equal(sink_open(&cfg, &sink, &st, &err), 0);
+	m = mbox_prepared(sink, "x\r\n", 3, name, sizeof(name));
+	assert_int_equal(strncmp(name, "mbox.0.", 7), 0);
+	dur_reset();
+	assert_int_equal(sink_publish(&m, &st, &err), 0);
+	snprintf(f->buf, sizeof(f->buf), "fsync %s/dest", f->real);
+	int i_file = dur_find(0, f->buf);
+	snprintf(f->buf, sizeof(f->buf), "fsync %s", f->real);
+	assert_true(i_file >= 0 && dur_find(0, f->buf) > i_file);
+	char *text = slurp(f->path, NULL);
+	expect_from_line(text, &pos, MBOX_SENDER_DEFAULT);
+	expect_bytes(text, &pos, "x\n\n");
+	free(text);
+	sink_close(&sink);
+}
+
+/* Can another program take the fcntl lock now? */
+static bool ofd_lock_free(const char *path)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+	int fd = open(path, O_RDWR);
+	bool got;
+
+	assert_true(fd >= 0);
+	got = fcntl(fd, F_OFD_SETLK, &fl) == 0;
+	close(fd);
+	return got;
+}
+
+/* Both locks are held from prepare on; abort releases them and writes
+   nothing; publish after a write that ignored the locks, or with a
+   failing fsync, leaves the file as it was. */
+static void test_mbox_prepare_abort_and_refusals(void **state)
+{
+	struct fixture *f = *state;
+	struct sink_config cfg = { .kind = SINK_MBOX, .target = f->path,
+				   .lock_timeout_ms = 200 };
+	char name[SINK_MBOX_NAME_MAX + 1], lock[256];
+	struct sink *sink;
+	struct sink_msg *m, *m2;
+	enum sink_status st;
+	const char *err, *name2;
+
+	snprintf(lock, sizeof(lock), "%s.lock", f->path);
+	store_ok(&cfg, NULL, "first\r\n");
+	char *before = slurp(f->path, NULL);
+	assert_int_equal(sink_open(&cfg, &sink, &st, &err), 0);
+	m = mbox_prepared(sink, "second\r\n", 8, name, sizeof(name));
+	assert_false(ofd_lock_free(f->path));
+	assert_int_equal(access(lock, F_OK), 0);
+	/* A second message of ours waits for the lock, and gives up. */
+	assert_int_equal(sink_begin_in(sink, NULL, &m2, &st, &err), 0);
+	assert_int_equal(sink_write(m2, "x\r\n", 3, &st, &err), 0);
+	assert_int_equal(sink_prepare(m2, &name2, &st, &err), -1);
+	assert_int_equal(st, SINK_TEMPFAIL);
+	assert_int_equal(sink_publish(&m2, &st, &err), -1);
+	assert_null(m2);
+	sink_abort(&m);
+	assert_null(m);
+	assert_true(ofd_lock_free(f->path));
+	assert_int_equal(access(lock, F_OK), -1);
+	char *after = slurp(f->path, NULL);
+	assert_string_equal(after, before);
+	free(after);
+
+	/* Someone who ignores the locks appends between prepare and
+	   publish: the name would be wrong, so nothing is appended. */
+	m = mbox_prepared(sink, "second\r\n", 8, name, sizeof(name));
+	int fd = open(f->path, O_WRONLY | O_APPEND);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "rogue\n\n", 7), 7);
+	close(fd);
+	assert_int_equal(sink_publish(&m, &st, &err), -1);
+	assert_int_equal(st, SINK_TEMPFAIL);
+	assert_non_null(strstr(err, "in spite of the locks"));
+	after = slurp(f->path, NULL);
+	assert_int_equal(strlen(after), strlen(before) + 7);
+	assert_true(ofd_lock_free(f->path));
+	free(after);
+
+	/* A failing fsync: cut back, unlocked. */
+	free(before);
+	before = slurp(f->path, NULL);
+	m = mbox_prepared(sink, "third\r\n", 7, name, sizeof(name));
+	dur_reset();
+	dur.fail_sync_at = 1;
+	assert_int_equal(sink_publish(&m, &st, &err), -1);
+	assert_non_null(strstr(err, "fsync"));
+	after = slurp(f->path, NULL);
+	assert_string_equal(after, before);
+	assert_true(ofd_lock_free(f->path));
+	assert_int_equal(access(lock, F_OK), -1);
+	free(after);
+	free(before);
+	sink_close(&sink);
+}
+
+static bool locate_one(struct sink *sink, const char *name)
+{
+	enum sink_status st;
+	const char *err;
+	bool stored = true;
+
+	if (sink_locate(sink, &name, 1, &stored, &st, &err) < 0)
+		fail_msg("sink_locate: %s", err);
+	return stored;
+}
+
+/* The file's bytes back as they were. */
+static void restore(const char *path, const char *text, size_t len)
+{
+	int fd = open(path, O_WRONLY | O_TRUNC);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, len), (ssize_t)len);
+	close(fd);
+}
+
+/* Only the exact bytes at the exact place count as stored. */
+static void test_mbox_locate(void **state)
+{
+	struct fixture *f = *state;
+	struct sink_config cfg = { .kind = SINK_MBOX, .target = f->path };
+	char name[SINK_MBOX_NAME_MAX + 1], bad[300];
+	struct sink *sink;
+	struct sink_msg *m;
+	struct parsed_name pn;
+	enum sink_status st;
+	const char *err;
+	size_t len;
+
+	assert_int_equal(sink_open(&cfg, &sink, &st, &err), 0);
+	/* No mbox yet: nothing stored, no error. */
+	assert_false(locate_one(sink, "mbox.0.10.00000000000000000000000000000000."
+				      "0000000000000000"));
+	store_ok(&cfg, NULL, "before\r\n");
+	m = mbox_prepared(sink, msg_crlf, strlen(msg_crlf), name, sizeof(name));
+	/* Prepared, not appended: a crash here leaves it not stored. */
+	assert_false(locate_one(sink, name));
+	assert_int_equal(sink_publish(&m, &st, &err), 0);
+	assert_true(locate_one(sink, name));
+	/* Another message after it changes nothing. */
+	store_ok(&cfg, NULL, "after\r\n");
+	assert_true(locate_one(sink, name));
+	parse_name(name, &pn);
+	char *text = slurp(f->path, &len);
+
+	/* Cut back to where it started (a crash before the append, or
+	   the append cut back), or torn in the middle of it. */
+	assert_int_equal(truncate(f->path, (off_t)pn.off), 0);
+	assert_false(locate_one(sink, name));
+	assert_int_equal(truncate(f->path, (off_t)(pn.off + pn.len - 1)), 0);
+	assert_false(locate_one(sink, name));
+	restore(f->path, text, len);
+	assert_true(locate_one(sink, name));
+	/* One byte inside changed (first, middle, last). */
+	size_t at[] = { pn.off, pn.off + pn.len / 2, pn.off + pn.len - 1 };
+	for (size_t i = 0; i < 3; i++) {
+		text[at[i]] ^= 0x20;
+		restore(f->path, text, len);
+		assert_false(locate_one(sink, name));
+		text[at[i]] ^= 0x20;
+	}
+	/* A mail reader that deleted the message before it: the bytes are
+	   there, elsewhere; not stored (a second copy, never a loss). */
+	restore(f->path, text + 3, len - 3);
+	assert_false(locate_one(sink, name));
+	restore(f->path, text, len);
+	assert_true(locate_one(sink, name));
+
+	/* Names that are not of this form, or not canonical. */
+	const char *key = strchr(strchr(name + 5, '.') + 1, '.') + 1;
+	const char *garbage[] = {
+		"", "mbox", "mbox.", "mbox.1.2", "mbox.1.2.3.4",
+		"1700000000.M1P1R1.host", "x/../mbox.0.1.2.3",
+	};
+	for (size_t i = 0; i < sizeof(garbage) / sizeof(garbage[0]); i++)
+		assert_false(locate_one(sink, garbage[i]));
+	/* Leading zeros, uppercase hex, a trailing dot, too big numbers,
+	   a length of 0, beyond the end of the file. */
+	snprintf(bad, sizeof(bad), "mbox.0%llu.%llu.%s", pn.off, pn.len, key);
+	assert_false(locate_one(sink, bad));
+	snprintf(bad, sizeof(bad), "%s.", name);
+	assert_false(locate_one(sink, bad));
+	snprintf(bad, sizeof(bad), "%s", name);
+	for (char *p = bad + strlen(bad) - 16; *p != '\0'; p++)
+		if (*p >= 'a' && *p <= 'f')
+			*p = (char)(*p - 'a' + 'A');
+	if (strcmp(bad, name) != 0)
+		assert_false(locate_one(sink, bad));
+	snprintf(bad, sizeof(bad), "mbox.18446744073709551615.%llu.%s", pn.len,
+		 key);
+	assert_false(locate_one(sink, bad));
+	snprintf(bad, sizeof(bad), "mbox.%llu.0.%s", pn.off, key);
+	assert_false(locate_one(sink, bad));
+	snprintf(bad, sizeof(bad), "mbox.%llu.%zu.%s", pn.off, len, key);
+	assert_false(locate_one(sink, bad));
+	snprintf(bad, sizeof(bad), "mbox.%zu.%llu.%s", len, pn.len, key);
+	assert_false(locate_one(sink, bad));
+	/* Several at once, in order. */
+	const char *list[3] = { "garbage", name, "mbox.1.1.x.y" };
+	bool stored[3] = { true, false, true };
+	assert_int_equal(sink_locate(sink, list, 3, stored, &st, &err), 0);
+	assert_false(stored[0]);
+	assert_true(stored[1]);
+	assert_false(stored[2]);
+	sink_close(&sink);
+
+	/* The mbox's name means nothing to a Maildir or an MDA. */
+	struct sink_config md = { .kind = SINK_MAILDIR, .target = P(f, "md") };
+	char target[256];
+	snprintf(target, sizeof(target), "%s", md.target);
+	md.target = target;
+	assert_int_equal(sink_open(&md, &sink, &st, &err), 0);
+	assert_false(locate_one(sink, name));
+	sink_close(&sink);
+	struct sink_config mda = { .kind = SINK_MDA, .target = "cat" };
+	assert_int_equal(sink_open(&mda, &sink, &st, &err), 0);
+	assert_false(sink_can_prepare(sink));
+	assert_false(locate_one(sink, name));
+	sink_close(&sink);
+	/* An mbox that is not a file: an error, not a guess. */
+	cfg.target = P(f, "md");
+	char dir_target[256];
+	snprintf(dir_target, sizeof(dir_target), "%s", cfg.target);
+	cfg.target = dir_target;
+	assert_int_equal(sink_open(&cfg, &sink, &st, &err), 0);
+	assert_int_equal(sink_locate(sink, list, 3, stored, &st, &err), -1);
+	assert_int_equal(st, SINK_PERMFAIL);
+	sink_close(&sink);
+	free(text);
+}
+
+/* A pid that was a process of ours and is no more. */
+static pid_t dead_pid(void)
+{
+	int status;
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(0);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	return pid;
+}
+
+/* A dot-lock left by a crash on this host ("<pid> <host>" of a dead
+   process) is broken at once; one of another host, of a live process or
+   without a host is waited for.  Ours says "<our pid> <host>". */
+static void test_mbox_dotlock_dead_holder(void **state)
+{
+	struct fixture *f = *state;
+	struct sink_config cfg = { .kind = SINK_MBOX, .target = f->path,
+				   .lock_timeout_ms = 300 };
+	char lock[256], host[256], text[600], want[600], name[SINK_MBOX_NAME_MAX + 1];
+	pid_t dead = dead_pid();
+	enum sink_status st;
+	const char *err;
+	struct sink *sink;
+	struct sink_msg *m;
+
+	assert_int_equal(gethostname(host, sizeof(host)), 0);
+	host[sizeof(host) - 1] = '\0';
+	snprintf(lock, sizeof(lock), "%s.lock", f->path);
+	snprintf(text, sizeof(text), "%d %s\n", (int)dead, host);
+	spit(lock, text);
+	int64_t t0 = now_ms();
+	store_ok(&cfg, NULL, "x\r\n");
+	assert_true(now_ms() - t0 < 250);
+	assert_int_equal(access(lock, F_OK), -1);
+
+	const char *kept[3];
+	char other[300], live[300], bare[300];
+	snprintf(other, sizeof(other), "%d other-host.example\n", (int)dead);
+	snprintf(live, sizeof(live), "%d %s\n", (int)getppid(), host);
+	snprintf(bare, sizeof(bare), "%d\n", (int)dead);
+	kept[0] = other;
+	kept[1] = live;
+	kept[2] = bare;
+	for (int i = 0; i < 3; i++) {
+		spit(lock, kept[i]);
+		assert_int_equal(store(&cfg, NULL, "y\r\n", 3, &st, &err), -1);
+		assert_int_equal(st, SINK_TEMPFAIL);
+		assert_int_equal(access(lock, F_OK), 0);
+	}
+	assert_int_equal(unlink(lock), 0);
+
+	/* Ours, held from prepare to publish. */
+	assert_int_equal(sink_open(&cfg, &sink, &st, &err), 0);
+	m = mbox_prepared(sink, "z\r\n", 3, name, sizeof(name));
+	char *held = slurp(lock, NULL);
+	snprintf(want, sizeof(want), "%d %s\n", (int)getpid(), host);
+	assert_string_equal(held, want);
+	free(held);
+	assert_int_equal(sink_publish(&m, &st, &err), 0);
+	assert_int_equal(access(lock, F_OK), -1);
+	/* No file of ours left next to the mbox. */
+	assert_int_equal(count_in(f->root, NULL, 0), 1);
+	sink_close(&sink);
+}
+
 /* ---- MDA ----------------------------------------------------------------- */
 
 static void test_mda_gets_message_and_env(void **state)
@@ -1115,7 +1586,6 @@ int main(void)
 		T(test_maildir_unusable),
 		T(test_maildir_group_commit),
 		T(test_maildir_locate),
-		T(test_mbox_sink_does_not_batch),
 		T(test_mbox_two_messages),
 		T(test_mbox_append_after_unterminated),
 		T(test_mbox_not_a_file),
@@ -1126,6 +1596,11 @@ int main(void)
 		T(test_mbox_truncated_on_write_error),
 		T(test_mbox_truncated_on_fsync_error),
 		T(test_mbox_new_file_durable),
+		T(test_mbox_prepare_publish_exact),
+		T(test_mbox_publish_new_file),
+		T(test_mbox_prepare_abort_and_refusals),
+		T(test_mbox_locate),
+		T(test_mbox_dotlock_dead_holder),
 		T(test_mda_gets_message_and_env),
 		T(test_mda_no_injection),
 		T(test_mda_exit_status),
