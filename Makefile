@@ -92,9 +92,13 @@ deps:
 run: deps all
 	@scripts/run-demo.sh $(BUILD)
 
+# Compiles in make test run JOBS at a time (a plain `make test` is not
+# given -j by CI).
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+
 # The test build: everything under ASan+UBSan.
 test-build:
-	@$(MAKE) --no-print-directory BUILD=build/asan SANITIZE=1 \
+	@$(MAKE) --no-print-directory -j$(JOBS) BUILD=build/asan SANITIZE=1 \
 		build/asan/popboxd build/asan/popbox build/asan/popbox-deliver \
 		$(if $(FETCH_MAIN),build/asan/popbox-fetch) \
 		$(UNIT_BIN:$(BUILD)/%=build/asan/%) \
@@ -112,15 +116,26 @@ lint:
 
 # The release binaries really are PIE, full RELRO, NX stack, SSP and FORTIFY.
 check-hardening:
-	@$(MAKE) --no-print-directory BUILD=build/release SANITIZE= all
+	@$(MAKE) --no-print-directory -j$(JOBS) BUILD=build/release SANITIZE= all
 	@scripts/check-hardening.sh build/release
 
+# The fuzz smoke run goes beside the integration tests (which mostly wait
+# on servers and sockets); its output is shown after theirs, and either
+# failing fails the target.
 test: deps
 	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory check-hardening
 	@$(MAKE) --no-print-directory unit
-	@$(MAKE) --no-print-directory fuzz-smoke
-	@$(MAKE) --no-print-directory integration
+	@$(MAKE) --no-print-directory -j$(JOBS) fuzz-build
+	@mkdir -p build; \
+	( $(MAKE) --no-print-directory fuzz-smoke > build/fuzz-smoke.log 2>&1; \
+	  echo $$? > build/fuzz-smoke.rc ) & fuzz_pid=$$!; \
+	$(MAKE) --no-print-directory integration; integration_rc=$$?; \
+	wait $$fuzz_pid; fuzz_rc=$$(cat build/fuzz-smoke.rc); \
+	cat build/fuzz-smoke.log; \
+	[ "$$fuzz_rc" = 0 ] || echo "fuzz-smoke FAILED (exit $$fuzz_rc)"; \
+	[ "$$integration_rc" = 0 ] || echo "integration FAILED (exit $$integration_rc)"; \
+	[ "$$fuzz_rc" = 0 ] && [ "$$integration_rc" = 0 ]
 
 # libFuzzer harnesses: clang, ASan+UBSan, all sources rebuilt under build/fuzz.
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz-*.c)
