@@ -32,6 +32,8 @@
 #include "jobs.h"
 #include "lmtp-session.h"
 #include "log.h"
+#include "netmask.h"
+#include "settings.h"
 #include "userdb-lookup.h"
 
 /* Stop reading from the socket once this much input waits: one piece of
@@ -46,6 +48,8 @@
 #define LMTP_RETRY_MS 1000
 /* Failure texts kept per recipient for the log. */
 #define LMTP_ERROR_MAX 160
+/* The refusal line: the host name (at most 255 bytes) and the text. */
+#define LMTP_REFUSAL_MAX 320
 /* The share of the process's descriptors that open copies may take (one
    in LMTP_COPIES_FD_SHARE): the rest stay for POP3 sessions. */
 #define LMTP_COPIES_FD_SHARE 4
@@ -722,6 +726,7 @@ static void lmtp_peer_name(int fd, const struct sockaddr *addr, char *buf,
 void lmtp_conn_setup(struct loop *loop)
 {
 	const struct server_context *ctx = loop->ctx;
+	const char *warning;
 	struct rlimit rl;
 
 	/* No more than the connections can hold, and no more than their
@@ -734,6 +739,9 @@ void lmtp_conn_setup(struct loop *loop)
 	if (lmtp_copies_max < 1)
 		lmtp_copies_max = 1;
 	log_info("event=lmtp-setup copies_max=%zu", lmtp_copies_max);
+	warning = settings_lmtp_warning(ctx->set);
+	if (warning != NULL)
+		log_warn("event=config-warning text=\"%s\"", warning);
 
 	lmtp_cfg = (struct lmtp_config){
 		.hostname = ctx->hostname,
@@ -742,14 +750,42 @@ void lmtp_conn_setup(struct loop *loop)
 	};
 }
 
-/* Over the cap: said plainly, then closed. */
-static void lmtp_refuse(int fd, const char *rip)
-{
-	static const char text[] = "421 4.3.2 too many connections, try later\r\n";
+/* Loopback is this host: always served (lmtp-conn.h). */
+static const struct netmask_list lmtp_loopback = {
+	.nets = {
+		{ .family = AF_INET, .addr = { 127 }, .prefix = 8 },
+		{ .family = AF_INET6, .addr = { [15] = 1 }, .prefix = 128 },
+	},
+	.count = 2,
+};
 
-	(void)!send(fd, text, sizeof(text) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
-	log_warn("event=lmtp-refused rip=%s reason=connection-cap", rip);
+bool lmtp_peer_allowed(const struct sockaddr *addr,
+		       const struct netmask_list *trusted)
+{
+	if (addr->sa_family == AF_UNIX)
+		return true;
+	return netmask_list_contains(&lmtp_loopback, addr) ||
+	       netmask_list_contains(trusted, addr);
+}
+
+/* A connection not taken: the one reply line, then the close. */
+static void lmtp_refuse(int fd, const char *rip, const char *line,
+			const char *reason)
+{
+	(void)!send(fd, line, strlen(line), MSG_DONTWAIT | MSG_NOSIGNAL);
+	log_warn("event=lmtp-refused rip=%s reason=%s", rip, reason);
 	close(fd);
+}
+
+/* A peer outside loopback and trusted_networks: LMTP would let it deliver
+   to anyone, so it is not served (421: see lmtp-conn.h). */
+static void lmtp_refuse_untrusted(int fd, const char *rip)
+{
+	char line[LMTP_REFUSAL_MAX];
+
+	snprintf(line, sizeof(line), "421 4.7.0 %s LMTP is not offered to this "
+		 "address\r\n", lmtp_cfg.hostname);
+	lmtp_refuse(fd, rip, line, "untrusted-address");
 }
 
 static int lmtp_setup(struct lmtp_conn *c, int fd)
@@ -782,8 +818,13 @@ void lmtp_conn_accept(struct loop *loop, int fd, const struct sockaddr *addr,
 	(void)addrlen;
 
 	lmtp_peer_name(fd, addr, rip, sizeof(rip));
+	if (!lmtp_peer_allowed(addr, &loop->ctx->trusted)) {
+		lmtp_refuse_untrusted(fd, rip);
+		return;
+	}
 	if (lmtp_open_count >= LMTP_CONN_MAX) {
-		lmtp_refuse(fd, rip);
+		lmtp_refuse(fd, rip, "421 4.3.2 too many connections, try later\r\n",
+			    "connection-cap");
 		return;
 	}
 	struct lmtp_conn *c = calloc(1, sizeof(*c));

@@ -21,13 +21,24 @@
  * failure.  A connection that ends before the final dot leaves nothing in
  * new/; one that ends during the commits leaves the copies already
  * committed (the one in flight included) and aborts the others.
+ *
+ * Who may connect.  LMTP has no authentication (RFC 2033), so a TCP peer
+ * is served only from a loopback address or from trusted_networks; any
+ * other gets one 421 4.7.0 line, is closed and logged (event=lmtp-refused
+ * reason=untrusted-address).  421, not 554: RFC 5321 section 3.1 lets a
+ * server close at once only after a 421 (a 554 greeting obliges it to
+ * stay and answer 503 until QUIT), and a 4xx makes a misconfigured MTA
+ * keep the mail queued rather than bounce it.  A unix-socket peer is
+ * always served: the socket file's mode says who may connect.
  */
 #ifndef POPBOX_LMTP_CONN_H
 #define POPBOX_LMTP_CONN_H
 
+#include <stdbool.h>
 #include <sys/socket.h>
 
 struct loop;
+struct netmask_list;
 
 /* Idle time allowed between two commands or two pieces of a message
    (RFC 5321 section 4.5.3.2.7: a server waits at least 5 minutes). */
@@ -39,6 +50,11 @@ struct loop;
 /* Readies the module for loop's process (hostname, size limit); once,
    before the first accept. */
 void lmtp_conn_setup(struct loop *loop);
+/* Whether the peer at addr may use LMTP: a unix-socket peer, a loopback
+   address (127.0.0.0/8, ::1, IPv4-mapped 127.x) or one in trusted.  Pure;
+   any other address family is refused. */
+bool lmtp_peer_allowed(const struct sockaddr *addr,
+		       const struct netmask_list *trusted);
 /* Takes over fd, a connection accepted on the LMTP listener. */
 void lmtp_conn_accept(struct loop *loop, int fd, const struct sockaddr *addr,
 		      socklen_t addrlen);

@@ -110,7 +110,8 @@ static const struct settings_def settings_defs[] = {
 	  settings_check_mail_user, 0 },
 	{ "trusted_networks", SET_STRING, OFF(trusted_networks), 0, 0,
 	  "127.0.0.0/8 ::1/128",
-	  "where USER/PASS may come without TLS (space-separated, or none)",
+	  "where USER/PASS may come without TLS, and who besides loopback may"
+	  " use a TCP lmtp_listen (space-separated, or none)",
 	  settings_check_networks, 0 },
 	{ "allow_cleartext", SET_BOOL, OFF(allow_cleartext), 0, 0, "no",
 	  "allow passwords without TLS from anywhere: legacy sites only",
@@ -136,8 +137,9 @@ static const struct settings_def settings_defs[] = {
 	  "64M", "largest message delivery accepts (LMTP SIZE); bytes with"
 	  " k/M/G suffix", NULL, 0 },
 	{ "lmtp_listen", SET_STRING, OFF(lmtp_listen), 0, 0, NULL,
-	  "LMTP for the MTA: unix:/path or a loopback address:port; off"
-	  " unless set", settings_check_lmtp_listen, 0 },
+	  "LMTP for the MTA: unix:/path or address:port (TCP peers: loopback"
+	  " and trusted_networks only); off unless set",
+	  settings_check_lmtp_listen, 0 },
 	{ "userdb_socket", SET_STRING, OFF(userdb_socket), 0, 0,
 	  "/run/popboxd/userdb", "where popbox-deliver asks the auth process"
 	  " for a user's record", settings_check_abs_path, 0 },
@@ -867,10 +869,73 @@ static void settings_print_one(const struct popboxd_settings *set,
 	}
 }
 
+/* The loopback networks: LMTP serves them whatever trusted_networks says. */
+static const struct netmask_list settings_loopback = {
+	.nets = {
+		{ .family = AF_INET, .addr = { 127 }, .prefix = 8 },
+		{ .family = AF_INET6, .addr = { [15] = 1 }, .prefix = 128 },
+	},
+	.count = 2,
+};
+
+/* Whether every address in net is a loopback one. */
+static bool settings_net_is_loopback(const struct netmask *net)
+{
+	static const uint8_t v6_loopback[16] = { [15] = 1 };
+
+	if (net->family == AF_INET)
+		return net->prefix >= 8 && net->addr[0] == 127;
+	return net->prefix == 128 && memcmp(net->addr, v6_loopback, 16) == 0;
+}
+
+/* Whether trusted_networks names anything beyond loopback. */
+static bool settings_trusts_beyond_loopback(const struct popboxd_settings *set)
+{
+	struct netmask_list trusted;
+	const char *error;
+
+	if (set->trusted_networks == NULL ||
+	    netmask_list_parse(set->trusted_networks,
+			       strlen(set->trusted_networks), &trusted,
+			       &error) < 0)
+		return false;
+	for (size_t i = 0; i < trusted.count; i++) {
+		if (!settings_net_is_loopback(&trusted.nets[i]))
+			return true;
+	}
+	return false;
+}
+
+const char *settings_lmtp_warning(const struct popboxd_settings *set)
+{
+	static _Thread_local char text[SETTINGS_LINE_MAX + 256];
+	struct sockaddr_storage ss;
+	socklen_t len;
+	const char *error;
+
+	if (set->lmtp_listen == NULL || strncmp(set->lmtp_listen, "unix:", 5) == 0)
+		return NULL;
+	/* A value that does not parse never got past settings_parse(). */
+	if (listen_addr_parse(set->lmtp_listen, &ss, &len, &error) < 0 ||
+	    netmask_list_contains(&settings_loopback, (struct sockaddr *)&ss) ||
+	    settings_trusts_beyond_loopback(set))
+		return NULL;
+	snprintf(text, sizeof(text), "lmtp_listen = %s is not a loopback "
+		 "address but trusted_networks holds loopback only: LMTP will "
+		 "refuse every peer but this host's loopback (add the MTA's "
+		 "network to trusted_networks, or listen on 127.0.0.1 or a unix "
+		 "socket)", set->lmtp_listen);
+	return text;
+}
+
 void settings_print(const struct popboxd_settings *set, FILE *out)
 {
+	const char *warning = settings_lmtp_warning(set);
+
 	for (size_t i = 0; i < SETTINGS_COUNT; i++)
 		settings_print_one(set, &settings_defs[i], out);
+	if (warning != NULL)
+		fprintf(out, "# warning: %s\n", warning);
 }
 
 /* Reads a regular file of at most SETTINGS_FILE_MAX bytes. */

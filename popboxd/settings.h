@@ -87,8 +87,19 @@ int settings_load(struct popboxd_settings *set, const char *path,
 /* Checks cross-field rules and required keys; fills in the listen default. */
 int settings_check(struct popboxd_settings *set, const char **error_r);
 
-/* Prints the effective settings as a config file that would load. */
+/* Prints the effective settings as a config file that would load; a
+   setting that loads but is likely not what the admin meant is followed by
+   a "# warning: ..." comment (settings_lmtp_warning). */
 void settings_print(const struct popboxd_settings *set, FILE *out);
+
+/*
+ * A TCP lmtp_listen on an address other than loopback while
+ * trusted_networks holds loopback networks only: LMTP will refuse every
+ * peer but this host (lmtp-conn.h).  Returns that warning as a
+ * thread-local text, or NULL when there is nothing to say.  A warning,
+ * not an error: such a listener still serves a local MTA, safely.
+ */
+const char *settings_lmtp_warning(const struct popboxd_settings *set);
 
 void settings_free(struct popboxd_settings *set);
 

@@ -16,10 +16,12 @@ import signal
 import smtplib
 import socket
 import stat
+import subprocess
 
 import pytest
 
-from conftest import IS_ROOT, SOCKET_TIMEOUT, recv_until_closed, wait_for
+from conftest import (IS_ROOT, POPBOX, POPBOXD, SOCKET_TIMEOUT,
+                      recv_until_closed, wait_for)
 
 SENDER = "sender@example.org"
 
@@ -48,9 +50,11 @@ def smtplib_client(srv) -> smtplib.LMTP:
 class RawLMTP:
     """LMTP over a plain socket: exact bytes out, whole replies in."""
 
-    def __init__(self, address, family=socket.AF_INET):
+    def __init__(self, address, family=socket.AF_INET, source=None):
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.settimeout(SOCKET_TIMEOUT)
+        if source is not None:
+            self.sock.bind((source, 0))
         self.sock.connect(address)
         self.buf = bytearray()
         code, lines = self.reply()
@@ -550,3 +554,157 @@ def test_login_processes_do_not_hold_the_lmtp_socket(server):
     # The master (root) and the mail processes (mail_user) only.
     assert set(holders.values()) <= {0, nobody}, holders
     assert nobody in holders.values()
+
+
+# ------------------------------------------------ who may connect over TCP
+#
+# LMTP has no authentication, so a TCP peer is served only from loopback or
+# trusted_networks.  Every test server listens on loopback, and loopback is
+# always served: the refusal needs a second address of this host.  When the
+# machine has one (say 192.0.2.2 on eth0), the listener is bound to it and
+# the test connects from it, traffic that still never leaves the host.
+# Without one, those tests skip; test-lmtp-access.c (unit) covers the
+# decision itself, address by address.
+
+
+def local_address(family):
+    """A global-scope address of this host (not loopback), or None."""
+    flag = "-4" if family == socket.AF_INET else "-6"
+    try:
+        out = subprocess.run(["ip", "-o", flag, "addr", "show", "scope",
+                              "global"], capture_output=True, text=True,
+                             timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in out.splitlines():
+        if "tentative" in line or "dadfailed" in line:
+            continue
+        m = re.search(r"\binet6? ([0-9a-fA-F:.]+)/\d+", line)
+        if not m:
+            continue
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.bind((m.group(1), 0))
+        except OSError:
+            continue
+        return m.group(1)
+    return None
+
+
+FAMILIES = [pytest.param(socket.AF_INET, "127.0.0.1", id="ipv4"),
+            pytest.param(socket.AF_INET6, "::1", id="ipv6")]
+
+
+def second_address(family):
+    addr = local_address(family)
+    if addr is None:
+        pytest.skip("this host has no second address to connect from")
+    return addr
+
+
+def listen_spec(family, addr) -> str:
+    return f"[{addr}]:0" if family == socket.AF_INET6 else f"{addr}:0"
+
+
+def lmtp_port_at(srv, family, addr) -> int:
+    shown = f"[{addr}]" if family == socket.AF_INET6 else addr
+    m = srv.wait_log(rf"event=listening proto=lmtp addr={re.escape(shown)}:(\d+)")
+    return int(m.group(1))
+
+
+def greeting_then_close(family, addr, port, source) -> bytes:
+    """Everything a connection from source gets before the server closes."""
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(SOCKET_TIMEOUT)
+        sock.bind((source, 0))
+        sock.connect((addr, port))
+        buf = bytearray()
+        assert recv_until_closed(sock, buf, 10.0), \
+            f"the server kept the connection open after {bytes(buf)!r}"
+        return bytes(buf)
+
+
+@pytest.mark.parametrize("family,loopback", FAMILIES)
+def test_untrusted_peer_refused(server, raw, env, family, loopback):
+    """A peer outside loopback and trusted_networks gets one 421 line and
+    the close; loopback, on the same listener, is served."""
+    addr = second_address(family)
+    srv = lmtp_server(server, lmtp_listen=listen_spec(family, addr),
+                      hostname="lmtp.test")
+    port = lmtp_port_at(srv, family, addr)
+    # Only loopback will be served: said at start.
+    srv.wait_log(r"event=config-warning text=\"lmtp_listen = .* trusted_networks")
+    start = len(srv.log())
+    got = greeting_then_close(family, addr, port, addr)
+    assert got == b"421 4.7.0 lmtp.test LMTP is not offered to this address\r\n"
+    srv.wait_log(rf"event=lmtp-refused rip={re.escape(addr)} "
+                 r"reason=untrusted-address", start=start)
+    assert "event=lmtp-connect" not in srv.log()[start:]
+    # The same listener, from loopback: served as ever.
+    c = RawLMTP((addr, port), family, source=loopback)
+    assert transaction(c, ["alice@example.org"]) == [250]
+    assert c.cmd("DATA")[0] == 354
+    c.send(stuff(BODY))
+    assert c.reply()[0] == 250
+    c.cmd("QUIT")
+    c.close()
+    assert fetch_all(srv, raw, env, "alice") == [expected(BODY, "alice@example.org")]
+
+
+@pytest.mark.parametrize("family,loopback", FAMILIES)
+def test_trusted_network_served(server, raw, env, family, loopback):
+    """The same peer is served once trusted_networks names it (and then
+    there is nothing to warn about at start)."""
+    addr = second_address(family)
+    srv = lmtp_server(server, lmtp_listen=listen_spec(family, addr),
+                      trusted_networks=f"127.0.0.0/8 ::1/128 {addr}")
+    port = lmtp_port_at(srv, family, addr)
+    c = RawLMTP((addr, port), family, source=addr)
+    assert transaction(c, ["bob@example.org"]) == [250]
+    assert c.cmd("DATA")[0] == 354
+    c.send(stuff(BODY))
+    assert c.reply()[0] == 250
+    c.cmd("QUIT")
+    c.close()
+    srv.wait_log(rf"event=lmtp-connect session=\S+ rip={re.escape(addr)}")
+    assert fetch_all(srv, raw, env, "bob") == [expected(BODY, "bob@example.org")]
+    srv.wait_log(r"event=started role=mail")
+    assert "event=config-warning" not in srv.log()
+    assert "event=lmtp-refused" not in srv.log()
+
+
+def test_loopback_served_without_trusted_networks(server, env):
+    """trusted_networks = none: loopback still delivers over TCP."""
+    srv = lmtp_server(server, trusted_networks="none")
+    c = smtplib_client(srv)
+    assert c.sendmail(SENDER, ["alice@example.org"], BODY) == {}
+    c.quit()
+    assert len(new_files(env, "alice")) == 1
+    assert "event=lmtp-refused" not in srv.log()
+    assert "event=config-warning" not in srv.log()
+
+
+@pytest.mark.parametrize("settings,warns", [
+    ({"lmtp_listen": "192.0.2.1:24"}, True),
+    ({"lmtp_listen": "*:24", "trusted_networks": "none"}, True),
+    ({"lmtp_listen": "[2001:db8::1]:24"}, True),
+    ({"lmtp_listen": "192.0.2.1:24", "trusted_networks": "192.0.2.0/24"}, False),
+    ({"lmtp_listen": "127.0.0.1:24"}, False),
+    ({"lmtp_listen": "unix:/run/popboxd/lmtp"}, False),
+])
+def test_check_config_warns(env, settings, warns):
+    """popboxd -t and popbox check-config show the warning, as a comment
+    (the output still loads); the config is not refused."""
+    conf = env.root / "check.conf"
+    conf.write_text(env.config_text(**settings))
+    for cmd in ([str(POPBOXD), "-t", "-c", str(conf)],
+                [str(POPBOX), "check-config", "-c", str(conf)]):
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        lines = [l for l in r.stdout.splitlines() if l.startswith("# warning:")]
+        if warns:
+            assert len(lines) == 1, r.stdout
+            assert settings["lmtp_listen"] in lines[0]
+            assert "trusted_networks" in lines[0]
+        else:
+            assert lines == [], r.stdout
