@@ -2,6 +2,7 @@
  * maildrop-bench.c — how long maildrop_open() takes on a big Maildir.
  *
  *   maildrop-bench [--no-wire-field] [--drop-caches] DIR N
+ *   maildrop-bench [--threads N] [--drop-caches] --existing DIR ROUNDS
  *
  * Creates the Maildir DIR (which must not exist) with N messages of about
  * 4 KB, half in new/ and half in cur/ with ":2,S", named Dovecot-style with
@@ -16,6 +17,14 @@
  * With --drop-caches the page cache is dropped before each case (needs
  * root and a writable /proc/sys/vm/drop_caches; says so if not).
  * Prints one line per case: "case ms messages".  DIR is left in place.
+ *
+ * With --existing, DIR is a Maildir already there (bench/corpus.py's, or
+ * one bench/bigdrop.sh kept): ROUNDS times, popbox.cache is removed and
+ * the maildrop opened ("first" each time: every message without ",W=" is
+ * read), then once more with the cache it wrote ("cached", which takes
+ * the fast path only if the directories are more than 2 s old).  For
+ * profiling the first login alone: perf record -g maildrop-bench ...
+ * --threads N reads with N threads (maildrop_set_sizing; 1: serial).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -124,9 +133,24 @@ static void bench_case(const char *label, const char *dir, bool drop)
 	maildrop_close(&md);
 }
 
+/* --existing: first logins on DIR, cache removed before each. */
+static int bench_existing(const char *dir, unsigned long rounds, bool drop)
+{
+	char path[4200];
+
+	snprintf(path, sizeof(path), "%s/popbox.cache", dir);
+	for (unsigned long r = 0; r < rounds; r++) {
+		if (unlink(path) < 0 && errno != ENOENT)
+			bench_die(path);
+		bench_case("first", dir, drop);
+	}
+	bench_case("cached", dir, drop);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
-	bool wire_field = true, drop = false;
+	bool wire_field = true, drop = false, existing = false;
 	char path[4200];
 	unsigned long n;
 	int a = 1;
@@ -136,15 +160,25 @@ int main(int argc, char **argv)
 			wire_field = false;
 		else if (strcmp(argv[a], "--drop-caches") == 0)
 			drop = true;
+		else if (strcmp(argv[a], "--existing") == 0)
+			existing = true;
+		else if (strcmp(argv[a], "--threads") == 0 && a + 1 < argc)
+			maildrop_set_sizing((unsigned int)strtoul(argv[++a],
+								  NULL, 10),
+					    0);
 		else
 			break;
 	}
 	if (argc - a != 2 || (n = strtoul(argv[a + 1], NULL, 10)) == 0) {
 		fprintf(stderr, "usage: maildrop-bench [--no-wire-field] "
-				"[--drop-caches] DIR N\n");
+				"[--drop-caches] DIR N\n"
+				"       maildrop-bench [--threads N] "
+				"[--drop-caches] --existing DIR ROUNDS\n");
 		return 2;
 	}
 	const char *dir = argv[a];
+	if (existing)
+		return bench_existing(dir, n, drop);
 	if (mkdir(dir, 0700) < 0)
 		bench_die(dir);
 	for (const char *sub = "new\0cur\0tmp\0"; *sub; sub += 4) {

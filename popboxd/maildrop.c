@@ -8,9 +8,10 @@
  *         than the scan that wrote it (so no rename can have hidden in the
  *         same timestamp tick): list straight from the cache, no readdir;
  *   slow: readdir new/ and cur/, take sizes from the cache by base name,
- *         else from ",W=" in the name, else by reading the file; keep the
- *         cache order and append new messages sorted by name; rewrite the
- *         cache if anything differs.
+ *         else from ",W=" in the name, else by reading the file (many
+ *         files: on every core, see md_size_files); keep the cache order
+ *         and append new messages sorted by name; rewrite the cache if
+ *         anything differs.
  *
  * Invariants:
  *   - the snapshot never changes after open: messages delivered later are
@@ -46,6 +47,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -259,19 +263,63 @@ static int md_lock(struct maildrop *md, const struct maildrop_settings *set,
 /* ---- reading a message's wire size ------------------------------------- */
 
 /*
- * Reads name in dir_fd through wire_size.  Returns 0 with *size_r, 1 if the
- * file is gone or not a regular file (skip it), -1 with errno on error.
+ * Opens message name in dir_fd for sizing.  O_NOATIME: a first login does
+ * not dirty the inode of every message it reads (refused with EPERM for a
+ * file we do not own: *noatime is cleared and the open retried without).
+ */
+static int md_open_for_size(int dir_fd, const char *name, bool *noatime)
+{
+	const int flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK |
+			  O_NOCTTY;
+	int fd;
+
+	if (*noatime) {
+		fd = openat(dir_fd, name, flags | O_NOATIME);
+		if (fd >= 0 || errno != EPERM)
+			return fd;
+		*noatime = false;
+	}
+	return openat(dir_fd, name, flags);
+}
+
+/*
+ * Feeds fd's bytes through ws.  A read that stops short once st_size bytes
+ * are in is the end of the file (a delivered message never changes), which
+ * saves the read that would return 0; a file that grew is read on.
+ */
+static int md_read_all(int fd, int64_t st_size, uint8_t *buf,
+		       struct wire_size *ws)
+{
+	uint64_t total = 0;
+	ssize_t n;
+
+	for (;;) {
+		n = read(fd, buf, MD_READ_CHUNK);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -1 : 0;
+		wire_size_update(ws, buf, (size_t)n);
+		total += (uint64_t)n;
+		if (n < MD_READ_CHUNK && st_size >= 0 &&
+		    total >= (uint64_t)st_size)
+			return 0;
+	}
+}
+
+/*
+ * Reads name in dir_fd through wire_size; buf holds MD_READ_CHUNK bytes.
+ * Returns 0 with *size_r, 1 if the file is gone or not a regular file
+ * (skip it), -1 with errno on error.
  */
 static int md_read_wire_size(int dir_fd, const char *name, uint8_t *buf,
-			     uint64_t *size_r)
+			     bool *noatime, uint64_t *size_r)
 {
 	struct wire_size ws;
 	struct stat st;
-	ssize_t n;
-	int fd, err;
+	int fd, err, ret;
 
-	fd = openat(dir_fd, name,
-		    O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	fd = md_open_for_size(dir_fd, name, noatime);
 	if (fd < 0)
 		return errno == ENOENT || errno == ELOOP ? 1 : -1;
 	if (fstat(fd, &st) < 0) {
@@ -285,20 +333,13 @@ static int md_read_wire_size(int dir_fd, const char *name, uint8_t *buf,
 		return 1;
 	}
 	wire_size_init(&ws);
-	while ((n = read(fd, buf, MD_READ_CHUNK)) != 0) {
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			err = errno;
-			close(fd);
-			errno = err;
-			return -1;
-		}
-		wire_size_update(&ws, buf, (size_t)n);
-	}
+	ret = md_read_all(fd, (int64_t)st.st_size, buf, &ws);
+	err = errno;
 	close(fd);
-	*size_r = wire_size_final(&ws);
-	return 0;
+	errno = err;
+	if (ret == 0)
+		*size_r = wire_size_final(&ws);
+	return ret;
 }
 
 /*
@@ -581,6 +622,7 @@ struct md_scan_ent {
 	uint16_t base_len;
 	uint8_t dir;
 	bool skip;           /* duplicate base name, or vanished */
+	bool unsized;        /* to be read for its wire size */
 	int64_t st_size;     /* -1 unless fstatat was needed for the type */
 	int64_t cache_idx;   /* matching cache entry, -1 if none */
 	uint64_t wire_size;
@@ -779,38 +821,213 @@ static bool md_same_base(const struct md_scan *s, uint32_t a, uint32_t b)
 
 /*
  * Wire sizes of the messages not in the cache (order[first..n)): from the
- * name when it carries ",W=", else by reading the file.  Marks duplicates
- * of the previous base name and vanished files as skipped.
+ * name when it carries ",W=", else by reading the file (md_size_files).
+ * Marks duplicates of the previous base name as skipped.  Returns a
+ * malloc'd list of the entries still to be read, in directory order, with
+ * *todo_r elements (NULL with *todo_r = 0 if none or out of memory: then
+ * *enomem is set).
  */
-static int md_scan_sizes(struct maildrop *md, struct md_scan *s,
-			 const uint32_t *order, size_t first, size_t n)
+static uint32_t *md_scan_unsized(struct md_scan *s, const uint32_t *order,
+				 size_t first, size_t n, size_t *todo_r,
+				 bool *enomem)
 {
-	uint8_t *buf = NULL;
-	int ret = 0;
+	uint32_t *todo;
+	size_t t = 0;
 
-	for (size_t k = first; k < n && ret == 0; k++) {
+	*todo_r = 0;
+	*enomem = false;
+	for (size_t k = first; k < n; k++) {
 		struct md_scan_ent *e = &s->ents[order[k]];
-		const char *name = s->names + e->off;
 
-		if (k > first && md_same_base(s, order[k - 1], order[k])) {
+		if (k > first && md_same_base(s, order[k - 1], order[k]))
 			e->skip = true;
-			continue;
-		}
-		if (md_name_wire_size(name, e->len, e->st_size, &e->wire_size))
-			continue;
-		if (buf == NULL && (buf = malloc(MD_READ_CHUNK)) == NULL) {
-			errno = ENOMEM;
-			ret = -1;
-			break;
-		}
-		ret = md_read_wire_size(md->sub_fd[e->dir], name, buf,
-					&e->wire_size);
-		if (ret == 1) {
+		else if (!md_name_wire_size(s->names + e->off, e->len,
+					    e->st_size, &e->wire_size))
+			e->unsized = true;
+		t += e->unsized;
+	}
+	if (t == 0)
+		return NULL;
+	if ((todo = malloc(t * sizeof(*todo))) == NULL) {
+		*enomem = true;
+		return NULL;
+	}
+	/* In directory order, as readdir returned them. */
+	for (size_t i = 0, k = 0; i < s->count && k < t; i++) {
+		if (s->ents[i].unsized)
+			todo[k++] = (uint32_t)i;
+	}
+	*todo_r = t;
+	return todo;
+}
+
+/* ---- sizing by reading, on all cores ----------------------------------- */
+
+/*
+ * A first login to a big maildrop without ",W=" in its names reads every
+ * message once.  That is mostly system time spent per file (openat, fstat,
+ * read, close) plus the LF count, and it spreads over cores: above
+ * md_sizing.parallel_min files, the calling thread and up to threads - 1
+ * helper threads (two per online CPU, so that a cold page cache has
+ * several reads in flight; at most MD_SIZE_THREADS_MAX) take batches of
+ * MD_SIZE_BATCH files from a shared counter.  Each thread writes only the
+ * entries of its own batches, so the listing is the same as a serial
+ * pass's: sizes and skipped (vanished) files do not depend on who read
+ * what, and an error fails the open as it would serially (it stops every
+ * thread at its next batch; which file's errno is reported may differ).
+ * Helpers live only for the scan, with every signal blocked; if one
+ * cannot be started the others (at least the caller) do its share.
+ */
+#define MD_SIZE_THREADS_MAX 4
+#define MD_SIZE_BATCH 64
+#define MD_PARALLEL_MIN 512
+
+static struct {
+	unsigned int threads;   /* 0: two per online CPU */
+	size_t parallel_min;
+} md_sizing = { 0, MD_PARALLEL_MIN };
+
+void maildrop_set_sizing(unsigned int threads, size_t parallel_min)
+{
+	md_sizing.threads = threads;
+	md_sizing.parallel_min = parallel_min;
+}
+
+struct md_sizer {
+	const struct maildrop *md;
+	struct md_scan *s;
+	const uint32_t *todo;
+	size_t count;
+	atomic_size_t next;      /* first todo index of the next batch */
+	atomic_int err;          /* errno of the first error, 0 if none */
+};
+
+/* Sizes todo[k..end); 0, or -1 with errno. */
+static int md_size_batch(struct md_sizer *z, size_t k, size_t end,
+			 uint8_t *buf, bool *noatime)
+{
+	for (; k < end; k++) {
+		struct md_scan_ent *e = &z->s->ents[z->todo[k]];
+		int r = md_read_wire_size(z->md->sub_fd[e->dir],
+					  z->s->names + e->off, buf, noatime,
+					  &e->wire_size);
+
+		if (r < 0)
+			return -1;
+		if (r == 1)
 			e->skip = true; /* gone or not a file since readdir */
-			ret = 0;
+	}
+	return 0;
+}
+
+/* One thread's share: batches until none is left or one failed. */
+static void md_size_work(struct md_sizer *z)
+{
+	uint8_t *buf = malloc(MD_READ_CHUNK);
+	bool noatime = true;
+	int expected = 0;
+
+	if (buf == NULL) {
+		atomic_compare_exchange_strong(&z->err, &expected, ENOMEM);
+		return;
+	}
+	while (atomic_load(&z->err) == 0) {
+		size_t k = atomic_fetch_add(&z->next, MD_SIZE_BATCH);
+
+		if (k >= z->count)
+			break;
+		if (md_size_batch(z, k, z->count - k < MD_SIZE_BATCH ?
+						z->count : k + MD_SIZE_BATCH,
+				  buf, &noatime) < 0) {
+			int err = errno != 0 ? errno : EIO;
+
+			atomic_compare_exchange_strong(&z->err, &expected, err);
+			break;
 		}
 	}
 	free(buf);
+}
+
+static void *md_size_thread(void *arg)
+{
+	md_size_work(arg);
+	return NULL;
+}
+
+/* How many threads should read count files. */
+static unsigned int md_size_threads(size_t count)
+{
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned int n = md_sizing.threads;
+
+	if (n == 0)
+		n = cpus > 0 ? 2 * (unsigned int)cpus : 2;
+	if (n > MD_SIZE_THREADS_MAX)
+		n = MD_SIZE_THREADS_MAX;
+	if (count < md_sizing.parallel_min || count < 2)
+		n = 1;
+	return n;
+}
+
+/* Starts up to want helpers with every signal blocked; returns how many
+   started (tids[0..)). */
+static unsigned int md_size_helpers(struct md_sizer *z, pthread_t *tids,
+				    unsigned int want)
+{
+	sigset_t all, old;
+	unsigned int started = 0;
+
+	sigfillset(&all);
+	if (pthread_sigmask(SIG_SETMASK, &all, &old) != 0)
+		return 0;
+	for (; started < want; started++) {
+		if (pthread_create(&tids[started], NULL, md_size_thread, z) != 0)
+			break; /* the others do its share */
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return started;
+}
+
+/* Reads the files todo[0..count) for their wire sizes.  0, or -1 with
+   errno. */
+static int md_size_files(const struct maildrop *md, struct md_scan *s,
+			 const uint32_t *todo, size_t count)
+{
+	pthread_t tids[MD_SIZE_THREADS_MAX];
+	struct md_sizer z = { .md = md, .s = s, .todo = todo, .count = count };
+	unsigned int helpers = 0;
+	int err;
+
+	atomic_init(&z.next, 0);
+	atomic_init(&z.err, 0);
+	if (count == 0)
+		return 0;
+	helpers = md_size_helpers(&z, tids, md_size_threads(count) - 1);
+	md_size_work(&z);
+	for (unsigned int i = 0; i < helpers; i++)
+		pthread_join(tids[i], NULL);
+	if ((err = atomic_load(&z.err)) != 0) {
+		errno = err;
+		return -1;
+	}
+	return 0;
+}
+
+/* Sizes of the messages not in the cache: order[first..n). */
+static int md_scan_sizes(struct maildrop *md, struct md_scan *s,
+			 const uint32_t *order, size_t first, size_t n)
+{
+	size_t count;
+	bool enomem;
+	uint32_t *todo = md_scan_unsized(s, order, first, n, &count, &enomem);
+	int ret;
+
+	if (enomem) {
+		errno = ENOMEM;
+		return -1;
+	}
+	ret = md_size_files(md, s, todo, count);
+	free(todo);
 	return ret;
 }
 

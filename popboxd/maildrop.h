@@ -140,6 +140,16 @@ int maildrop_expire_kept(struct maildrop *md, int64_t now, int32_t keep_days,
 			 bool dry_run, struct maildrop_kept_counts *counts_r,
 			 const char **error_r);
 
+/*
+ * How a scan reads the messages whose wire size it must learn from their
+ * bytes (no ",W=" in the name, not in the cache): with more than
+ * parallel_min of them, threads threads at once (the caller and helpers
+ * that live only for the scan; 0: two per online CPU; at most 4).  The
+ * defaults (0, 512) suit popboxd; tests and benchmarks set other values to
+ * compare serial and parallel scans.  Call before any maildrop_open().
+ */
+void maildrop_set_sizing(unsigned int threads, size_t parallel_min);
+
 /* Unlocks and frees; deletes nothing.  Sets *md to NULL. */
 void maildrop_close(struct maildrop **md);
 
