@@ -54,31 +54,51 @@ static const char users_v1[] =
 	"sid:" SID_HASH "\n";
 
 
+/* stderr into a temp file, logging at level, until capture_end. */
+struct stderr_capture {
+	char path[32];
+	int fd, saved;
+};
+
+static void capture_begin(struct stderr_capture *c, enum log_level level)
+{
+	snprintf(c->path, sizeof(c->path), "/tmp/test-passdb-log-XXXXXX");
+	c->fd = mkstemp(c->path);
+	assert_true(c->fd >= 0);
+	fflush(stderr);
+	c->saved = dup(STDERR_FILENO);
+	dup2(c->fd, STDERR_FILENO);
+	log_set_level(level);
+}
+
+/* What was logged since capture_begin (malloc'ed); stderr back. */
+static char *capture_end(struct stderr_capture *c)
+{
+	char *text;
+
+	log_set_level(LOG_LEVEL_ERROR);
+	fflush(stderr);
+	dup2(c->saved, STDERR_FILENO);
+	close(c->saved);
+	off_t size = lseek(c->fd, 0, SEEK_END);
+	text = calloc(1, (size_t)size + 1);
+	assert_non_null(text);
+	assert_int_equal(pread(c->fd, text, (size_t)size, 0), size);
+	close(c->fd);
+	unlink(c->path);
+	return text;
+}
+
 /* Runs passdb_open() with stderr captured into log_r (malloc'ed). */
 static int open_captured(const char *path, struct passdb **db_r,
 			 const char **error_r, char **log_r)
 {
-	char logpath[] = "/tmp/test-passdb-log-XXXXXX";
-	int fd = mkstemp(logpath), saved;
+	struct stderr_capture c;
 	int ret;
 
-	assert_true(fd >= 0);
-	fflush(stderr);
-	saved = dup(STDERR_FILENO);
-	dup2(fd, STDERR_FILENO);
-	log_set_level(LOG_LEVEL_WARN);
+	capture_begin(&c, LOG_LEVEL_WARN);
 	ret = passdb_open(path, db_r, error_r);
-	log_set_level(LOG_LEVEL_ERROR);
-	fflush(stderr);
-	dup2(saved, STDERR_FILENO);
-	close(saved);
-
-	off_t size = lseek(fd, 0, SEEK_END);
-	*log_r = calloc(1, (size_t)size + 1);
-	assert_non_null(*log_r);
-	assert_int_equal(pread(fd, *log_r, (size_t)size, 0), size);
-	close(fd);
-	unlink(logpath);
+	*log_r = capture_end(&c);
 	return ret;
 }
 
@@ -629,27 +649,12 @@ static bool any_lookup_usable(const char *path, const char *const *users)
 static int can_scram_captured(const char *path, bool *can_r,
 			      const char **error_r, char **log_r)
 {
-	char logpath[] = "/tmp/test-passdb-log-XXXXXX";
-	int fd = mkstemp(logpath), saved;
+	struct stderr_capture c;
 	int ret;
 
-	assert_true(fd >= 0);
-	fflush(stderr);
-	saved = dup(STDERR_FILENO);
-	dup2(fd, STDERR_FILENO);
-	log_set_level(LOG_LEVEL_INFO);
+	capture_begin(&c, LOG_LEVEL_INFO);
 	ret = passdb_file_can_scram(path, can_r, error_r);
-	log_set_level(LOG_LEVEL_ERROR);
-	fflush(stderr);
-	dup2(saved, STDERR_FILENO);
-	close(saved);
-
-	off_t size = lseek(fd, 0, SEEK_END);
-	*log_r = calloc(1, (size_t)size + 1);
-	assert_non_null(*log_r);
-	assert_int_equal(pread(fd, *log_r, (size_t)size, 0), size);
-	close(fd);
-	unlink(logpath);
+	*log_r = capture_end(&c);
 	return ret;
 }
 
