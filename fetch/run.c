@@ -685,9 +685,9 @@ static void count_stored(struct run *r, uint64_t octets)
 	atomic_fetch_add(&r->progress->done, 1);
 }
 
-static void abort_staged(struct run *r, size_t from, size_t to)
+static void abort_staged(struct run *r, size_t n)
 {
-	for (size_t i = from; i < to; i++)
+	for (size_t i = 0; i < n; i++)
 		sink_abort(&r->staged[i].msg);
 }
 
@@ -722,7 +722,8 @@ static int stage_records(struct run *r, size_t n, size_t *k_r)
 
 /*
  * The commit of the messages prepared since the last one: for a Maildir
- * the group of those that completed in one read from the server (in its
+ * the group of those that completed in what has arrived from the server
+ * (pump commits when no more input is waiting, or at RUN_WINDOW; in its
  * tmp/), for an mbox the one message just prepared (the append's bytes
  * named, both locks held):
  *   1. their pending records, durable (one fdatasync, uidl-db.h);
@@ -751,7 +752,7 @@ static void commit_staged(struct run *r)
 		return;
 	r->nstaged = 0;
 	if (r->no_more_commit || stage_records(r, n, &k) < 0) {
-		abort_staged(r, 0, n);
+		abort_staged(r, n);
 		if (!r->no_more_commit && uidl_db_pending_count(r->db) > 0)
 			(void)uidl_db_settle_pending(r->db, settle, &error);
 		r->stop_fetching = true;
