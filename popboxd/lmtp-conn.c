@@ -726,7 +726,6 @@ static void lmtp_peer_name(int fd, const struct sockaddr *addr, char *buf,
 void lmtp_conn_setup(struct loop *loop)
 {
 	const struct server_context *ctx = loop->ctx;
-	const char *warning;
 	struct rlimit rl;
 
 	/* No more than the connections can hold, and no more than their
@@ -739,9 +738,6 @@ void lmtp_conn_setup(struct loop *loop)
 	if (lmtp_copies_max < 1)
 		lmtp_copies_max = 1;
 	log_info("event=lmtp-setup copies_max=%zu", lmtp_copies_max);
-	warning = settings_lmtp_warning(ctx->set);
-	if (warning != NULL)
-		log_warn("event=config-warning text=\"%s\"", warning);
 
 	lmtp_cfg = (struct lmtp_config){
 		.hostname = ctx->hostname,

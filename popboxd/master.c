@@ -608,6 +608,10 @@ void master_run(const struct popboxd_settings *set)
 	if (!m.privileged)
 		log_warn("event=startup note=\"not started as root: every process "
 			 "runs as this user, without privilege separation\"");
+	/* Once, here, not in each mail process that serves LMTP. */
+	const char *warning = settings_lmtp_warning(set);
+	if (warning != NULL)
+		log_warn("event=config-warning text=\"%s\"", warning);
 
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGCHLD);
